@@ -1,0 +1,23 @@
+//! Shared media types of corecast.
+//!
+//! Every transport turns what it receives into [`MediaPacket`]s published on a
+//! track's [`ChannelId`], and every transport that delivers media takes
+//! [`MediaPacket`]s from a channel. This crate holds only plain data and pure
+//! logic: no I/O, no clock reads (time comes in as [`std::time::Instant`]).
+//!
+//! - [`ChannelId`]: the global pub-sub channel of one track, a fixed hash of
+//!   `(room, peer, track name)` that is identical on every node and build.
+//! - [`MediaPacket`]: one RTP payload with the header fields an SFU needs.
+//! - [`CodecInfo`]: which codec a packet carries, independent of payload types.
+//! - [`Rewriter`]: keeps the sequence numbers and timestamps toward one
+//!   subscriber continuous when the publisher behind a track changes.
+
+mod channel;
+mod codec;
+mod packet;
+mod rewrite;
+
+pub use channel::ChannelId;
+pub use codec::{Codec, CodecInfo, MediaKind};
+pub use packet::MediaPacket;
+pub use rewrite::{Rewritten, Rewriter};

@@ -20,4 +20,4 @@ mod rewrite;
 pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
 pub use packet::MediaPacket;
-pub use rewrite::{Rewritten, Rewriter};
+pub use rewrite::{Rewriter, Rewritten};

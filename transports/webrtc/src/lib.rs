@@ -1,0 +1,49 @@
+//! Sans-IO WebRTC endpoints of corecast, on top of [str0m].
+//!
+//! An [`Endpoint`] is one WebRTC leg of the SFU: a WHIP publisher whose RTP
+//! becomes [`MediaPacket`]s on its tracks' channels, or a WHEP viewer that
+//! receives [`MediaPacket`]s and sends them on with its own SSRCs, continuous
+//! sequence numbers and its own SRTP keys.
+//!
+//! The crate never reads the clock, opens a socket or spawns: every call takes
+//! `now`, and the rule is the one str0m sets. **After every input, drain
+//! [`Endpoint::poll_output`] until it returns [`Output::Timeout`].**
+//!
+//! ```no_run
+//! # use std::time::Instant;
+//! # use corecast_webrtc::{Endpoint, EndpointConfig, Output, PublisherInfo};
+//! let config = EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]);
+//! let offer = "v=0 ..."; // from the WHIP POST body
+//! let now = Instant::now();
+//! let info = PublisherInfo { room: "live".into(), peer: "abc".into() };
+//! let (mut endpoint, answer) = Endpoint::publisher(&config, now, offer, info).unwrap();
+//! // send `answer` back in the 201 response, then run the loop:
+//! loop {
+//!     match endpoint.poll_output(now) {
+//!         Output::Transmit(t) => { /* send t.contents to t.destination */ }
+//!         Output::Event(e) => { /* publish media, route keyframe requests */ }
+//!         Output::Timeout(at) => break, // call handle_timeout(at) then
+//!     }
+//! }
+//! ```
+//!
+//! The engine routes datagrams to endpoints: [`stun_local_ufrag`] extracts the
+//! ICE username an endpoint is known by from a STUN binding request.
+
+mod client;
+mod codecs;
+mod config;
+mod demux;
+mod endpoint;
+mod error;
+mod sdpfrag;
+
+pub use client::{Client, ClientEvent, ClientOutput};
+pub use codecs::{codec_info, server_codecs};
+pub use config::EndpointConfig;
+pub use demux::{classify, stun_local_ufrag, PacketClass};
+pub use endpoint::{CloseReason, Endpoint, EndpointEvent, Output, PublisherInfo, Role, Transmit};
+pub use error::Error;
+pub use sdpfrag::{parse_sdpfrag, IceFragment};
+
+pub use corecast_media::{ChannelId, CodecInfo, MediaKind, MediaPacket};

@@ -1,0 +1,276 @@
+//! A scriptable WebRTC client for tests and the load generator.
+//!
+//! [`Client`] is the other side of an [`crate::Endpoint`]: a full-ICE str0m
+//! peer in RTP mode that makes the offer a WHIP publisher or WHEP viewer
+//! makes, sends RTP with the payloads it is given, and reports every RTP
+//! payload it receives. Sans-IO like the rest of the crate.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corecast_media::MediaKind;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::{Codec as RtcCodec, CodecConfig};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Rtc};
+
+use crate::endpoint::{Output as EndpointOutput, Transmit};
+use crate::{EndpointConfig, Error};
+
+/// Something a client saw.
+#[derive(Debug)]
+pub enum ClientEvent {
+    Connected,
+    /// One received RTP packet (viewer).
+    Media {
+        kind: MediaKind,
+        seq: u64,
+        rtp_time: u32,
+        marker: bool,
+        ssrc: u32,
+        payload: Arc<[u8]>,
+        arrival: Instant,
+    },
+    /// The server asked this publisher for a keyframe.
+    KeyframeRequest(MediaKind),
+    Closed,
+}
+
+/// What [`Client::poll_output`] returns (same shape as the endpoint's).
+pub type ClientOutput = EndpointOutput<ClientEvent>;
+
+/// A WHIP publisher or WHEP viewer peer.
+pub struct Client {
+    rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    audio: Mid,
+    video: Mid,
+    events: VecDeque<ClientEvent>,
+    connected: bool,
+}
+
+impl Client {
+    /// A publisher with one Opus and one VP8 track. Returns the WHIP offer.
+    pub fn publisher(
+        config: &EndpointConfig,
+        now: Instant,
+        local: SocketAddr,
+    ) -> Result<(Client, String), Error> {
+        Client::new(config, now, local, Direction::SendOnly)
+    }
+
+    /// A viewer receiving one audio and one video track. Returns the WHEP offer.
+    pub fn viewer(
+        config: &EndpointConfig,
+        now: Instant,
+        local: SocketAddr,
+    ) -> Result<(Client, String), Error> {
+        Client::new(config, now, local, Direction::RecvOnly)
+    }
+
+    fn new(
+        config: &EndpointConfig,
+        now: Instant,
+        local: SocketAddr,
+        dir: Direction,
+    ) -> Result<(Client, String), Error> {
+        let mut builder = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_crypto_provider(config.crypto.clone())
+            .set_dtls_cert(config.dtls_cert.clone())
+            .set_stats_interval(None);
+        let mut codecs = CodecConfig::empty();
+        codecs.enable_opus(true, false);
+        codecs.enable_vp8(true);
+        *builder.codec_config() = codecs;
+        let mut rtc = builder.build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|e| Error::BadSdp(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(RtcKind::Audio, dir, None, None, None);
+        let video = api.add_media(RtcKind::Video, dir, None, None, None);
+        let (offer, pending) = api
+            .apply()
+            .ok_or(Error::NoMedia("media in the client's offer"))?;
+        let client = Client {
+            rtc,
+            pending: Some(pending),
+            audio,
+            video,
+            events: VecDeque::new(),
+            connected: false,
+        };
+        Ok((client, offer.to_sdp_string()))
+    }
+
+    /// Applies the server's SDP answer.
+    pub fn accept_answer(&mut self, answer: &str) -> Result<(), Error> {
+        let answer =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| Error::BadSdp(e.to_string()))?;
+        let pending = self
+            .pending
+            .take()
+            .ok_or(Error::BadSdp("no offer pending".into()))?;
+        self.rtc.sdp_api().accept_answer(pending, answer)?;
+        Ok(())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    fn mid(&self, kind: MediaKind) -> Mid {
+        match kind {
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video,
+        }
+    }
+
+    fn pt(&self, kind: MediaKind) -> Option<Pt> {
+        let want = match kind {
+            MediaKind::Audio => RtcCodec::Opus,
+            MediaKind::Video => RtcCodec::Vp8,
+        };
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == want)
+            .map(|p| p.pt())
+    }
+
+    /// Sends one RTP packet (publisher). `seq` is the extended sequence number.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        seq: u64,
+        rtp_time: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> bool {
+        if !self.connected {
+            return false;
+        }
+        let Some(pt) = self.pt(kind) else {
+            return false;
+        };
+        let mid = self.mid(kind);
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        stream.write_rtp(
+            RtpWrite::new(pt, seq.into(), rtp_time, now, payload.to_vec())
+                .marker(marker)
+                .nackable(kind == MediaKind::Video),
+        );
+        // str0m queues the packet; time input lets its pacer release it now.
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        true
+    }
+
+    /// Asks the server for a keyframe (viewer): a PLI on the video track.
+    pub fn request_keyframe(&mut self) -> bool {
+        let mid = self.video;
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, None) else {
+            return false;
+        };
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        true
+    }
+
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), Error> {
+        let contents = datagram.try_into().map_err(|_| Error::Unrecognized)?;
+        self.rtc.handle_input(Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        ))?;
+        Ok(())
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+    }
+
+    pub fn close(&mut self) {
+        self.rtc.disconnect();
+    }
+
+    pub fn poll_output(&mut self, now: Instant) -> ClientOutput {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return EndpointOutput::Event(e);
+            }
+            match self.rtc.poll_output() {
+                Ok(str0m::Output::Transmit(t)) => {
+                    return EndpointOutput::Transmit(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    })
+                }
+                Ok(str0m::Output::Timeout(at)) => return EndpointOutput::Timeout(at),
+                Ok(str0m::Output::Event(e)) => self.on_event(e),
+                Err(_) => {
+                    self.events.push_back(ClientEvent::Closed);
+                    if !self.rtc.is_alive() {
+                        return EndpointOutput::Timeout(now + Duration::from_secs(3600));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                self.events.push_back(ClientEvent::Connected);
+            }
+            Event::RtpPacket(p) => {
+                let kind =
+                    if p.header.payload_type == self.pt(MediaKind::Audio).unwrap_or(Pt::from(0)) {
+                        MediaKind::Audio
+                    } else {
+                        MediaKind::Video
+                    };
+                self.events.push_back(ClientEvent::Media {
+                    kind,
+                    seq: *p.seq_no,
+                    rtp_time: p.header.timestamp,
+                    marker: p.header.marker,
+                    ssrc: *p.header.ssrc,
+                    payload: p.payload,
+                    arrival: p.timestamp,
+                });
+            }
+            Event::KeyframeRequest(r) => {
+                let kind = if r.mid == self.audio {
+                    MediaKind::Audio
+                } else {
+                    MediaKind::Video
+                };
+                self.events.push_back(ClientEvent::KeyframeRequest(kind));
+            }
+            Event::Closed => self.events.push_back(ClientEvent::Closed),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Configuration shared by every endpoint of a node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use str0m::config::{CryptoProvider, DtlsCert};
+
+/// What every endpoint of one node shares: addresses, DTLS identity, timers.
+///
+/// Build it once per node (creating the DTLS certificate is expensive) and
+/// clone it into every shard; the clone shares the heavy parts.
+#[derive(Clone)]
+pub struct EndpointConfig {
+    /// Host candidates advertised in every answer (the node's media sockets).
+    pub candidates: Vec<SocketAddr>,
+    /// A session with no datagram for this long is closed (ICE consent).
+    pub consent_timeout: Duration,
+    /// Keyframe requests toward one publisher track are sent at most this often.
+    pub keyframe_interval: Duration,
+    pub(crate) crypto: Arc<CryptoProvider>,
+    pub(crate) dtls_cert: DtlsCert,
+}
+
+impl EndpointConfig {
+    /// A config with a fresh DTLS certificate and default timers.
+    ///
+    /// # Panics
+    /// If the crypto provider cannot generate a certificate, which only
+    /// happens when the process is out of entropy: a start-up failure.
+    pub fn new(candidates: Vec<SocketAddr>) -> EndpointConfig {
+        let crypto = str0m::crypto::from_feature_flags();
+        let dtls_cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .expect("the crypto provider generates a DTLS certificate at start-up");
+        EndpointConfig {
+            candidates,
+            consent_timeout: Duration::from_secs(20),
+            keyframe_interval: Duration::from_millis(500),
+            crypto: Arc::new(crypto),
+            dtls_cert,
+        }
+    }
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("candidates", &self.candidates)
+            .field("consent_timeout", &self.consent_timeout)
+            .field("keyframe_interval", &self.keyframe_interval)
+            .finish_non_exhaustive()
+    }
+}

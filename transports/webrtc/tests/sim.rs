@@ -1,0 +1,510 @@
+//! Publisher → SFU → viewers in simulated time over an in-memory network.
+//!
+//! No sockets and no clock: a `World` steps every peer 1 ms at a time and
+//! carries datagrams between them with a fixed latency. Full ICE, DTLS and
+//! SRTP run on both sides.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use corecast_media::{ChannelId, Codec, CodecInfo, MediaKind};
+use corecast_webrtc::{
+    Client, ClientEvent, CloseReason, Endpoint, EndpointConfig, EndpointEvent, Error, Output,
+    PublisherInfo, Transmit,
+};
+
+const SERVER: &str = "10.0.0.100:9000";
+const LATENCY: Duration = Duration::from_millis(5);
+
+struct Peer {
+    addr: SocketAddr,
+    client: Client,
+    events: Vec<ClientEvent>,
+    next_timeout: Instant,
+}
+
+struct ServerLeg {
+    remote: SocketAddr,
+    endpoint: Endpoint,
+    closed: Option<CloseReason>,
+    next_timeout: Instant,
+}
+
+struct World {
+    now: Instant,
+    config: EndpointConfig,
+    clients: Vec<Peer>,
+    legs: Vec<ServerLeg>,
+    in_flight: VecDeque<(Instant, Transmit)>,
+    /// Datagrams from these addresses are lost (a peer that went away).
+    mute: Vec<SocketAddr>,
+    keyframe_requests_sent: usize,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            now: Instant::now(),
+            config: EndpointConfig::new(vec![addr(SERVER)]),
+            clients: Vec::new(),
+            legs: Vec::new(),
+            in_flight: VecDeque::new(),
+            mute: Vec::new(),
+            keyframe_requests_sent: 0,
+        }
+    }
+
+    /// Adds a publisher client and its server leg; returns the leg index.
+    fn add_publisher(&mut self, local: &str, peer: &str) -> usize {
+        let local = addr(local);
+        let (client, offer) = Client::publisher(&self.config, self.now, local).unwrap();
+        let who = PublisherInfo {
+            room: "room".into(),
+            peer: peer.into(),
+        };
+        let (endpoint, answer) = Endpoint::publisher(&self.config, self.now, &offer, who).unwrap();
+        self.connect(local, client, endpoint, &answer)
+    }
+
+    fn add_viewer(&mut self, local: &str, required: &[CodecInfo]) -> Result<usize, Error> {
+        let local = addr(local);
+        let (client, offer) = Client::viewer(&self.config, self.now, local).unwrap();
+        let (endpoint, answer) = Endpoint::viewer(&self.config, self.now, &offer, required)?;
+        Ok(self.connect(local, client, endpoint, &answer))
+    }
+
+    fn connect(
+        &mut self,
+        local: SocketAddr,
+        mut client: Client,
+        endpoint: Endpoint,
+        answer: &str,
+    ) -> usize {
+        client.accept_answer(answer).unwrap();
+        self.clients.push(Peer {
+            addr: local,
+            client,
+            events: Vec::new(),
+            next_timeout: self.now,
+        });
+        self.legs.push(ServerLeg {
+            remote: local,
+            endpoint,
+            closed: None,
+            next_timeout: self.now,
+        });
+        self.legs.len() - 1
+    }
+
+    fn client(&mut self, leg: usize) -> &mut Peer {
+        &mut self.clients[leg]
+    }
+
+    /// Advances time by `d` in 1 ms steps.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(1);
+            self.step();
+        }
+    }
+
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) {
+        let end = self.now + limit;
+        while !done(self) {
+            assert!(self.now < end, "condition not reached within {limit:?}");
+            self.now += Duration::from_millis(1);
+            self.step();
+        }
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        while self.in_flight.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, t) = self.in_flight.pop_front().unwrap();
+            self.deliver(t);
+        }
+        for p in &mut self.clients {
+            if p.next_timeout <= now {
+                p.client.handle_timeout(now);
+            }
+        }
+        for leg in &mut self.legs {
+            if leg.next_timeout <= now {
+                leg.endpoint.handle_timeout(now);
+            }
+        }
+        self.drain();
+    }
+
+    fn deliver(&mut self, t: Transmit) {
+        if self.mute.contains(&t.source) {
+            return;
+        }
+        let now = self.now;
+        if t.destination == addr(SERVER) {
+            if let Some(leg) = self.legs.iter_mut().find(|l| l.remote == t.source) {
+                let _ = leg
+                    .endpoint
+                    .handle_receive(now, t.source, t.destination, &t.contents);
+            }
+        } else if let Some(p) = self.clients.iter_mut().find(|p| p.addr == t.destination) {
+            let _ = p
+                .client
+                .handle_receive(now, t.source, t.destination, &t.contents);
+        }
+    }
+
+    /// Drains every peer's output; the "SFU" part forwards media and keyframe
+    /// requests between legs the way the engine does.
+    fn drain(&mut self) {
+        let now = self.now;
+        for p in &mut self.clients {
+            loop {
+                match p.client.poll_output(now) {
+                    Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                    Output::Event(e) => p.events.push(e),
+                    Output::Timeout(at) => {
+                        p.next_timeout = at;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut media = Vec::new();
+        let mut keyframes = Vec::new();
+        for leg in &mut self.legs {
+            loop {
+                match leg.endpoint.poll_output(now) {
+                    Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                    Output::Event(EndpointEvent::Media(m)) => media.push(m),
+                    Output::Event(EndpointEvent::KeyframeRequest(k)) => keyframes.push(k),
+                    Output::Event(EndpointEvent::Closed(r)) => leg.closed = Some(r),
+                    Output::Event(_) => {}
+                    Output::Timeout(at) => {
+                        leg.next_timeout = at;
+                        break;
+                    }
+                }
+            }
+        }
+        // str0m's rule holds for the SFU too: drain after every mutation.
+        for m in &media {
+            for i in 0..self.legs.len() {
+                if self.legs[i].endpoint.handle_media(now, m) {
+                    self.drain_leg(i);
+                }
+            }
+        }
+        for k in keyframes {
+            for i in 0..self.legs.len() {
+                if self.legs[i].endpoint.request_keyframe(now, k) {
+                    self.keyframe_requests_sent += 1;
+                    self.drain_leg(i);
+                }
+            }
+        }
+    }
+
+    fn drain_leg(&mut self, i: usize) {
+        let now = self.now;
+        let leg = &mut self.legs[i];
+        loop {
+            match leg.endpoint.poll_output(now) {
+                Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                Output::Event(EndpointEvent::Closed(r)) => leg.closed = Some(r),
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+    }
+
+    fn all_connected(&self) -> bool {
+        self.clients.iter().all(|p| p.client.is_connected())
+            && self.legs.iter().all(|l| l.endpoint.is_connected())
+    }
+
+    fn received(&self, leg: usize, kind: MediaKind) -> Vec<(u64, u32, Vec<u8>)> {
+        self.clients[leg]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Media {
+                    kind: k,
+                    seq,
+                    rtp_time,
+                    payload,
+                    ..
+                } if *k == kind => Some((*seq, *rtp_time, payload.to_vec())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    // VP8 payload descriptor (S bit, partition 0) + a recognizable body.
+    let mut p = vec![0x10];
+    p.extend_from_slice(&i.to_be_bytes());
+    p.extend((0..200).map(|b| (b as u64 ^ i) as u8));
+    p
+}
+
+fn subscribe_all(w: &mut World, publisher: usize, viewers: &[usize]) {
+    let channels: Vec<(MediaKind, ChannelId)> =
+        w.legs[publisher].endpoint.published_channels().collect();
+    for &v in viewers {
+        for (kind, ch) in &channels {
+            w.legs[v].endpoint.subscribe(*kind, Some(*ch));
+        }
+    }
+}
+
+/// Sends warm-up packets until every viewer receives media: the first packet
+/// of a new stream can arrive before the viewer's SRTP context is ready.
+/// Returns the next sequence number to use.
+fn warm_up(w: &mut World, publisher: usize, viewers: &[usize], mut seq: u64) -> u64 {
+    let end = w.now + Duration::from_secs(2);
+    while viewers.iter().any(|v| {
+        w.received(*v, MediaKind::Video).is_empty() || w.received(*v, MediaKind::Audio).is_empty()
+    }) {
+        assert!(w.now < end, "viewers got no media during warm-up");
+        let now = w.now;
+        let ts = (seq as u32) * 960;
+        w.client(publisher)
+            .client
+            .send(now, MediaKind::Video, seq, ts, true, &[0x10, 0xff]);
+        w.drain();
+        w.client(publisher)
+            .client
+            .send(now, MediaKind::Audio, seq, ts, false, &[0xff]);
+        w.run(Duration::from_millis(20));
+        seq += 1;
+    }
+    for p in w.clients.iter_mut() {
+        p.events.clear();
+    }
+    seq
+}
+
+#[test]
+fn viewers_receive_every_payload_bit_exact_and_in_order() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    let v1 = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    let v2 = w.add_viewer("10.0.0.3:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[v1, v2]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    let base = warm_up(&mut w, p, &[v1, v2], 40_000);
+
+    for i in 0..200u64 {
+        let now = w.now;
+        assert!(w.client(p).client.send(
+            now,
+            MediaKind::Video,
+            base + i,
+            i as u32 * 3000,
+            i % 4 == 3,
+            &payload(i)
+        ));
+        // str0m's rule: drain after every mutation, before the next one.
+        w.drain();
+        if i % 2 == 0 {
+            assert!(w.client(p).client.send(
+                now,
+                MediaKind::Audio,
+                base + i / 2,
+                (i / 2) as u32 * 960,
+                false,
+                &[0xfc, i as u8]
+            ));
+        }
+        w.run(Duration::from_millis(5));
+    }
+    w.run(Duration::from_millis(200));
+
+    for v in [v1, v2] {
+        let video = w.received(v, MediaKind::Video);
+        assert_eq!(video.len(), 200, "viewer {v} video packets");
+        for (i, (seq, ts, body)) in video.iter().enumerate() {
+            assert_eq!(*body, payload(i as u64), "payload {i} differs");
+            assert_eq!(
+                *seq,
+                base + i as u64,
+                "first source passes sequence numbers through"
+            );
+            assert_eq!(*ts, i as u32 * 3000);
+        }
+        let audio = w.received(v, MediaKind::Audio);
+        assert_eq!(audio.len(), 100, "viewer {v} audio packets");
+        assert!(audio
+            .iter()
+            .enumerate()
+            .all(|(i, a)| a.2 == vec![0xfc, (i * 2) as u8]));
+    }
+}
+
+#[test]
+fn keyframe_requests_reach_the_publisher_at_most_every_500ms() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[v]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    // The receive stream on the server exists once media arrived.
+    for i in 0..10u64 {
+        let now = w.now;
+        w.client(p).client.send(
+            now,
+            MediaKind::Video,
+            100 + i,
+            i as u32 * 3000,
+            true,
+            &payload(i),
+        );
+        w.run(Duration::from_millis(10));
+    }
+    // The viewer asks 20 times in one second.
+    for _ in 0..20 {
+        assert!(w.client(v).client.request_keyframe());
+        w.run(Duration::from_millis(50));
+    }
+    w.run(Duration::from_millis(100));
+    let got = w.clients[p]
+        .events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::KeyframeRequest(MediaKind::Video)))
+        .count();
+    assert!(got >= 2, "publisher saw {got} keyframe requests");
+    assert!(got <= 3, "publisher saw {got} keyframe requests in ~1.1 s");
+    assert_eq!(got, w.keyframe_requests_sent);
+}
+
+#[test]
+fn a_silent_peer_is_closed_after_the_consent_timeout() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    let muted = w.clients[p].addr;
+    w.mute.push(muted);
+    let timeout = w.config.consent_timeout;
+    w.run(timeout - Duration::from_secs(1));
+    assert_eq!(w.legs[p].closed, None);
+    w.run(Duration::from_secs(2));
+    assert_eq!(w.legs[p].closed, Some(CloseReason::ConsentExpired));
+    assert!(timeout <= Duration::from_secs(30));
+}
+
+#[test]
+fn a_new_publisher_continues_the_viewers_sequence() {
+    let mut w = World::new();
+    let p1 = w.add_publisher("10.0.0.1:1000", "alice");
+    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    let p2 = w.add_publisher("10.0.0.3:1000", "bob");
+    subscribe_all(&mut w, p1, &[v]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    for i in 0..20u64 {
+        let now = w.now;
+        w.client(p1).client.send(
+            now,
+            MediaKind::Video,
+            1000 + i,
+            i as u32 * 3000,
+            true,
+            &payload(i),
+        );
+        w.run(Duration::from_millis(5));
+    }
+    w.run(Duration::from_millis(50));
+    subscribe_all(&mut w, p2, &[v]);
+    for i in 0..20u64 {
+        let now = w.now;
+        w.client(p2).client.send(
+            now,
+            MediaKind::Video,
+            60_000 + i,
+            77 + i as u32 * 3000,
+            true,
+            &payload(100 + i),
+        );
+        w.run(Duration::from_millis(5));
+    }
+    w.run(Duration::from_millis(100));
+    let got = w.received(v, MediaKind::Video);
+    assert_eq!(got.len(), 40);
+    for pair in got.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "sequence numbers stay continuous");
+        assert!(
+            pair[1].1.wrapping_sub(pair[0].1) < 90_000,
+            "timestamps move forward"
+        );
+    }
+    assert_eq!(got[20].2, payload(100));
+    let ssrcs: std::collections::HashSet<u32> = w.clients[v]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Media {
+                kind: MediaKind::Video,
+                ssrc,
+                ..
+            } => Some(*ssrc),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ssrcs.len(), 1, "one SSRC toward the viewer");
+}
+
+#[test]
+fn a_viewer_without_the_publishers_codec_is_refused() {
+    let mut w = World::new();
+    let h264 = CodecInfo {
+        codec: Codec::H264,
+        clock_rate: 90_000,
+        h264_profile: Some(0x42),
+        h264_packetization_mode: Some(1),
+    };
+    match w.add_viewer("10.0.0.2:1000", &[h264]) {
+        Err(Error::NoCommonCodec { kind, .. }) => assert_eq!(kind, MediaKind::Video),
+        other => panic!("expected NoCommonCodec, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn publisher_codecs_are_known_after_negotiation() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    let codecs = w.legs[p].endpoint.negotiated_codecs();
+    assert!(codecs.iter().any(|c| c.codec == Codec::Vp8), "{codecs:?}");
+    assert!(codecs.iter().any(|c| c.codec == Codec::Opus), "{codecs:?}");
+}
+
+#[test]
+fn malformed_offers_are_errors() {
+    let config = EndpointConfig::new(vec![addr(SERVER)]);
+    let now = Instant::now();
+    let who = || PublisherInfo {
+        room: "r".into(),
+        peer: "p".into(),
+    };
+    for body in [
+        "",
+        "hello",
+        "v=0\r\n",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+    ] {
+        assert!(
+            Endpoint::publisher(&config, now, body, who()).is_err(),
+            "{body:?} accepted"
+        );
+        assert!(
+            Endpoint::viewer(&config, now, body, &[]).is_err(),
+            "{body:?} accepted"
+        );
+    }
+}

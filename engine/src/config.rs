@@ -1,0 +1,178 @@
+//! Command line and TOML configuration of `corecast serve`.
+//!
+//! Every flag can also be set in the file given with `--config`, under the
+//! same name with `_` for `-`; a flag on the command line wins over the file.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `corecast serve`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP control plane (WHIP, WHEP, metrics). [default: 0.0.0.0:8080]
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// UDP port every shard binds with SO_REUSEPORT (0 picks a free one). [default: 9000]
+    #[arg(long)]
+    pub media_port: Option<u16>,
+    /// Number of shards (pinned media threads). [default: the available cores]
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Do not pin shards to cores (laptops, CI, shared machines).
+    #[arg(long)]
+    pub no_pin: bool,
+    /// First core to pin shard 0 to; shard i goes to core first_core + i. [default: 0]
+    #[arg(long)]
+    pub first_core: Option<usize>,
+    /// IP advertised in ICE candidates and bound by the media sockets
+    /// (repeatable). [default: this host's non-loopback IPv4 addresses, or 127.0.0.1]
+    #[arg(long = "ice-ip")]
+    pub ice_ip: Vec<IpAddr>,
+    /// Bearer token WHIP and WHEP requests must carry.
+    #[arg(long, env = "CORECAST_TOKEN")]
+    pub token: Option<String>,
+    /// SO_RCVBUF and SO_SNDBUF of each media socket, in bytes. [default: 8388608]
+    #[arg(long)]
+    pub socket_buffer: Option<usize>,
+    /// Endpoints per shard before new sessions are refused with 503. [default: 10000]
+    #[arg(long)]
+    pub max_endpoints_per_shard: Option<usize>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http: Option<SocketAddr>,
+    media_port: Option<u16>,
+    shards: Option<usize>,
+    no_pin: Option<bool>,
+    first_core: Option<usize>,
+    ice_ip: Option<Vec<IpAddr>>,
+    token: Option<String>,
+    socket_buffer: Option<usize>,
+    max_endpoints_per_shard: Option<usize>,
+}
+
+/// Resolved settings of a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http: SocketAddr,
+    pub media_port: u16,
+    pub shards: usize,
+    pub pin: bool,
+    pub first_core: usize,
+    pub ice_ips: Vec<IpAddr>,
+    pub token: Option<String>,
+    pub socket_buffer: usize,
+    pub max_endpoints_per_shard: usize,
+    pub consent_timeout: Duration,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("--shards must be between 1 and 64, got {0}")]
+    Shards(usize),
+}
+
+impl Settings {
+    /// Defaults for a laptop: every core, unpinned only if asked.
+    pub fn from_args(args: &ServeArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::Parse(path.clone(), e.to_string()))?
+            }
+            None => FileConfig::default(),
+        };
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let shards = args.shards.or(file.shards).unwrap_or(cores);
+        if shards == 0 || shards > 64 {
+            return Err(ConfigError::Shards(shards));
+        }
+        let ice_ips = if !args.ice_ip.is_empty() {
+            args.ice_ip.clone()
+        } else {
+            file.ice_ip.unwrap_or_else(crate::socket::host_addresses)
+        };
+        Ok(Settings {
+            http: args
+                .http
+                .or(file.http)
+                .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080))),
+            media_port: args.media_port.or(file.media_port).unwrap_or(9000),
+            shards,
+            pin: !(args.no_pin || file.no_pin.unwrap_or(false)),
+            first_core: args.first_core.or(file.first_core).unwrap_or(0),
+            ice_ips,
+            token: args.token.clone().or(file.token),
+            socket_buffer: args
+                .socket_buffer
+                .or(file.socket_buffer)
+                .unwrap_or(8 * 1024 * 1024),
+            max_endpoints_per_shard: args
+                .max_endpoints_per_shard
+                .or(file.max_endpoints_per_shard)
+                .unwrap_or(10_000),
+            consent_timeout: Duration::from_secs(20),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("corecast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "media_port = 7000\nshards = 3\nice_ip = [\"127.0.0.2\"]\nno_pin = true\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            shards: Some(2),
+            ..ServeArgs::default()
+        };
+        let s = Settings::from_args(&args).unwrap();
+        assert_eq!(s.media_port, 7000);
+        assert_eq!(s.shards, 2);
+        assert!(!s.pin);
+        assert_eq!(s.ice_ips, vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
+        std::fs::write(&path, "media_prot = 1\n").unwrap();
+        assert!(matches!(
+            Settings::from_args(&args),
+            Err(ConfigError::Parse(..))
+        ));
+    }
+
+    #[test]
+    fn defaults_work_without_flags() {
+        let s = Settings::from_args(&ServeArgs::default()).unwrap();
+        assert_eq!(s.http.port(), 8080);
+        assert_eq!(s.media_port, 9000);
+        assert!(s.shards >= 1);
+        assert!(!s.ice_ips.is_empty());
+    }
+}

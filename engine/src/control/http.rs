@@ -1,0 +1,352 @@
+//! HTTP routes: WHIP, WHEP, their session resources, health and metrics.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use corecast_webrtc::{parse_sdpfrag, Endpoint, Error as RtcError, PublisherInfo};
+use tower_http::cors::{Any, CorsLayer};
+
+use super::directory::FragmentTarget;
+use super::Control;
+use crate::messages::{SessionId, ShardCommand};
+use crate::metrics::ShardMetrics;
+
+/// Largest SDP or sdpfrag body accepted, in bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn router(control: Arc<Control>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_MATCH,
+        ])
+        .expose_headers([header::LOCATION, header::ETAG, header::LINK]);
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/streams", get(streams))
+        .route("/whip/{stream}", post(whip).options(options))
+        .route("/whep/{stream}", post(whep).options(options))
+        .route(
+            "/whip/{stream}/{session}",
+            axum::routing::delete(delete).patch(patch).options(options),
+        )
+        .route(
+            "/whep/{stream}/{session}",
+            axum::routing::delete(delete).patch(patch).options(options),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors)
+        .with_state(control)
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut body = msg.into();
+    body.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn options() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut()
+        .insert("accept-post", HeaderValue::from_static("application/sdp"));
+    r.headers_mut().insert(
+        "accept-patch",
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    r
+}
+
+/// Checks the token and the content type; returns the body as text.
+fn check_request(
+    control: &Control,
+    headers: &HeaderMap,
+    body: &Bytes,
+    content_type: &str,
+) -> Result<String, Response> {
+    if let Some(token) = &control.token {
+        let expected = format!("Bearer {token}");
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return Err(text(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong Authorization: Bearer token",
+            ));
+        }
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case(content_type) {
+        return Err(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be {content_type}, got '{ct}'"),
+        ));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| text(StatusCode::BAD_REQUEST, "body is not UTF-8"))
+}
+
+fn valid_stream(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+}
+
+fn has_capacity(control: &Control) -> bool {
+    control
+        .metrics
+        .iter()
+        .any(|m| (m.endpoints.load(Ordering::Relaxed) as usize) < control.max_endpoints_per_shard)
+}
+
+fn created(location: String, answer: String) -> Response {
+    let mut r = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/sdp")],
+        answer,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn rtc_error(e: RtcError) -> Response {
+    match e {
+        RtcError::NoCommonCodec { .. } => text(StatusCode::NOT_ACCEPTABLE, e.to_string()),
+        _ => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn whip(
+    State(control): State<Arc<Control>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let offer = match check_request(&control, &headers, &body, "application/sdp") {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if !valid_stream(&stream) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
+        );
+    }
+    if !has_capacity(&control) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every shard is at its endpoint limit",
+        );
+    }
+    let now = Instant::now();
+    let session = SessionId::random();
+    let who = PublisherInfo {
+        room: stream.clone(),
+        peer: session.to_string(),
+    };
+    let (endpoint, answer) = match Endpoint::publisher(&control.config, now, &offer, who) {
+        Ok(x) => x,
+        Err(e) => return rtc_error(e),
+    };
+    let Ok(mut d) = control.directory.lock() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned");
+    };
+    let session = d.add_publisher(&stream, endpoint, now);
+    tracing::info!("whip {stream}: publisher {session}");
+    created(format!("/whip/{stream}/{session}"), answer)
+}
+
+async fn whep(
+    State(control): State<Arc<Control>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let offer = match check_request(&control, &headers, &body, "application/sdp") {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if !valid_stream(&stream) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
+        );
+    }
+    if !has_capacity(&control) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every shard is at its endpoint limit",
+        );
+    }
+    let required = match control.directory.lock() {
+        Ok(d) => d.required_codecs(&stream),
+        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),
+    };
+    let now = Instant::now();
+    let (endpoint, answer) = match Endpoint::viewer(&control.config, now, &offer, &required) {
+        Ok(x) => x,
+        Err(e) => return rtc_error(e),
+    };
+    let Ok(mut d) = control.directory.lock() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned");
+    };
+    let session = d.add_viewer(&stream, endpoint, now);
+    tracing::info!("whep {stream}: viewer {session}");
+    created(format!("/whep/{stream}/{session}"), answer)
+}
+
+fn lookup(control: &Control, stream: &str, session: &str) -> Option<SessionId> {
+    let id = SessionId::parse(session)?;
+    let d = control.directory.lock().ok()?;
+    let (s, _) = d.session_stream(id)?;
+    (s == stream).then_some(id)
+}
+
+async fn delete(
+    State(control): State<Arc<Control>>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check_auth(&control, &headers) {
+        return r;
+    }
+    let Some(id) = lookup(&control, &stream, &session) else {
+        return text(StatusCode::NOT_FOUND, "no such session");
+    };
+    if let Ok(mut d) = control.directory.lock() {
+        d.remove(id);
+    }
+    tracing::info!("session {id} deleted");
+    text(StatusCode::OK, "session ended")
+}
+
+fn check_auth(control: &Control, headers: &HeaderMap) -> Result<(), Response> {
+    if let Some(token) = &control.token {
+        let expected = format!("Bearer {token}");
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return Err(text(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong Authorization: Bearer token",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn patch(
+    State(control): State<Arc<Control>>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let frag = match check_request(&control, &headers, &body, "application/trickle-ice-sdpfrag") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let fragment = match parse_sdpfrag(&frag) {
+        Ok(f) => f,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(id) = lookup(&control, &stream, &session) else {
+        return text(StatusCode::NOT_FOUND, "no such session");
+    };
+    let result = {
+        let Ok(mut d) = control.directory.lock() else {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned");
+        };
+        match d.fragment_target(id) {
+            None => return text(StatusCode::NOT_FOUND, "no such session"),
+            Some(FragmentTarget::Pending(endpoint)) => {
+                let r = endpoint
+                    .handle_fragment(&fragment)
+                    .map_err(|e| e.to_string());
+                let ufrag = endpoint.local_ufrag().to_string();
+                d.set_ufrag(id, ufrag);
+                Ok(r)
+            }
+            Some(FragmentTarget::Shard(tx)) => Err(tx),
+        }
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(tx) => {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            if tx
+                .try_send(ShardCommand::Fragment {
+                    session: id,
+                    fragment,
+                    reply,
+                })
+                .is_err()
+            {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "shard busy");
+            }
+            match rx.await {
+                Ok(r) => r,
+                Err(_) => return text(StatusCode::NOT_FOUND, "session ended"),
+            }
+        }
+    };
+    match result {
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(answer)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
+            answer,
+        )
+            .into_response(),
+        Err(e) => text(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn metrics(State(control): State<Arc<Control>>) -> Response {
+    let mut out = String::with_capacity(4096);
+    ShardMetrics::render(&control.metrics, &mut out);
+    let pending = control.directory.lock().map(|d| d.pending()).unwrap_or(0);
+    out.push_str(
+        "# HELP corecast_pending_endpoints Endpoints answered but not yet claimed by a shard.\n",
+    );
+    out.push_str("# TYPE corecast_pending_endpoints gauge\n");
+    out.push_str(&format!("corecast_pending_endpoints {pending}\n"));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn streams(State(control): State<Arc<Control>>) -> Response {
+    match control.directory.lock() {
+        Ok(d) => Json(d.streams()).into_response(),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),
+    }
+}

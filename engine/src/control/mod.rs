@@ -1,0 +1,139 @@
+//! The control plane: HTTP (WHIP, WHEP, metrics) on its own thread with a
+//! small tokio runtime. It never touches endpoint state on a shard: it holds
+//! pending endpoints until a shard claims them, and sends commands over
+//! bounded channels.
+
+mod directory;
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corecast_webrtc::EndpointConfig;
+
+pub use directory::Directory;
+
+use crate::config::Settings;
+use crate::messages::{ControlEvent, ShardCommand};
+use crate::metrics::ShardMetrics;
+use crate::node::NodeError;
+
+/// What HTTP handlers share.
+pub struct Control {
+    pub config: EndpointConfig,
+    pub token: Option<String>,
+    pub directory: Mutex<Directory>,
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    pub max_endpoints_per_shard: usize,
+}
+
+/// The running control thread.
+pub struct ControlHandle {
+    pub http_addr: SocketAddr,
+    thread: std::thread::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ControlHandle {
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+pub fn start(
+    settings: &Settings,
+    config: EndpointConfig,
+    shards: Vec<flume::Sender<ShardCommand>>,
+    events: flume::Receiver<ControlEvent>,
+    metrics: Vec<Arc<ShardMetrics>>,
+) -> Result<ControlHandle, NodeError> {
+    let addr = settings.http;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| NodeError::Http { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| NodeError::Http { addr, source })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| NodeError::Http { addr, source })?;
+    let control = Arc::new(Control {
+        config,
+        token: settings.token.clone(),
+        directory: Mutex::new(Directory::new(shards)),
+        metrics,
+        max_endpoints_per_shard: settings.max_endpoints_per_shard,
+    });
+    let consent = settings.consent_timeout;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("control runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("control listener: {e}");
+                        return;
+                    }
+                };
+                let events_task = tokio::spawn(handle_events(control.clone(), events));
+                let sweep_task = tokio::spawn(sweep_pending(control.clone(), consent));
+                let app = http::router(control.clone());
+                let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                });
+                if let Err(e) = server.await {
+                    tracing::error!("http server: {e}");
+                }
+                events_task.abort();
+                sweep_task.abort();
+                // Dropping the directory drops the shards' command senders:
+                // their loops end.
+                if let Ok(mut d) = control.directory.lock() {
+                    d.shutdown();
+                }
+            });
+        })
+        .map_err(|source| NodeError::Http { addr, source })?;
+    Ok(ControlHandle {
+        http_addr,
+        thread,
+        stop: stop_tx,
+    })
+}
+
+async fn handle_events(control: Arc<Control>, events: flume::Receiver<ControlEvent>) {
+    while let Ok(event) = events.recv_async().await {
+        let Ok(mut d) = control.directory.lock() else {
+            return;
+        };
+        d.on_event(event, &control.metrics);
+    }
+}
+
+/// Pending endpoints that no shard claimed within the consent timeout go away.
+async fn sweep_pending(control: Arc<Control>, consent: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Ok(mut d) = control.directory.lock() {
+            d.expire_pending(Instant::now(), consent);
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! A shard: one pinned core's endpoints, subscriber lists and sockets.
+//!
+//! [`Shard`] is the state and its handlers (no awaits, no clock reads: every
+//! handler takes `now`); [`run`] is the glommio loop that feeds it.
+
+mod run;
+mod state;
+
+pub use run::{spawn_shard, ShardSetup};
+pub use state::Shard;

@@ -1,0 +1,458 @@
+//! The shard's state and handlers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corecast_media::{ChannelId, MediaKind, MediaPacket};
+use corecast_webrtc::{stun_local_ufrag, Endpoint, EndpointEvent, Output, Role, Transmit};
+
+use crate::mesh::ShardLinks;
+use crate::messages::{ControlEvent, Datagram, RingMsg, SessionId, ShardCommand};
+use crate::metrics::{add, inc, ShardMetrics};
+
+/// An endpoint and what the shard knows about it.
+struct Slot {
+    endpoint: Endpoint,
+    next_timeout: Instant,
+    addrs: Vec<SocketAddr>,
+    ufrag: String,
+    subscriptions: Vec<(MediaKind, ChannelId)>,
+}
+
+/// One shard's state. Owned by its executor; never shared, never locked.
+pub struct Shard {
+    pub id: usize,
+    endpoints: HashMap<SessionId, Slot>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    by_ufrag: HashMap<String, SessionId>,
+    /// Local viewers per channel.
+    subscribers: HashMap<ChannelId, Vec<SessionId>>,
+    /// Local publishers per channel (for keyframe requests).
+    publishers: HashMap<ChannelId, SessionId>,
+    /// Shards (bit per shard) with subscribers, per channel.
+    fanout: HashMap<ChannelId, u64>,
+    links: ShardLinks,
+    control: flume::Sender<ControlEvent>,
+    pub metrics: Arc<ShardMetrics>,
+    /// Datagrams to send at the next flush.
+    pub out: Vec<Transmit>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        links: ShardLinks,
+        control: flume::Sender<ControlEvent>,
+        metrics: Arc<ShardMetrics>,
+    ) -> Shard {
+        Shard {
+            id,
+            endpoints: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            subscribers: HashMap::new(),
+            publishers: HashMap::new(),
+            fanout: HashMap::new(),
+            links,
+            control,
+            metrics,
+            out: Vec::new(),
+        }
+    }
+
+    /// The earliest time an endpoint wants a timeout.
+    pub fn next_timeout(&self, now: Instant) -> Instant {
+        self.endpoints
+            .values()
+            .map(|s| s.next_timeout)
+            .min()
+            .unwrap_or(now + Duration::from_millis(100))
+    }
+
+    pub fn doorbell(&self) -> flume::Receiver<()> {
+        self.links.doorbell.clone()
+    }
+
+    // ---- network input ----
+
+    /// A datagram arrived on one of this shard's sockets.
+    pub fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        inc(&self.metrics.rx_packets_total);
+        add(&self.metrics.rx_bytes_total, data.len() as u64);
+        if let Some(&session) = self.by_addr.get(&source) {
+            self.receive(now, session, source, destination, data);
+            return;
+        }
+        let Some(ufrag) = stun_local_ufrag(data) else {
+            inc(&self.metrics.bad_packets_total);
+            return;
+        };
+        if let Some(&session) = self.by_ufrag.get(ufrag) {
+            // A new address of an endpoint we hold (another candidate pair).
+            self.receive(now, session, source, destination, data);
+            return;
+        }
+        let claim = ControlEvent::Claim {
+            shard: self.id,
+            ufrag: ufrag.to_string(),
+            datagram: Datagram {
+                at: now,
+                source,
+                destination,
+                contents: data.to_vec(),
+            },
+        };
+        if self.control.try_send(claim).is_err() {
+            inc(&self.metrics.control_drops_total);
+        }
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(slot) = self.endpoints.get_mut(&session) else {
+            inc(&self.metrics.bad_packets_total);
+            return;
+        };
+        match slot.endpoint.handle_receive(now, source, destination, data) {
+            Ok(()) => {
+                if !slot.addrs.contains(&source) {
+                    slot.addrs.push(source);
+                    self.by_addr.insert(source, session);
+                }
+            }
+            Err(_) => inc(&self.metrics.bad_packets_total),
+        }
+        self.drive(now, session);
+    }
+
+    // ---- time ----
+
+    /// Gives every endpoint whose timeout is due its time input.
+    pub fn on_tick(&mut self, now: Instant) {
+        let due: Vec<SessionId> = self
+            .endpoints
+            .iter()
+            .filter(|(_, s)| s.next_timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for session in due {
+            if let Some(slot) = self.endpoints.get_mut(&session) {
+                slot.endpoint.handle_timeout(now);
+            }
+            self.drive(now, session);
+        }
+    }
+
+    // ---- commands and rings ----
+
+    pub fn on_command(&mut self, now: Instant, cmd: ShardCommand) {
+        match cmd {
+            ShardCommand::Adopt {
+                session,
+                endpoint,
+                first,
+                subscriptions,
+            } => {
+                let ufrag = endpoint.local_ufrag().to_string();
+                if endpoint.role() == Role::Publisher {
+                    for (_, ch) in endpoint.published_channels() {
+                        self.publishers.insert(ch, session);
+                    }
+                }
+                self.by_ufrag.insert(ufrag.clone(), session);
+                self.endpoints.insert(
+                    session,
+                    Slot {
+                        endpoint: *endpoint,
+                        next_timeout: now,
+                        addrs: Vec::new(),
+                        ufrag,
+                        subscriptions: Vec::new(),
+                    },
+                );
+                self.metrics.endpoints.store(
+                    self.endpoints.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                for (kind, ch) in subscriptions {
+                    self.subscribe(now, session, kind, Some(ch));
+                }
+                self.receive(
+                    now,
+                    session,
+                    first.source,
+                    first.destination,
+                    &first.contents,
+                );
+            }
+            ShardCommand::Ingress { session, datagram } => {
+                inc(&self.metrics.cross_shard_ingress_total);
+                self.receive(
+                    now,
+                    session,
+                    datagram.source,
+                    datagram.destination,
+                    &datagram.contents,
+                );
+            }
+            ShardCommand::Close { session } => {
+                if let Some(slot) = self.endpoints.get_mut(&session) {
+                    slot.endpoint.close();
+                }
+                self.drive(now, session);
+            }
+            ShardCommand::Subscribe {
+                session,
+                kind,
+                channel,
+            } => self.subscribe(now, session, kind, channel),
+            ShardCommand::Fanout { channel, shards } => {
+                if shards == 0 {
+                    self.fanout.remove(&channel);
+                } else {
+                    self.fanout.insert(channel, shards);
+                }
+            }
+            ShardCommand::Fragment {
+                session,
+                fragment,
+                reply,
+            } => {
+                let result = match self.endpoints.get_mut(&session) {
+                    Some(slot) => slot
+                        .endpoint
+                        .handle_fragment(&fragment)
+                        .map_err(|e| e.to_string()),
+                    None => Err("no such session".to_string()),
+                };
+                if let Some(slot) = self.endpoints.get_mut(&session) {
+                    let ufrag = slot.endpoint.local_ufrag().to_string();
+                    if ufrag != slot.ufrag {
+                        self.by_ufrag.remove(&slot.ufrag);
+                        self.by_ufrag.insert(ufrag.clone(), session);
+                        slot.ufrag = ufrag.clone();
+                        let _ = self
+                            .control
+                            .try_send(ControlEvent::UfragChanged { session, ufrag });
+                    }
+                }
+                let _ = reply.send(result);
+                self.drive(now, session);
+            }
+        }
+    }
+
+    /// Pops everything other shards pushed toward this one.
+    pub fn drain_rings(&mut self, now: Instant) {
+        for j in 0..self.links.from.len() {
+            loop {
+                let Some(Some(ring)) = self.links.from.get_mut(j) else {
+                    break;
+                };
+                let Ok(msg) = ring.pop() else {
+                    break;
+                };
+                match msg {
+                    RingMsg::Media(packet) => self.deliver_local(now, &packet),
+                    RingMsg::Keyframe(channel) => self.keyframe_local(now, channel),
+                }
+            }
+        }
+    }
+
+    // ---- fan-out ----
+
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        kind: MediaKind,
+        channel: Option<ChannelId>,
+    ) {
+        let Some(slot) = self.endpoints.get_mut(&session) else {
+            return;
+        };
+        for (k, old) in slot.subscriptions.iter().filter(|(k, _)| *k == kind) {
+            if let Some(list) = self.subscribers.get_mut(old) {
+                list.retain(|s| *s != session);
+            }
+            let _ = k;
+        }
+        slot.subscriptions.retain(|(k, _)| *k != kind);
+        slot.endpoint.subscribe(kind, channel);
+        if let Some(ch) = channel {
+            slot.subscriptions.push((kind, ch));
+            self.subscribers.entry(ch).or_default().push(session);
+            if kind == MediaKind::Video {
+                // A new viewer needs a keyframe to start decoding.
+                self.request_keyframe(now, ch);
+            }
+        }
+    }
+
+    /// Publishes one packet: to local viewers, and once per other shard that
+    /// has viewers of the channel.
+    fn publish(&mut self, now: Instant, packet: MediaPacket) {
+        inc(&self.metrics.media_packets_total);
+        let mask = self.fanout.get(&packet.channel).copied().unwrap_or(0) & !(1u64 << self.id);
+        if mask != 0 {
+            for j in 0..self.links.to.len() {
+                if mask & (1u64 << j) == 0 {
+                    continue;
+                }
+                self.push_ring(j, RingMsg::Media(packet.clone()));
+            }
+        }
+        self.deliver_local(now, &packet);
+    }
+
+    fn push_ring(&mut self, j: usize, msg: RingMsg) {
+        let Some(Some(ring)) = self.links.to.get_mut(j) else {
+            return;
+        };
+        match ring.push(msg) {
+            Ok(()) => {
+                inc(&self.metrics.ring_forwards_total);
+                let _ = self.links.doorbells[j].try_send(());
+            }
+            Err(_) => inc(&self.metrics.ring_drops_total),
+        }
+    }
+
+    fn deliver_local(&mut self, now: Instant, packet: &MediaPacket) {
+        let Some(viewers) = self.subscribers.get(&packet.channel) else {
+            return;
+        };
+        // Small and short-lived; the list can change while we drive endpoints.
+        let viewers = viewers.clone();
+        for session in viewers {
+            let Some(slot) = self.endpoints.get_mut(&session) else {
+                continue;
+            };
+            if slot.endpoint.handle_media(now, packet) {
+                self.drive(now, session);
+            }
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, channel: ChannelId) {
+        if self.publishers.contains_key(&channel) {
+            self.keyframe_local(now, channel);
+            return;
+        }
+        for j in 0..self.links.to.len() {
+            if j != self.id {
+                self.push_ring(j, RingMsg::Keyframe(channel));
+            }
+        }
+    }
+
+    fn keyframe_local(&mut self, now: Instant, channel: ChannelId) {
+        let Some(&session) = self.publishers.get(&channel) else {
+            return;
+        };
+        let Some(slot) = self.endpoints.get_mut(&session) else {
+            return;
+        };
+        let kind = slot
+            .endpoint
+            .published_channels()
+            .find(|(_, c)| *c == channel)
+            .map(|(k, _)| k);
+        if let Some(kind) = kind {
+            if slot.endpoint.request_keyframe(now, kind) {
+                self.drive(now, session);
+            }
+        }
+    }
+
+    // ---- endpoint output ----
+
+    /// Drains one endpoint's output until its next timeout.
+    fn drive(&mut self, now: Instant, session: SessionId) {
+        loop {
+            let Some(slot) = self.endpoints.get_mut(&session) else {
+                return;
+            };
+            match slot.endpoint.poll_output(now) {
+                Output::Transmit(t) => self.out.push(t),
+                Output::Timeout(at) => {
+                    slot.next_timeout = at;
+                    return;
+                }
+                Output::Event(event) => self.on_event(now, session, event),
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, session: SessionId, event: EndpointEvent) {
+        match event {
+            EndpointEvent::Media(packet) => self.publish(now, packet),
+            EndpointEvent::KeyframeRequest(kind) => {
+                let channel = self
+                    .endpoints
+                    .get(&session)
+                    .and_then(|s| s.endpoint.source(kind));
+                if let Some(ch) = channel {
+                    self.request_keyframe(now, ch);
+                }
+            }
+            EndpointEvent::ActiveCodec(channel, codec) => {
+                let _ = self.control.try_send(ControlEvent::ActiveCodec {
+                    session,
+                    channel,
+                    codec,
+                });
+            }
+            EndpointEvent::Connected => {}
+            EndpointEvent::Closed(reason) => {
+                self.remove(session);
+                let _ = self
+                    .control
+                    .try_send(ControlEvent::Closed { session, reason });
+            }
+        }
+    }
+
+    fn remove(&mut self, session: SessionId) {
+        // Flush what the endpoint still has to say (DTLS close_notify).
+        let Some(mut slot) = self.endpoints.remove(&session) else {
+            return;
+        };
+        let now = slot.next_timeout;
+        while let Output::Transmit(t) = slot.endpoint.poll_output(now) {
+            self.out.push(t);
+        }
+        for addr in &slot.addrs {
+            self.by_addr.remove(addr);
+        }
+        self.by_ufrag.remove(&slot.ufrag);
+        for (_, ch) in &slot.subscriptions {
+            if let Some(list) = self.subscribers.get_mut(ch) {
+                list.retain(|s| *s != session);
+                if list.is_empty() {
+                    self.subscribers.remove(ch);
+                }
+            }
+        }
+        self.publishers.retain(|_, s| *s != session);
+        self.metrics.endpoints.store(
+            self.endpoints.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}

@@ -78,37 +78,50 @@ async fn options() -> Response {
     r
 }
 
+/// A refused request: status and reason.
+type Reject = (StatusCode, String);
+
+fn refuse(r: Reject) -> Response {
+    text(r.0, r.1)
+}
+
 /// Checks the token and the content type; returns the body as text.
 fn check_request(
     control: &Control,
     headers: &HeaderMap,
     body: &Bytes,
     content_type: &str,
-) -> Result<String, Response> {
-    if let Some(token) = &control.token {
-        let expected = format!("Bearer {token}");
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
-            return Err(text(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong Authorization: Bearer token",
-            ));
-        }
-    }
+) -> Result<String, Reject> {
+    check_auth(control, headers)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case(content_type) {
-        return Err(text(
+        return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {content_type}, got '{ct}'"),
         ));
     }
-    String::from_utf8(body.to_vec()).map_err(|_| text(StatusCode::BAD_REQUEST, "body is not UTF-8"))
+    String::from_utf8(body.to_vec())
+        .map_err(|_| (StatusCode::BAD_REQUEST, "body is not UTF-8".to_string()))
+}
+
+fn check_auth(control: &Control, headers: &HeaderMap) -> Result<(), Reject> {
+    if let Some(token) = &control.token {
+        let expected = format!("Bearer {token}");
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong Authorization: Bearer token".to_string(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn valid_stream(name: &str) -> bool {
@@ -154,7 +167,7 @@ async fn whip(
 ) -> Response {
     let offer = match check_request(&control, &headers, &body, "application/sdp") {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return refuse(r),
     };
     if !valid_stream(&stream) {
         return text(
@@ -194,7 +207,7 @@ async fn whep(
 ) -> Response {
     let offer = match check_request(&control, &headers, &body, "application/sdp") {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return refuse(r),
     };
     if !valid_stream(&stream) {
         return text(
@@ -238,7 +251,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = check_auth(&control, &headers) {
-        return r;
+        return refuse(r);
     }
     let Some(id) = lookup(&control, &stream, &session) else {
         return text(StatusCode::NOT_FOUND, "no such session");
@@ -250,22 +263,6 @@ async fn delete(
     text(StatusCode::OK, "session ended")
 }
 
-fn check_auth(control: &Control, headers: &HeaderMap) -> Result<(), Response> {
-    if let Some(token) = &control.token {
-        let expected = format!("Bearer {token}");
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
-            return Err(text(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong Authorization: Bearer token",
-            ));
-        }
-    }
-    Ok(())
-}
-
 async fn patch(
     State(control): State<Arc<Control>>,
     Path((stream, session)): Path<(String, String)>,
@@ -274,7 +271,7 @@ async fn patch(
 ) -> Response {
     let frag = match check_request(&control, &headers, &body, "application/trickle-ice-sdpfrag") {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return refuse(r),
     };
     let fragment = match parse_sdpfrag(&frag) {
         Ok(f) => f,

@@ -259,10 +259,7 @@ impl Shard {
     /// Pops everything other shards pushed toward this one.
     pub fn drain_rings(&mut self, now: Instant) {
         for j in 0..self.links.from.len() {
-            loop {
-                let Some(Some(ring)) = self.links.from.get_mut(j) else {
-                    break;
-                };
+            while let Some(Some(ring)) = self.links.from.get_mut(j) {
                 let Ok(msg) = ring.pop() else {
                     break;
                 };

@@ -1,0 +1,214 @@
+//! Helpers for the engine's loopback tests: a node on ephemeral ports, a
+//! small HTTP/1.1 client, and WebRTC peers on real UDP sockets.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use corecast::{Node, Settings};
+use corecast_webrtc::{Client, ClientEvent, EndpointConfig, Output};
+
+/// A node with `shards` unpinned shards on 127.0.0.1, ephemeral ports.
+pub fn start_node(shards: usize) -> Node {
+    let settings = Settings {
+        http: "127.0.0.1:0".parse().unwrap(),
+        media_port: 0,
+        shards,
+        pin: false,
+        first_core: 0,
+        ice_ips: vec!["127.0.0.1".parse().unwrap()],
+        token: None,
+        socket_buffer: 4 << 20,
+        max_endpoints_per_shard: 10_000,
+        consent_timeout: Duration::from_secs(20),
+    };
+    Node::start(&settings).expect("node starts")
+}
+
+/// One HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole answer.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).expect("connect to the control plane");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// Sum of a metric over all shards, from `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    per_shard(addr, name).iter().sum()
+}
+
+/// A metric's value per shard.
+pub fn per_shard(addr: SocketAddr, name: &str) -> Vec<u64> {
+    let r = http(addr, "GET", "/metrics", &[], b"");
+    r.body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// A WebRTC peer (test client) on its own UDP socket.
+pub struct Peer {
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+    pub client: Client,
+    pub events: Vec<ClientEvent>,
+    pub location: String,
+    next_timeout: Instant,
+}
+
+impl Peer {
+    /// Creates a publisher (`whip`) or viewer (`whep`) and does the offer/answer.
+    pub fn join(config: &EndpointConfig, http_addr: SocketAddr, kind: &str, stream: &str) -> Peer {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let local = socket.local_addr().unwrap();
+        let now = Instant::now();
+        let (client, offer) = match kind {
+            "whip" => Client::publisher(config, now, local).unwrap(),
+            _ => Client::viewer(config, now, local).unwrap(),
+        };
+        let r = http(
+            http_addr,
+            "POST",
+            &format!("/{kind}/{stream}"),
+            &[("Content-Type", "application/sdp")],
+            offer.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{kind} POST: {}", r.body);
+        let location = r.header("location").expect("Location header").to_string();
+        let mut peer = Peer {
+            socket,
+            local,
+            client,
+            events: Vec::new(),
+            location,
+            next_timeout: now,
+        };
+        peer.client.accept_answer(&r.body).expect("answer applies");
+        peer.drain(now);
+        peer
+    }
+
+    /// Reads what arrived, gives time input when due, sends what is ready.
+    pub fn pump(&mut self) {
+        let mut buf = [0u8; 2048];
+        loop {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    let _ = self.client.handle_receive(now, from, self.local, &buf[..n]);
+                    self.drain(now);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        if now >= self.next_timeout {
+            self.client.handle_timeout(now);
+            self.drain(now);
+        }
+    }
+
+    pub fn drain(&mut self, now: Instant) {
+        loop {
+            match self.client.poll_output(now) {
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination);
+                }
+                Output::Event(e) => self.events.push(e),
+                Output::Timeout(at) => {
+                    self.next_timeout = at;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Payloads of the given kind received so far.
+    pub fn payloads(&self, kind: corecast_media::MediaKind) -> Vec<Vec<u8>> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Media {
+                    kind: k, payload, ..
+                } if *k == kind => Some(payload.to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Pumps every peer until `done` or the deadline.
+pub fn pump_until(
+    peers: &mut [Peer],
+    limit: Duration,
+    mut done: impl FnMut(&[Peer]) -> bool,
+) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        for p in peers.iter_mut() {
+            p.pump();
+        }
+        if done(peers) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    false
+}

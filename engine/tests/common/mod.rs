@@ -212,3 +212,37 @@ pub fn pump_until(
     }
     false
 }
+
+/// A node that requires `Authorization: Bearer <token>`.
+pub struct TokenNode {
+    pub http_addr: SocketAddr,
+    node: Option<Node>,
+}
+
+impl TokenNode {
+    pub fn stop(&mut self) {
+        if let Some(n) = self.node.take() {
+            n.shutdown();
+        }
+    }
+}
+
+pub fn start_node_with_token(shards: usize, token: &str) -> TokenNode {
+    let settings = Settings {
+        http: "127.0.0.1:0".parse().unwrap(),
+        media_port: 0,
+        shards,
+        pin: false,
+        first_core: 0,
+        ice_ips: vec!["127.0.0.1".parse().unwrap()],
+        token: Some(token.to_string()),
+        socket_buffer: 4 << 20,
+        max_endpoints_per_shard: 10_000,
+        consent_timeout: Duration::from_secs(20),
+    };
+    let node = Node::start(&settings).expect("node starts");
+    TokenNode {
+        http_addr: node.http_addr,
+        node: Some(node),
+    }
+}

@@ -88,7 +88,8 @@ impl Client {
         codecs.enable_vp8(true);
         *builder.codec_config() = codecs;
         let mut rtc = builder.build(now);
-        let candidate = Candidate::host(local, "udp").map_err(|e| Error::BadSdp(e.to_string()))?;
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
         rtc.add_local_candidate(candidate);
         let mut api = rtc.sdp_api();
         let audio = api.add_media(RtcKind::Audio, dir, None, None, None);
@@ -109,8 +110,8 @@ impl Client {
 
     /// Applies the server's SDP answer.
     pub fn accept_answer(&mut self, answer: &str) -> Result<(), Error> {
-        let answer =
-            SdpAnswer::from_sdp_string(answer).map_err(|e| Error::BadSdp(e.to_string()))?;
+        let answer = SdpAnswer::from_sdp_string(answer)
+            .map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
         let pending = self
             .pending
             .take()

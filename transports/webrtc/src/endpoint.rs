@@ -194,7 +194,8 @@ impl Endpoint {
                 pass: f.pwd?,
             })
         });
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| Error::BadSdp(e.to_string()))?;
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
         let creds = IceCreds::new();
         let local_ufrag = creds.ufrag.clone();
         let mut builder = Rtc::builder()
@@ -207,14 +208,14 @@ impl Endpoint {
         *builder.codec_config() = codecs;
         let mut rtc = builder.build(now);
         for addr in &config.candidates {
-            let candidate =
-                Candidate::host(*addr, "udp").map_err(|e| Error::BadSdp(e.to_string()))?;
+            let candidate = Candidate::host(*addr, "udp")
+                .map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
             rtc.add_local_candidate(candidate);
         }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| Error::BadSdp(e.to_string()))?;
+            .map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
         let mut ep = Endpoint {
             rtc,
             role,

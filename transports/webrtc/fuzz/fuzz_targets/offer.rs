@@ -1,0 +1,24 @@
+//! WHIP and WHEP offers: any body gives an endpoint or an error, never a panic.
+#![no_main]
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use corecast_webrtc::{Endpoint, EndpointConfig, PublisherInfo};
+
+fn config() -> &'static EndpointConfig {
+    static CONFIG: OnceLock<EndpointConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]))
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let now = Instant::now();
+    let who = PublisherInfo {
+        room: "r".into(),
+        peer: "p".into(),
+    };
+    let _ = Endpoint::publisher(config(), now, text, who);
+    let _ = Endpoint::viewer(config(), now, text, &[]);
+});

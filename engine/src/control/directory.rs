@@ -101,8 +101,13 @@ impl Directory {
 
     /// Adds a WHIP publisher; an earlier publisher of the stream is closed and
     /// its viewers switch to the new one.
-    pub fn add_publisher(&mut self, stream: &str, endpoint: Endpoint, now: Instant) -> SessionId {
-        let session = SessionId::random();
+    pub fn add_publisher(
+        &mut self,
+        stream: &str,
+        session: SessionId,
+        endpoint: Endpoint,
+        now: Instant,
+    ) {
         let old = self.streams.get(stream).and_then(|s| s.publisher);
         if let Some(old) = old {
             self.remove(old);
@@ -116,7 +121,6 @@ impl Directory {
         s.negotiated = negotiated;
         s.active.clear();
         self.resubscribe(stream);
-        session
     }
 
     pub fn add_viewer(&mut self, stream: &str, endpoint: Endpoint, now: Instant) -> SessionId {

@@ -194,7 +194,7 @@ async fn whip(
     let Ok(mut d) = control.directory.lock() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned");
     };
-    let session = d.add_publisher(&stream, endpoint, now);
+    d.add_publisher(&stream, session, endpoint, now);
     tracing::info!("whip {stream}: publisher {session}");
     created(format!("/whip/{stream}/{session}"), answer)
 }

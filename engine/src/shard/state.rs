@@ -198,6 +198,23 @@ impl Shard {
                     first.destination,
                     &first.contents,
                 );
+                // Viewers that subscribed while this publisher was pending
+                // asked for a keyframe nobody could send: ask now (the
+                // endpoint sends it with the track's first packet).
+                let video: Vec<ChannelId> = self
+                    .endpoints
+                    .get(&session)
+                    .map(|s| {
+                        s.endpoint
+                            .published_channels()
+                            .filter(|(k, _)| *k == MediaKind::Video)
+                            .map(|(_, c)| c)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for ch in video {
+                    self.keyframe_local(now, ch);
+                }
             }
             ShardCommand::Ingress { session, datagram } => {
                 inc(&self.metrics.cross_shard_ingress_total);

@@ -148,15 +148,10 @@ impl Peer {
     /// Reads what arrived, gives time input when due, sends what is ready.
     pub fn pump(&mut self) {
         let mut buf = [0u8; 2048];
-        loop {
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    let _ = self.client.handle_receive(now, from, self.local, &buf[..n]);
-                    self.drain(now);
-                }
-                Err(_) => break,
-            }
+        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            let now = Instant::now();
+            let _ = self.client.handle_receive(now, from, self.local, &buf[..n]);
+            self.drain(now);
         }
         let now = Instant::now();
         if now >= self.next_timeout {

@@ -81,6 +81,9 @@ struct PublishedTrack {
     channel: ChannelId,
     active: Option<CodecInfo>,
     last_keyframe_request: Option<Instant>,
+    /// A keyframe was asked for before the track's first packet: send the
+    /// request as soon as the receive stream exists.
+    keyframe_pending: bool,
 }
 
 /// A track we send to a viewer.
@@ -454,6 +457,12 @@ impl Endpoint {
         let Some(track) = self.published.iter_mut().find(|t| t.kind == kind) else {
             return false;
         };
+        if track.active.is_none() {
+            // A request before the first packet is lost on some stacks; send
+            // it when the track starts.
+            track.keyframe_pending = true;
+            return false;
+        }
         if track
             .last_keyframe_request
             .is_some_and(|at| now < at + interval)
@@ -463,10 +472,12 @@ impl Endpoint {
         let mid = track.mid;
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_rx_by_mid(mid, None) else {
+            track.keyframe_pending = true;
             return false;
         };
         stream.request_keyframe(KeyframeRequestKind::Pli);
         track.last_keyframe_request = Some(now);
+        track.keyframe_pending = false;
         true
     }
 
@@ -590,6 +601,7 @@ impl Endpoint {
                         channel: ChannelId(0),
                         active: None,
                         last_keyframe_request: None,
+                        keyframe_pending: false,
                     });
                 }
             }
@@ -624,9 +636,10 @@ impl Endpoint {
             self.events
                 .push_back(EndpointEvent::ActiveCodec(track.channel, codec));
         }
+        let (kind, pending) = (track.kind, track.keyframe_pending);
         self.events.push_back(EndpointEvent::Media(MediaPacket {
             channel: track.channel,
-            kind: track.kind,
+            kind,
             codec,
             seq: *packet.seq_no,
             rtp_time: packet.header.timestamp,
@@ -634,6 +647,9 @@ impl Endpoint {
             arrival: packet.timestamp,
             payload: packet.payload,
         }));
+        if pending {
+            self.request_keyframe(packet.timestamp, kind);
+        }
     }
 
     fn codec_of(&mut self, pt: Pt) -> Option<CodecInfo> {

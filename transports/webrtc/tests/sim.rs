@@ -508,3 +508,33 @@ fn malformed_offers_are_errors() {
         );
     }
 }
+
+#[test]
+fn a_keyframe_asked_for_before_the_first_packet_is_requested_on_it() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    let now = w.now;
+    assert!(
+        !w.legs[p].endpoint.request_keyframe(now, MediaKind::Video),
+        "no stream yet"
+    );
+    for i in 0..5u64 {
+        let now = w.now;
+        w.client(p).client.send(
+            now,
+            MediaKind::Video,
+            10 + i,
+            i as u32 * 3000,
+            true,
+            &payload(i),
+        );
+        w.run(Duration::from_millis(20));
+    }
+    let got = w.clients[p]
+        .events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::KeyframeRequest(MediaKind::Video)))
+        .count();
+    assert_eq!(got, 1);
+}

@@ -1,0 +1,119 @@
+//! A viewer that arrives before the publisher waits; when a second publisher
+//! replaces the first, the viewer keeps one SSRC and continuous sequence
+//! numbers, and the new publisher is asked for a keyframe.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{http, metric, pump_until, start_node, Peer};
+use corecast_media::MediaKind;
+use corecast_webrtc::{ClientEvent, EndpointConfig};
+
+fn send_video(peers: &mut [Peer], publisher: usize, seq: &mut u64, count: u32, tag: u8) {
+    for i in 0..count {
+        let now = Instant::now();
+        peers[publisher].client.send(
+            now,
+            MediaKind::Video,
+            *seq,
+            *seq as u32 * 3000,
+            true,
+            &[0x10, tag, i as u8],
+        );
+        peers[publisher].drain(now);
+        *seq += 1;
+        pump_until(peers, Duration::from_millis(5), |_| false);
+    }
+}
+
+fn video_seen(p: &Peer) -> Vec<(u64, u32, Vec<u8>)> {
+    p.events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Media {
+                kind: MediaKind::Video,
+                seq,
+                ssrc,
+                payload,
+                ..
+            } => Some((*seq, *ssrc, payload.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn viewers_wait_for_and_follow_the_current_publisher() {
+    let node = start_node(2);
+    let h = node.http_addr;
+    let config = EndpointConfig::new(vec![]);
+
+    // The viewer comes first.
+    let mut peers = vec![Peer::join(&config, h, "whep", "switch")];
+    assert!(pump_until(&mut peers, Duration::from_secs(10), |ps| ps[0]
+        .client
+        .is_connected()));
+    peers.push(Peer::join(&config, h, "whip", "switch"));
+    assert!(pump_until(&mut peers, Duration::from_secs(10), |ps| ps[1]
+        .client
+        .is_connected()));
+
+    let mut seq_a = 100u64;
+    let got_first = (0..100).any(|_| {
+        send_video(&mut peers, 1, &mut seq_a, 1, 0xa0);
+        !video_seen(&peers[0]).is_empty()
+    });
+    assert!(got_first, "the waiting viewer receives the first publisher");
+    send_video(&mut peers, 1, &mut seq_a, 30, 0xaa);
+
+    // A second publisher replaces the first; the first session is closed.
+    let first_location = peers[1].location.clone();
+    peers.push(Peer::join(&config, h, "whip", "switch"));
+    assert!(pump_until(&mut peers, Duration::from_secs(10), |ps| ps[2]
+        .client
+        .is_connected()));
+    assert_eq!(
+        http(h, "DELETE", &first_location, &[], b"").status,
+        404,
+        "the replaced session is gone"
+    );
+
+    let before = video_seen(&peers[0]).len();
+    let mut seq_b = 50_000u64;
+    let got_second = (0..100).any(|_| {
+        send_video(&mut peers, 2, &mut seq_b, 1, 0xb0);
+        video_seen(&peers[0])
+            .iter()
+            .skip(before)
+            .any(|(_, _, p)| p[1] == 0xb0)
+    });
+    assert!(got_second, "the viewer follows the new publisher");
+    send_video(&mut peers, 2, &mut seq_b, 30, 0xbb);
+    pump_until(&mut peers, Duration::from_millis(300), |_| false);
+
+    let seen = video_seen(&peers[0]);
+    let ssrcs: std::collections::HashSet<u32> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(
+        ssrcs.len(),
+        1,
+        "one SSRC toward the viewer across publishers"
+    );
+    for pair in seen.windows(2) {
+        assert_eq!(
+            pair[1].0,
+            pair[0].0 + 1,
+            "continuous sequence numbers: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert!(seen.iter().any(|s| s.2[1] == 0xbb));
+    let asked = peers[2]
+        .events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::KeyframeRequest(MediaKind::Video)));
+    assert!(asked, "the new publisher was asked for a keyframe");
+    assert_eq!(metric(h, "corecast_endpoints"), 2);
+    node.shutdown();
+}

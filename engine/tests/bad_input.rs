@@ -333,3 +333,29 @@ fn garbage_datagrams_are_dropped_and_media_keeps_flowing() {
     assert_eq!(http(http_addr, "GET", "/healthz", &[], b"").status, 200);
     node.shutdown();
 }
+
+#[test]
+fn a_viewer_without_the_publishers_codec_gets_406() {
+    let node = start_node(1);
+    let h = node.http_addr;
+    let config = EndpointConfig::new(vec![]);
+    let local = "127.0.0.1:5000".parse().unwrap();
+    let now = Instant::now();
+    let (_, h264_offer) =
+        Client::with_video_codec(&config, now, local, true, corecast_media::Codec::H264).unwrap();
+    let r = http(h, "POST", "/whip/codec", &[SDP], h264_offer.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (_, vp8_view) = Client::viewer(&config, now, local).unwrap();
+    let r = http(h, "POST", "/whep/codec", &[SDP], vp8_view.as_bytes());
+    assert_eq!(r.status, 406, "{}", r.body);
+    assert!(
+        r.body.contains("H264"),
+        "the reason names the codec: {}",
+        r.body
+    );
+    let (_, h264_view) =
+        Client::with_video_codec(&config, now, local, false, corecast_media::Codec::H264).unwrap();
+    let r = http(h, "POST", "/whep/codec", &[SDP], h264_view.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.body);
+    node.shutdown();
+}

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corecast_media::MediaKind;
+use corecast_media::{Codec, MediaKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec as RtcCodec, CodecConfig};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
@@ -51,6 +51,7 @@ pub struct Client {
     video: Mid,
     events: VecDeque<ClientEvent>,
     connected: bool,
+    video_codec: RtcCodec,
 }
 
 impl Client {
@@ -60,7 +61,7 @@ impl Client {
         now: Instant,
         local: SocketAddr,
     ) -> Result<(Client, String), Error> {
-        Client::new(config, now, local, Direction::SendOnly)
+        Client::new(config, now, local, Direction::SendOnly, Codec::Vp8)
     }
 
     /// A viewer receiving one audio and one video track. Returns the WHEP offer.
@@ -69,7 +70,24 @@ impl Client {
         now: Instant,
         local: SocketAddr,
     ) -> Result<(Client, String), Error> {
-        Client::new(config, now, local, Direction::RecvOnly)
+        Client::new(config, now, local, Direction::RecvOnly, Codec::Vp8)
+    }
+
+    /// A publisher (`send = true`) or viewer that offers only `video` for its
+    /// video track (VP8, VP9, H264 or AV1).
+    pub fn with_video_codec(
+        config: &EndpointConfig,
+        now: Instant,
+        local: SocketAddr,
+        send: bool,
+        video: Codec,
+    ) -> Result<(Client, String), Error> {
+        let dir = if send {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
+        Client::new(config, now, local, dir, video)
     }
 
     fn new(
@@ -77,6 +95,7 @@ impl Client {
         now: Instant,
         local: SocketAddr,
         dir: Direction,
+        video_codec: Codec,
     ) -> Result<(Client, String), Error> {
         let mut builder = Rtc::builder()
             .set_rtp_mode(true)
@@ -85,7 +104,18 @@ impl Client {
             .set_stats_interval(None);
         let mut codecs = CodecConfig::empty();
         codecs.enable_opus(true, false);
-        codecs.enable_vp8(true);
+        let video_codec = match video_codec {
+            Codec::Vp9 => RtcCodec::Vp9,
+            Codec::H264 => RtcCodec::H264,
+            Codec::Av1 => RtcCodec::Av1,
+            _ => RtcCodec::Vp8,
+        };
+        match video_codec {
+            RtcCodec::Vp9 => codecs.enable_vp9(true),
+            RtcCodec::H264 => codecs.enable_h264(true),
+            RtcCodec::Av1 => codecs.enable_av1(true),
+            _ => codecs.enable_vp8(true),
+        }
         *builder.codec_config() = codecs;
         let mut rtc = builder.build(now);
         let candidate =
@@ -104,6 +134,7 @@ impl Client {
             video,
             events: VecDeque::new(),
             connected: false,
+            video_codec,
         };
         Ok((client, offer.to_sdp_string()))
     }
@@ -134,7 +165,7 @@ impl Client {
     fn pt(&self, kind: MediaKind) -> Option<Pt> {
         let want = match kind {
             MediaKind::Audio => RtcCodec::Opus,
-            MediaKind::Video => RtcCodec::Vp8,
+            MediaKind::Video => self.video_codec,
         };
         self.rtc
             .codec_config()

@@ -32,6 +32,9 @@ const MAX_CPUS: usize = 1 << 16;
 pub struct HostReadings {
     /// Soft RLIMIT_MEMLOCK of this process in bytes; `None` means unlimited.
     pub memlock_limit_bytes: Option<u64>,
+    /// Whether this process holds CAP_IPC_LOCK (root does), which exempts it
+    /// from RLIMIT_MEMLOCK.
+    pub ipc_lock_capable: bool,
     /// Whether this process may create io_uring instances.
     pub io_uring_available: bool,
     /// `net.core.rmem_max` in bytes; `None` when it could not be read.
@@ -125,7 +128,7 @@ impl Check {
 /// the same order.
 pub fn run_checks(r: &HostReadings, c: &DoctorConfig) -> Vec<Check> {
     vec![
-        check_memlock(r.memlock_limit_bytes, c.shards),
+        check_memlock(r.memlock_limit_bytes, r.ipc_lock_capable, c.shards),
         check_io_uring(r.io_uring_available),
         check_socket_buffer("rmem_max", "SO_RCVBUF", r.rmem_max, c.socket_buffer),
         check_socket_buffer("wmem_max", "SO_SNDBUF", r.wmem_max, c.socket_buffer),
@@ -140,11 +143,20 @@ fn memlock_needed(shards: usize) -> u64 {
     MEMLOCK_PER_SHARD.saturating_mul(u64::try_from(shards).unwrap_or(u64::MAX))
 }
 
-fn check_memlock(limit: Option<u64>, shards: usize) -> Check {
+fn check_memlock(limit: Option<u64>, ipc_lock: bool, shards: usize) -> Check {
     const NAME: &str = "memlock";
     let need = memlock_needed(shards);
     match limit {
         None => Check::ok(NAME, "unlimited"),
+        Some(have) if ipc_lock && have < need => Check::ok(
+            NAME,
+            format!(
+                "{} allowed, but CAP_IPC_LOCK (root) exempts this process; a service \
+                 without it needs {} for {shards} shard(s)",
+                bytes(have),
+                bytes(need)
+            ),
+        ),
         Some(have) if have >= need => Check::ok(
             NAME,
             format!("{} allowed, {} needed for {shards} shard(s)", bytes(have), bytes(need)),
@@ -467,6 +479,7 @@ pub fn read_host(proc_root: &Path, sys_root: &Path) -> HostReadings {
     let io_uring_disabled = read_u64(&proc_root.join("sys/kernel/io_uring_disabled"));
     HostReadings {
         memlock_limit_bytes: memlock_limit(),
+        ipc_lock_capable: has_ipc_lock(&proc_root.join("self/status")),
         io_uring_available: io_uring_allowed(io_uring_disabled, probe_io_uring()),
         rmem_max: read_u64(&net_core.join("rmem_max")),
         wmem_max: read_u64(&net_core.join("wmem_max")),
@@ -563,6 +576,18 @@ fn probe_io_uring() -> Option<bool> {
     Some(false)
 }
 
+/// Whether `CapEff` in a `/proc/<pid>/status` file has CAP_IPC_LOCK (bit 14).
+fn has_ipc_lock(status: &Path) -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    let Ok(text) = std::fs::read_to_string(status) else {
+        return false;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
 #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on 64-bit Linux, not on every target
 fn memlock_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
@@ -617,6 +642,7 @@ mod tests {
     fn healthy() -> HostReadings {
         HostReadings {
             memlock_limit_bytes: None,
+            ipc_lock_capable: false,
             io_uring_available: true,
             rmem_max: Some(32 * MIB),
             wmem_max: Some(32 * MIB),
@@ -670,6 +696,29 @@ mod tests {
             assert_eq!(check.fix, None);
         }
         assert_eq!(exit_code(&checks), 0);
+    }
+
+    #[test]
+    fn cap_ipc_lock_exempts_from_the_memlock_limit() {
+        let r = HostReadings {
+            memlock_limit_bytes: Some(8 * MIB),
+            ipc_lock_capable: true,
+            ..healthy()
+        };
+        assert_eq!(level_of(&r, &config(), "memlock"), Level::Ok);
+    }
+
+    #[test]
+    fn ipc_lock_is_read_from_capeff() {
+        let dir = std::env::temp_dir().join(format!("corecast-doctor-caps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = dir.join("status");
+        std::fs::write(&status, "Name:\tx\nCapEff:\t000001ffffffffff\n").unwrap();
+        assert!(has_ipc_lock(&status));
+        std::fs::write(&status, "Name:\tx\nCapEff:\t0000000000000000\n").unwrap();
+        assert!(!has_ipc_lock(&status));
+        assert!(!has_ipc_lock(&dir.join("missing")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

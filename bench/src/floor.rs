@@ -1,0 +1,241 @@
+//! `corecast-bench floor`: the raw-UDP floor of this machine.
+//!
+//! A plain forwarder (recvmmsg, then sendmmsg of each packet to N sinks; no
+//! crypto, no WebRTC) driven at the packet size the load test uses. Its egress
+//! packets per second of its own CPU time is what "ratio to floor" divides by.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Args)]
+pub struct FloorArgs {
+    /// Destinations each packet is forwarded to.
+    #[arg(long, default_value_t = 20)]
+    pub fanout: usize,
+    #[arg(long, default_value_t = 1200)]
+    pub packet_size: usize,
+    /// Packets per second the generator sends into the forwarder.
+    #[arg(long, default_value_t = 5000)]
+    pub rate: u64,
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Pin the forwarder to this core.
+    #[arg(long)]
+    pub core: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FloorSummary {
+    pub fanout: usize,
+    pub packet_size: usize,
+    pub sent: u64,
+    pub forwarded: u64,
+    pub received: u64,
+    pub egress_pps: f64,
+    pub forwarder_cpu_cores: f64,
+    pub floor_pps_per_core: f64,
+    pub loss: f64,
+}
+
+const BATCH: usize = 64;
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_in, libc::socklen_t) {
+    let SocketAddr::V4(v4) = addr else {
+        // The floor runs on 127.0.0.1 only.
+        return (unsafe { std::mem::zeroed() }, 0);
+    };
+    // SAFETY: an all-zero sockaddr_in is valid; we fill the fields we need.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = v4.port().to_be();
+    sa.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+    (
+        sa,
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    )
+}
+
+/// The forwarder loop: returns (forwarded datagrams, its CPU seconds).
+fn forward(socket: UdpSocket, sinks: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> (u64, f64) {
+    let fd = socket.as_raw_fd();
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut bufs = vec![[0u8; 2048]; BATCH];
+    let dests: Vec<(libc::sockaddr_in, libc::socklen_t)> =
+        sinks.iter().map(|a| sockaddr(*a)).collect();
+    let cpu0 = thread_cpu();
+    let mut forwarded = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: the iovecs and headers point into `bufs`, which outlive the call.
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            continue;
+        }
+        for m in msgs.iter().take(n as usize) {
+            let len = m.msg_len as usize;
+            let base = unsafe { (*m.msg_hdr.msg_iov).iov_base };
+            let mut out_iov = libc::iovec {
+                iov_base: base,
+                iov_len: len,
+            };
+            let mut out: Vec<libc::mmsghdr> = dests
+                .iter()
+                .map(|(sa, sl)| {
+                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    h.msg_hdr.msg_name = (sa as *const libc::sockaddr_in).cast_mut().cast();
+                    h.msg_hdr.msg_namelen = *sl;
+                    h.msg_hdr.msg_iov = &mut out_iov;
+                    h.msg_hdr.msg_iovlen = 1;
+                    h
+                })
+                .collect();
+            let mut done = 0usize;
+            while done < out.len() {
+                let sent = unsafe {
+                    libc::sendmmsg(fd, out[done..].as_mut_ptr(), (out.len() - done) as u32, 0)
+                };
+                if sent <= 0 {
+                    break;
+                }
+                done += sent as usize;
+            }
+            forwarded += done as u64;
+        }
+    }
+    (forwarded, thread_cpu() - cpu0)
+}
+
+pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let fwd = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+    let fwd_addr = fwd.local_addr().map_err(io)?;
+    let sinks: Vec<UdpSocket> = (0..args.fanout.max(1))
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    let sink_addrs: Vec<SocketAddr> = sinks.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+
+    let reader = {
+        let stop = stop.clone();
+        let received = received.clone();
+        std::thread::spawn(move || {
+            for s in &sinks {
+                let _ = s.set_nonblocking(true);
+            }
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let mut any = false;
+                for s in &sinks {
+                    while s.recv(&mut buf).is_ok() {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        any = true;
+                    }
+                }
+                if !any {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        })
+    };
+    let forwarder = {
+        let stop = stop.clone();
+        let core = args.core;
+        std::thread::spawn(move || {
+            if let Some(c) = core {
+                core_pin(c);
+            }
+            forward(fwd, sink_addrs, stop)
+        })
+    };
+
+    // The generator: bursts every millisecond at the configured rate.
+    let src = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+    let packet = vec![0x80u8; args.packet_size.max(12)];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < args.duration {
+        let due = (start.elapsed().as_secs_f64() * args.rate as f64) as u64;
+        while sent < due {
+            if src.send_to(&packet, fwd_addr).is_ok() {
+                sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let (forwarded, cpu) = forwarder
+        .join()
+        .map_err(|_| "forwarder panicked".to_string())?;
+    let _ = reader.join();
+    let got = received.load(Ordering::Relaxed);
+    let cores = cpu / elapsed;
+    let egress = got as f64 / elapsed;
+    let expected = sent * args.fanout.max(1) as u64;
+    Ok(FloorSummary {
+        fanout: args.fanout,
+        packet_size: args.packet_size,
+        sent,
+        forwarded,
+        received: got,
+        egress_pps: egress,
+        forwarder_cpu_cores: cores,
+        floor_pps_per_core: if cores > 0.0 { egress / cores } else { 0.0 },
+        loss: if expected == 0 {
+            0.0
+        } else {
+            expected.saturating_sub(got) as f64 / expected as f64
+        },
+    })
+}
+
+fn core_pin(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity only
+    // touch the set we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

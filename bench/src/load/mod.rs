@@ -1,0 +1,437 @@
+//! `corecast-bench load`: WHIP publishers and WHEP viewers against a server,
+//! with live lines, a final table and a JSON summary.
+
+mod shard;
+mod signal;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::accounting::Totals;
+use crate::procfs;
+use crate::url::{expand, HttpUrl};
+pub use shard::MediaPlan;
+use shard::{ShardCmd, ShardReport, ShardSetup};
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// WHIP URL template; `{stream}` is replaced by the stream name.
+    #[arg(long, default_value = "http://127.0.0.1:8080/whip/{stream}")]
+    pub whip: String,
+    /// WHEP URL template.
+    #[arg(long, default_value = "http://127.0.0.1:8080/whep/{stream}")]
+    pub whep: String,
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Viewers, spread over the publishers (with --ramp: the most to try).
+    #[arg(long, default_value_t = 20)]
+    pub viewers: u32,
+    /// Video bitrate per publisher (k and M suffixes).
+    #[arg(long, default_value = "1.5M")]
+    pub bitrate: String,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Add viewers in steps until a limit is crossed; report the highest step that held.
+    #[arg(long)]
+    pub ramp: bool,
+    /// Viewers added per ramp step [default: viewers / 10, at least 10].
+    #[arg(long)]
+    pub step: Option<u32>,
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub step_duration: Duration,
+    /// Loss above which a ramp step fails (0.001 = 0.1%).
+    #[arg(long, default_value_t = 0.001)]
+    pub max_loss: f64,
+    /// p99 added latency above which a ramp step fails, in ms.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_p99_ms: f64,
+    /// Generator shards (threads).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Pin generator shard i to core first_core + i.
+    #[arg(long)]
+    pub first_core: Option<usize>,
+    /// The server's PID, for CPU and memory figures.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Write the summary here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long, env = "CORECAST_TOKEN")]
+    pub token: Option<String>,
+    /// Local address of the generator's sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub local_ip: IpAddr,
+    /// Prefix of the stream names (stream i is PREFIX-i).
+    #[arg(long, default_value = "bench")]
+    pub stream_prefix: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadSummary {
+    pub publishers: u32,
+    pub viewers: u64,
+    pub session_failures: u64,
+    pub max_viewers: u64,
+    pub egress_pps: f64,
+    pub egress_pps_per_core: Option<f64>,
+    pub server_cpu_cores: Option<f64>,
+    pub server_cpu_s_per_million_packets: Option<f64>,
+    pub server_rss_mb: Option<f64>,
+    pub p50_added_ms: f64,
+    pub p99_added_ms: f64,
+    pub loss: f64,
+    pub corrupted: u64,
+    pub reordered: u64,
+    pub duplicates: u64,
+    pub jitter_ms_max: f64,
+    pub join_p50_ms: f64,
+    pub join_p99_ms: f64,
+    pub setup_per_s: f64,
+    pub setup_per_s_per_core: Option<f64>,
+}
+
+/// A measurement window: cumulative counters at its start.
+struct Window {
+    at: Instant,
+    totals: Totals,
+    cpu: Option<f64>,
+}
+
+struct Run {
+    args: LoadArgs,
+    commands: Vec<flume::Sender<ShardCmd>>,
+    reports: flume::Receiver<ShardReport>,
+    latest: Vec<Totals>,
+    /// Latency and join samples since the last `take_interval`.
+    interval: Totals,
+    viewers: u64,
+    last_line: Instant,
+}
+
+impl Run {
+    /// Cumulative counters over all shards.
+    fn cumulative(&self) -> Totals {
+        let mut t = Totals::default();
+        for s in &self.latest {
+            t.sent += s.sent;
+            t.expected += s.expected;
+            t.received += s.received;
+            t.lost += s.lost;
+            t.reordered += s.reordered;
+            t.duplicates += s.duplicates;
+            t.corrupted += s.corrupted;
+            t.sessions_up += s.sessions_up;
+            t.session_failures += s.session_failures;
+            t.jitter_ms_max = t.jitter_ms_max.max(s.jitter_ms_max);
+        }
+        t
+    }
+
+    /// Waits up to `d` for reports, folding them in; prints a live line a second.
+    fn pump(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.reports.recv_timeout(left) {
+                Ok(r) => {
+                    let _ = self.interval.latency_us.add(&r.totals.latency_us);
+                    let _ = self.interval.join_us.add(&r.totals.join_us);
+                    if let Some(slot) = self.latest.get_mut(r.shard) {
+                        *slot = r.totals;
+                    }
+                    if self.last_line.elapsed() >= Duration::from_secs(1) {
+                        self.last_line = Instant::now();
+                        self.live_line();
+                    }
+                }
+                Err(flume::RecvTimeoutError::Timeout) => return,
+                Err(flume::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn live_line(&self) {
+        let c = self.cumulative();
+        eprintln!(
+            "sessions {}/{} (failed {}) | sent {} rx {} | loss {:.3}% corrupted {} | p50 {:.2} ms p99 {:.2} ms",
+            c.sessions_up,
+            self.viewers,
+            c.session_failures,
+            c.sent,
+            c.received,
+            c.loss() * 100.0,
+            c.corrupted,
+            self.interval.latency_ms(0.5),
+            self.interval.latency_ms(0.99),
+        );
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            at: Instant::now(),
+            totals: self.cumulative(),
+            cpu: self.args.server_pid.and_then(procfs::cpu_seconds),
+        }
+    }
+
+    fn add_viewers(&mut self, n: u32) {
+        let shards = self.commands.len();
+        for _ in 0..n {
+            let j = self.viewers as u32;
+            let publisher = j % self.args.publishers.max(1);
+            let stream = format!("{}-{publisher}", self.args.stream_prefix);
+            let Ok(url) = HttpUrl::parse(&expand(&self.args.whep, &stream)) else {
+                continue;
+            };
+            let _ = self.commands[j as usize % shards].send(ShardCmd::AddViewer { publisher, url });
+            self.viewers += 1;
+        }
+    }
+
+    /// Waits until every viewer is up or failed, at most `limit`.
+    fn wait_sessions(&mut self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            self.pump(Duration::from_millis(50));
+            let c = self.cumulative();
+            if c.sessions_up + c.session_failures >= self.viewers {
+                break;
+            }
+        }
+        start.elapsed()
+    }
+}
+
+/// Measured between two windows.
+struct Measured {
+    egress_pps: f64,
+    loss: f64,
+    cpu_cores: Option<f64>,
+    latency: Totals,
+}
+
+fn measure(run: &mut Run, d: Duration) -> Measured {
+    let start = run.window();
+    run.interval = Totals::default();
+    run.pump(d);
+    let end = run.window();
+    let secs = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
+    let received = end.totals.received.saturating_sub(start.totals.received);
+    let expected = end.totals.expected.saturating_sub(start.totals.expected);
+    let lost = end.totals.lost.saturating_sub(start.totals.lost);
+    Measured {
+        egress_pps: received as f64 / secs,
+        loss: if expected == 0 {
+            0.0
+        } else {
+            lost as f64 / expected as f64
+        },
+        cpu_cores: match (start.cpu, end.cpu) {
+            (Some(a), Some(b)) => Some((b - a) / secs),
+            _ => None,
+        },
+        latency: std::mem::take(&mut run.interval),
+    }
+}
+
+/// Parses `1.5M`, `800k`, `2000000`.
+pub fn parse_bitrate(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 1e3),
+        'm' | 'M' => (&s[..s.len() - 1], 1e6),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().ok()?;
+    (v > 0.0).then_some((v * mult) as u64)
+}
+
+pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
+    let bitrate =
+        parse_bitrate(&args.bitrate).ok_or_else(|| format!("bad --bitrate {}", args.bitrate))?;
+    HttpUrl::parse(&expand(&args.whip, "x")).map_err(|e| e.to_string())?;
+    HttpUrl::parse(&expand(&args.whep, "x")).map_err(|e| e.to_string())?;
+    let plan = MediaPlan {
+        video_bitrate: bitrate,
+        fps: 30,
+        max_payload: 1150,
+        keyframe_every: 60,
+        audio_pps: 50,
+        audio_payload: 100,
+    };
+    let epoch = Instant::now();
+    let signal = signal::start(4);
+    let (report_tx, report_rx) = flume::unbounded();
+    let shards = args.shards.max(1);
+    let mut commands = Vec::new();
+    let mut handles = Vec::new();
+    for id in 0..shards {
+        let (tx, rx) = flume::unbounded();
+        commands.push(tx);
+        let setup = ShardSetup {
+            id,
+            core: args.first_core.map(|c| c + id),
+            local_ip: args.local_ip,
+            token: args.token.clone(),
+            plan,
+            epoch,
+            commands: rx,
+            reports: report_tx.clone(),
+            signal: signal.clone(),
+        };
+        handles.push(shard::spawn(setup).map_err(|e| e.to_string())?);
+    }
+    drop(report_tx);
+    let mut run = Run {
+        latest: vec![Totals::default(); shards],
+        args: args.clone(),
+        commands,
+        reports: report_rx,
+        interval: Totals::default(),
+        viewers: 0,
+        last_line: Instant::now(),
+    };
+
+    for i in 0..args.publishers {
+        let stream = format!("{}-{i}", args.stream_prefix);
+        let url = HttpUrl::parse(&expand(&args.whip, &stream)).map_err(|e| e.to_string())?;
+        let _ = run.commands[i as usize % shards].send(ShardCmd::AddPublisher { index: i, url });
+    }
+    run.pump(Duration::from_secs(2));
+
+    let mut summary = LoadSummary {
+        publishers: args.publishers,
+        ..LoadSummary::default()
+    };
+    let setup_start = run.window();
+    let measured = if args.ramp {
+        ramp(&mut run, &mut summary)
+    } else {
+        run.add_viewers(args.viewers);
+        let took = run.wait_sessions(Duration::from_secs(30));
+        setup_rate(&run, &setup_start, took, &mut summary);
+        run.pump(Duration::from_secs(1));
+        summary.max_viewers = run.cumulative().sessions_up;
+        measure(&mut run, args.duration)
+    };
+
+    let c = run.cumulative();
+    summary.viewers = run.viewers;
+    summary.session_failures = c.session_failures;
+    summary.egress_pps = measured.egress_pps;
+    summary.server_cpu_cores = measured.cpu_cores;
+    summary.egress_pps_per_core = measured
+        .cpu_cores
+        .filter(|c| *c > 0.0)
+        .map(|c| measured.egress_pps / c);
+    summary.server_cpu_s_per_million_packets = summary.egress_pps_per_core.map(|pps| 1e6 / pps);
+    summary.p50_added_ms = measured.latency.latency_ms(0.5);
+    summary.p99_added_ms = measured.latency.latency_ms(0.99);
+    summary.loss = measured.loss;
+    summary.corrupted = c.corrupted;
+    summary.reordered = c.reordered;
+    summary.duplicates = c.duplicates;
+    summary.jitter_ms_max = c.jitter_ms_max;
+    summary.server_rss_mb = args.server_pid.and_then(procfs::peak_rss_mb);
+
+    for tx in &run.commands {
+        let _ = tx.send(ShardCmd::Stop);
+    }
+    run.pump(Duration::from_millis(500));
+    for h in handles {
+        let _ = h.join();
+    }
+    // Let the signalling threads send the DELETEs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !signal.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(summary)
+}
+
+fn setup_rate(run: &Run, start: &Window, took: Duration, summary: &mut LoadSummary) {
+    let up = run
+        .cumulative()
+        .sessions_up
+        .saturating_sub(start.totals.sessions_up);
+    summary.setup_per_s = up as f64 / took.as_secs_f64().max(1e-9);
+    let cpu = run.args.server_pid.and_then(procfs::cpu_seconds);
+    if let (Some(a), Some(b)) = (start.cpu, cpu) {
+        if b > a {
+            summary.setup_per_s_per_core = Some(up as f64 / (b - a));
+        }
+    }
+    summary.join_p50_ms = run.interval.join_ms(0.5);
+    summary.join_p99_ms = run.interval.join_ms(0.99);
+}
+
+/// Adds viewers step by step; returns the measurement at half of the highest
+/// step that held (the operating point the targets talk about).
+fn ramp(run: &mut Run, summary: &mut LoadSummary) -> Measured {
+    let step = run.args.step.unwrap_or((run.args.viewers / 10).max(10));
+    let mut held: Vec<(u64, Measured)> = Vec::new();
+    let mut first = true;
+    while run.viewers < u64::from(run.args.viewers) {
+        let add = step.min(run.args.viewers - run.viewers as u32);
+        let start = run.window();
+        run.add_viewers(add);
+        let took = run.wait_sessions(Duration::from_secs(30));
+        if first {
+            setup_rate(run, &start, took, summary);
+            first = false;
+        }
+        run.pump(Duration::from_secs(1));
+        let m = measure(run, run.args.step_duration);
+        let c = run.cumulative();
+        let ok = m.loss <= run.args.max_loss
+            && m.latency.latency_ms(0.99) <= run.args.max_p99_ms
+            && c.corrupted == 0;
+        eprintln!(
+            "step {} viewers: loss {:.3}% p99 {:.2} ms egress {:.0} pps -> {}",
+            c.sessions_up,
+            m.loss * 100.0,
+            m.latency.latency_ms(0.99),
+            m.egress_pps,
+            if ok { "held" } else { "over the limit" }
+        );
+        if !ok {
+            break;
+        }
+        held.push((c.sessions_up, m));
+    }
+    summary.max_viewers = held.last().map_or(0, |h| h.0);
+    let half = summary.max_viewers / 2;
+    let pick = held.iter().position(|(v, _)| *v >= half).unwrap_or(0);
+    if held.is_empty() {
+        return measure(run, Duration::from_secs(1));
+    }
+    // The egress rate and CPU are best measured at the highest step; the
+    // latency figures at half of it.
+    let (_, top) = held.pop().expect("checked non-empty");
+    let latency = if pick < held.len() {
+        held.swap_remove(pick).1.latency
+    } else {
+        top.latency.clone()
+    };
+    Measured { latency, ..top }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitrates_parse() {
+        assert_eq!(parse_bitrate("1.5M"), Some(1_500_000));
+        assert_eq!(parse_bitrate("800k"), Some(800_000));
+        assert_eq!(parse_bitrate("2000"), Some(2000));
+        assert_eq!(parse_bitrate("x"), None);
+        assert_eq!(parse_bitrate("-1M"), None);
+    }
+}

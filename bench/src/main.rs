@@ -1,0 +1,105 @@
+//! `corecast-bench`: the load generator and the raw-UDP floor.
+
+use clap::{Parser, Subcommand};
+use corecast_bench::{floor, load};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Load-test corecast (or any WHIP/WHEP server) and measure this machine's floor.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// WHIP publishers and WHEP viewers against a server.
+    Load(Box<load::LoadArgs>),
+    /// A plain UDP forwarder at the same packet sizes: the machine's floor.
+    Floor(floor::FloorArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Load(args) => {
+            let json = args.json.clone();
+            load::run(*args).map(|s| {
+                print_load(&s);
+                serde_json::to_string_pretty(&s).map(|j| (json, j))
+            })
+        }
+        Command::Floor(args) => floor::run(args).map(|s| {
+            println!(
+                "floor: fanout {} x {} B: egress {:.0} pps on {:.2} cores = {:.0} pps per core, loss {:.3}%",
+                s.fanout,
+                s.packet_size,
+                s.egress_pps,
+                s.forwarder_cpu_cores,
+                s.floor_pps_per_core,
+                s.loss * 100.0
+            );
+            serde_json::to_string_pretty(&s).map(|j| (None, j))
+        }),
+    };
+    match result {
+        Ok(Ok((Some(path), json))) => {
+            if let Err(e) = std::fs::write(&path, json) {
+                eprintln!("corecast-bench: cannot write {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        }
+        Ok(Ok((None, json))) => println!("{json}"),
+        Ok(Err(e)) => {
+            eprintln!("corecast-bench: {e}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("corecast-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn print_load(s: &load::LoadSummary) {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
+    println!("| metric | value |");
+    println!("| --- | --- |");
+    println!(
+        "| publishers / viewers up (failed) | {} / {} ({}) |",
+        s.publishers, s.max_viewers, s.session_failures
+    );
+    println!("| egress packets/s | {:.0} |", s.egress_pps);
+    println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
+    println!(
+        "| egress packets/s per server core | {} |",
+        opt(s.egress_pps_per_core)
+    );
+    println!(
+        "| server CPU seconds per million packets | {} |",
+        opt(s.server_cpu_s_per_million_packets)
+    );
+    println!(
+        "| added latency p50 / p99 (ms) | {:.2} / {:.2} |",
+        s.p50_added_ms, s.p99_added_ms
+    );
+    println!("| loss | {:.4}% |", s.loss * 100.0);
+    println!(
+        "| corrupted / reordered / duplicates | {} / {} / {} |",
+        s.corrupted, s.reordered, s.duplicates
+    );
+    println!("| jitter max (ms) | {:.2} |", s.jitter_ms_max);
+    println!(
+        "| join p50 / p99 (ms) | {:.1} / {:.1} |",
+        s.join_p50_ms, s.join_p99_ms
+    );
+    println!(
+        "| sessions set up per s (per server core) | {:.0} ({}) |",
+        s.setup_per_s,
+        opt(s.setup_per_s_per_core)
+    );
+    println!("| server peak RSS (MiB) | {} |", opt(s.server_rss_mb));
+}

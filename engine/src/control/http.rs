@@ -51,6 +51,7 @@ pub fn router(control: Arc<Control>) -> Router {
             "/whep/{stream}/{session}",
             axum::routing::delete(delete).patch(patch).options(options),
         )
+        .merge(super::pages::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(control)
@@ -159,28 +160,39 @@ fn rtc_error(e: RtcError) -> Response {
     }
 }
 
+/// What WHIP and WHEP check before looking at the offer itself.
+fn check_offer(
+    control: &Control,
+    stream: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<String, Reject> {
+    let offer = check_request(control, headers, body, "application/sdp")?;
+    if !valid_stream(stream) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~".to_string(),
+        ));
+    }
+    if !has_capacity(control) {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every shard is at its endpoint limit".to_string(),
+        ));
+    }
+    Ok(offer)
+}
+
 async fn whip(
     State(control): State<Arc<Control>>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let offer = match check_request(&control, &headers, &body, "application/sdp") {
+    let offer = match check_offer(&control, &stream, &headers, &body) {
         Ok(o) => o,
         Err(r) => return refuse(r),
     };
-    if !valid_stream(&stream) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
-        );
-    }
-    if !has_capacity(&control) {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "every shard is at its endpoint limit",
-        );
-    }
     let now = Instant::now();
     let session = SessionId::random();
     let who = PublisherInfo {
@@ -205,22 +217,10 @@ async fn whep(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let offer = match check_request(&control, &headers, &body, "application/sdp") {
+    let offer = match check_offer(&control, &stream, &headers, &body) {
         Ok(o) => o,
         Err(r) => return refuse(r),
     };
-    if !valid_stream(&stream) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
-        );
-    }
-    if !has_capacity(&control) {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "every shard is at its endpoint limit",
-        );
-    }
     let required = match control.directory.lock() {
         Ok(d) => d.required_codecs(&stream),
         Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),

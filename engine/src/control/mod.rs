@@ -5,6 +5,7 @@
 
 mod directory;
 mod http;
+mod pages;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use corecast::{Node, Settings};
 use corecast_webrtc::{Client, ClientEvent, EndpointConfig, Output};
 
-/// A node with `shards` unpinned shards on 127.0.0.1, ephemeral ports.
-pub fn start_node(shards: usize) -> Node {
-    let settings = Settings {
+/// Settings for `shards` unpinned shards on 127.0.0.1, ephemeral ports.
+pub fn test_settings(shards: usize) -> Settings {
+    Settings {
         http: "127.0.0.1:0".parse().unwrap(),
         media_port: 0,
         shards,
@@ -23,8 +23,12 @@ pub fn start_node(shards: usize) -> Node {
         socket_buffer: 4 << 20,
         max_endpoints_per_shard: 10_000,
         consent_timeout: Duration::from_secs(20),
-    };
-    Node::start(&settings).expect("node starts")
+    }
+}
+
+/// A node with `shards` unpinned shards on 127.0.0.1, ephemeral ports.
+pub fn start_node(shards: usize) -> Node {
+    Node::start(&test_settings(shards)).expect("node starts")
 }
 
 /// One HTTP response.
@@ -224,16 +228,8 @@ impl TokenNode {
 
 pub fn start_node_with_token(shards: usize, token: &str) -> TokenNode {
     let settings = Settings {
-        http: "127.0.0.1:0".parse().unwrap(),
-        media_port: 0,
-        shards,
-        pin: false,
-        first_core: 0,
-        ice_ips: vec!["127.0.0.1".parse().unwrap()],
         token: Some(token.to_string()),
-        socket_buffer: 4 << 20,
-        max_endpoints_per_shard: 10_000,
-        consent_timeout: Duration::from_secs(20),
+        ..test_settings(shards)
     };
     let node = Node::start(&settings).expect("node starts");
     TokenNode {

@@ -120,6 +120,20 @@ fn bad_requests_get_clear_4xx() {
         http(h, "PATCH", &location, &frag, b"a=end-of-candidates\r\n").status,
         204
     );
+    // An ICE restart: new client credentials get new server credentials back.
+    let r = http(
+        h,
+        "PATCH",
+        &location,
+        &frag,
+        b"a=ice-ufrag:newu\r\na=ice-pwd:0123456789abcdefghijkl\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    assert!(r.body.contains("a=ice-ufrag:") && r.body.contains("a=ice-pwd:"));
     assert_eq!(http(h, "DELETE", &location, &[], b"").status, 200);
     assert_eq!(http(h, "DELETE", &location, &[], b"").status, 404);
 

@@ -39,6 +39,10 @@ struct World {
     in_flight: VecDeque<(Instant, Transmit)>,
     /// Datagrams from these addresses are lost (a peer that went away).
     mute: Vec<SocketAddr>,
+    /// Drop every n-th RTP datagram sent to this address (loss on one leg).
+    lossy: Option<(SocketAddr, usize)>,
+    lossy_count: usize,
+    lossy_ssrc: Option<[u8; 4]>,
     keyframe_requests_sent: usize,
 }
 
@@ -55,6 +59,9 @@ impl World {
             legs: Vec::new(),
             in_flight: VecDeque::new(),
             mute: Vec::new(),
+            lossy: None,
+            lossy_count: 0,
+            lossy_ssrc: None,
             keyframe_requests_sent: 0,
         }
     }
@@ -145,6 +152,25 @@ impl World {
     fn deliver(&mut self, t: Transmit) {
         if self.mute.contains(&t.source) {
             return;
+        }
+        if let Some((to, n)) = self.lossy {
+            let rtp = t.contents.first().is_some_and(|b| (128..192).contains(b))
+                && t.contents
+                    .get(1)
+                    .is_some_and(|pt| *pt & 0x7f < 72 || *pt & 0x7f > 79);
+            // Only the first stream seen (the primary video SSRC): the
+            // retransmissions (RTX, another SSRC) get through.
+            let ssrc = t.contents.get(8..12).map(|b| [b[0], b[1], b[2], b[3]]);
+            let toward = t.destination == to && rtp;
+            if toward && self.lossy_ssrc.is_none() {
+                self.lossy_ssrc = ssrc;
+            }
+            if toward && ssrc == self.lossy_ssrc {
+                self.lossy_count += 1;
+                if self.lossy_count.is_multiple_of(n) {
+                    return;
+                }
+            }
         }
         let now = self.now;
         if t.destination == addr(SERVER) {
@@ -537,4 +563,44 @@ fn a_keyframe_asked_for_before_the_first_packet_is_requested_on_it() {
         .filter(|e| matches!(e, ClientEvent::KeyframeRequest(MediaKind::Video)))
         .count();
     assert_eq!(got, 1);
+}
+
+#[test]
+fn a_lossy_viewer_leg_is_repaired_by_nack_and_rtx() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[v]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    let base = warm_up(&mut w, p, &[v], 5000);
+    // Every 20th video packet toward the viewer is lost; the publisher's leg is clean.
+    w.lossy = Some((w.clients[v].addr, 20));
+    for i in 0..200u64 {
+        let now = w.now;
+        w.client(p).client.send(
+            now,
+            MediaKind::Video,
+            base + i,
+            i as u32 * 3000,
+            true,
+            &payload(i),
+        );
+        w.run(Duration::from_millis(5));
+    }
+    w.lossy = None;
+    w.run(Duration::from_millis(500));
+    let got: Vec<Vec<u8>> = w
+        .received(v, MediaKind::Video)
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
+    let lost = w.lossy_count / 20;
+    let missing = (0..200u64).filter(|i| !got.contains(&payload(*i))).count();
+    assert!(lost >= 9, "the leg lost {lost} packets");
+    // str0m's NACK/RTX repairs the leg; a few requests may fall outside its
+    // retransmission window, but most of the loss must be repaired.
+    assert!(
+        missing * 3 <= lost,
+        "{missing} of {lost} lost packets were not resent"
+    );
 }

@@ -35,7 +35,7 @@ const authHeaders = (token) => (token ? { Authorization: `Bearer ${token}` } : {
 // What a refusal means, in words; the server's own text follows it.
 const REASONS = {
   400: 'The server could not use the request',
-  401: 'The server needs a token: add &token=... to this page\'s address',
+  401: 'The server wants a token, or another one: add &token=... to this page\'s address',
   404: 'No such session',
   406: 'No codec in common with the stream',
   413: 'The offer is too large',
@@ -60,7 +60,8 @@ function iceGathered(pc, ms = 2000) {
 }
 
 /** WHIP or WHEP: creates the offer, POSTs it to `url`, applies the answer.
- *  Returns the session's address (for DELETE). Throws an Error in words. */
+ *  Returns the session's address (for DELETE). Throws an Error in words
+ *  (with .status when the server refused). */
 export async function negotiate(pc, url, token) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGathered(pc);
@@ -77,7 +78,8 @@ export async function negotiate(pc, url, token) {
   const body = await res.text();
   if (res.status !== 201) {
     const why = REASONS[res.status] || `The server answered HTTP ${res.status}`;
-    throw new Error(body.trim() ? `${why}: ${body.trim()}` : `${why}.`);
+    const said = body.trim() ? ` The server said: ${body.trim()}` : '';
+    throw Object.assign(new Error(`${why}.${said}`), { status: res.status });
   }
   const where = res.headers.get('Location');
   if (!where) throw new Error('The server answered without a Location header.');

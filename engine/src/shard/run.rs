@@ -7,8 +7,9 @@
 //! - a command task (control thread → shard, bounded flume channel);
 //! - a ring task woken by the doorbell when another shard pushed media.
 //!
-//! Sends are non-blocking `send_to` on the socket whose address the datagram
-//! comes from; a full socket buffer drops the datagram and counts it.
+//! Sends are batched `sendmmsg` calls (non-blocking) on the socket whose
+//! address the datagram comes from; a full socket buffer drops the datagram
+//! and counts it.
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, UdpSocket};
@@ -22,7 +23,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::Shard;
 use crate::mesh::ShardLinks;
 use crate::messages::{ControlEvent, ShardCommand};
-use crate::metrics::{add, inc, ShardMetrics};
+use crate::metrics::{add, ShardMetrics};
+use crate::socket::send_batch;
 
 /// Everything a shard thread is started with.
 pub struct ShardSetup {
@@ -53,25 +55,36 @@ struct Senders {
 }
 
 impl Senders {
+    /// Sends the shard's queued datagrams, batched per socket.
     fn send_all(&self, shard: &mut Shard) {
-        for t in shard.out.drain(..) {
-            let socket = self
-                .sockets
-                .iter()
-                .find(|(a, _)| *a == t.source)
-                .or_else(|| self.sockets.first())
-                .map(|(_, s)| s);
-            let Some(socket) = socket else {
-                continue;
-            };
-            match socket.send_to(&t.contents, t.destination) {
-                Ok(n) => {
-                    inc(&shard.metrics.tx_packets_total);
-                    add(&shard.metrics.tx_bytes_total, n as u64);
-                }
-                Err(_) => inc(&shard.metrics.send_errors_total),
-            }
+        if shard.out.is_empty() {
+            return;
         }
+        let out = std::mem::take(&mut shard.out);
+        for (i, (local, socket)) in self.sockets.iter().enumerate() {
+            // Datagrams from this socket's address; the first socket also
+            // takes any whose source matches none (cannot happen with str0m
+            // host candidates, but nothing is dropped silently).
+            let batch: Vec<(SocketAddr, &[u8])> = out
+                .iter()
+                .filter(|t| {
+                    t.source == *local
+                        || (i == 0 && !self.sockets.iter().any(|(a, _)| *a == t.source))
+                })
+                .map(|t| (t.destination, t.contents.as_slice()))
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let sent = send_batch(socket, &batch);
+            add(&shard.metrics.tx_packets_total, sent.packets);
+            add(&shard.metrics.tx_bytes_total, sent.bytes);
+            add(&shard.metrics.send_errors_total, sent.errors);
+        }
+        // Keep the allocation for the next round.
+        let mut out = out;
+        out.clear();
+        shard.out = out;
     }
 }
 

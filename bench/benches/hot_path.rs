@@ -1,10 +1,20 @@
-//! Micro-benchmarks of the hot path: a ring hop between two threads, fan-out
-//! of one packet to many viewers in one shard, and sequence rewriting.
+//! Micro-benchmarks of the hot path.
+//!
+//! - a ring hop between two pinned cores (rtrb, as between shards);
+//! - fan-out of one packet to 1, 10, 100 and 1000 viewers in one shard,
+//!   through real connected `Endpoint`s (rewrite, str0m send path, SRTP);
+//! - SRTP protect of one packet (AEAD-AES-128-GCM, AES-CM-128-HMAC-SHA1-80);
+//! - the RTP sequence/timestamp rewrite.
+//!
+//! `cargo bench -p corecast-bench --bench hot_path`
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corecast_media::{ChannelId, Codec, CodecInfo, MediaKind, MediaPacket, Rewriter};
+use corecast_webrtc::{Client, Endpoint, EndpointConfig, Output};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn packet(seq: u64) -> MediaPacket {
@@ -16,17 +26,159 @@ fn packet(seq: u64) -> MediaPacket {
         rtp_time: seq as u32 * 3000,
         marker: false,
         arrival: Instant::now(),
-        payload: Arc::from(vec![0u8; 1150]),
+        payload: Arc::from(vec![0x10u8; 1150]),
     }
 }
 
+fn pin(core: usize) {
+    if let Some(id) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().nth(core)) {
+        core_affinity::set_for_current(id);
+    }
+}
+
+/// One-way time of a packet through an rtrb ring between two pinned cores,
+/// measured as half a round trip through a pair of rings.
 fn ring_hop(c: &mut Criterion) {
-    let (mut tx, mut rx) = rtrb::RingBuffer::<MediaPacket>::new(4096);
+    let (mut to_echo, mut echo_in) = rtrb::RingBuffer::<MediaPacket>::new(4096);
+    let (mut echo_out, mut back) = rtrb::RingBuffer::<MediaPacket>::new(4096);
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            pin(1);
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(p) = echo_in.pop() {
+                    let _ = echo_out.push(p);
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        })
+    };
+    pin(0);
     let p = packet(1);
-    c.bench_function("ring push+pop (same thread)", |b| {
+    c.bench_function("ring hop between two pinned cores (half round trip)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let _ = to_echo.push(p.clone());
+                loop {
+                    if let Ok(q) = back.pop() {
+                        std::hint::black_box(q);
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            start.elapsed() / 2
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = echo.join();
+}
+
+/// A viewer endpoint connected to a client over an in-memory network.
+fn connected_viewer(
+    config: &EndpointConfig,
+    server: SocketAddr,
+    client_addr: SocketAddr,
+) -> Endpoint {
+    let mut now = Instant::now();
+    let (mut client, offer) = Client::viewer(config, now, client_addr).expect("client offer");
+    let (mut ep, answer) = Endpoint::viewer(config, now, &offer, &[]).expect("viewer endpoint");
+    client.accept_answer(&answer).expect("answer applies");
+    for _ in 0..2000 {
+        now += Duration::from_millis(1);
+        client.handle_timeout(now);
+        ep.handle_timeout(now);
+        let mut to_server = Vec::new();
+        let mut to_client = Vec::new();
+        loop {
+            match client.poll_output(now) {
+                Output::Transmit(t) => to_server.push(t),
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+        loop {
+            match ep.poll_output(now) {
+                Output::Transmit(t) => to_client.push(t),
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+        for t in to_server {
+            let _ = ep.handle_receive(now, t.source, server, &t.contents);
+        }
+        for t in to_client {
+            let _ = client.handle_receive(now, t.source, client_addr, &t.contents);
+        }
+        if ep.is_connected() && client.is_connected() {
+            break;
+        }
+    }
+    assert!(ep.is_connected(), "viewer connects in memory");
+    ep.subscribe(MediaKind::Video, Some(ChannelId(1)));
+    ep
+}
+
+fn fanout(c: &mut Criterion) {
+    let server: SocketAddr = "10.0.0.1:9000".parse().unwrap();
+    let config = EndpointConfig::new(vec![server]);
+    let mut group = c.benchmark_group("fan-out one packet to N viewers in one shard");
+    group.sample_size(10);
+    for n in [1usize, 10, 100, 1000] {
+        let mut viewers: Vec<Endpoint> = (0..n)
+            .map(|i| {
+                let addr = SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8 + 1], 5000));
+                connected_viewer(&config, server, addr)
+            })
+            .collect();
+        let mut seq = 1000u64;
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                seq += 1;
+                let p = packet(seq);
+                let now = Instant::now();
+                for v in viewers.iter_mut() {
+                    if v.handle_media(now, &p) {
+                        while let Output::Transmit(_) | Output::Event(_) = v.poll_output(now) {}
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn srtp(c: &mut Criterion) {
+    let crypto = str0m::crypto::from_feature_flags();
+    let header = [0x80u8, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 42];
+    let payload = vec![0x5au8; 1150];
+    let mut out = vec![0u8; 1150 + 16];
+    let mut gcm = crypto
+        .srtp_provider
+        .aead_aes_128_gcm()
+        .create_cipher([7; 16], true);
+    c.bench_function("srtp protect AEAD-AES-128-GCM (1150 B)", |b| {
         b.iter(|| {
-            let _ = tx.push(p.clone());
-            std::hint::black_box(rx.pop().ok());
+            gcm.encrypt(&[1; 12], &header, &payload, &mut out)
+                .expect("encrypts");
+            std::hint::black_box(&out);
+        })
+    });
+    let mut cm = crypto
+        .srtp_provider
+        .aes_128_cm_sha1_80()
+        .create_cipher([7; 16], true);
+    let hmac = crypto.sha1_hmac_provider;
+    let mut ct = vec![0u8; 1150];
+    c.bench_function("srtp protect AES-CM-128-HMAC-SHA1-80 (1150 B)", |b| {
+        b.iter(|| {
+            cm.encrypt(&[1; 16], &payload, &mut ct).expect("encrypts");
+            let tag = hmac.sha1_hmac(&[9; 20], &[&header, &ct, &[0, 0, 0, 0]]);
+            std::hint::black_box((&ct, tag));
         })
     });
 }
@@ -43,22 +195,5 @@ fn rewrite(c: &mut Criterion) {
     });
 }
 
-fn fanout_clone(c: &mut Criterion) {
-    // The per-subscriber cost that is ours (not str0m's): sharing the payload.
-    let mut g = c.benchmark_group("fanout share payload");
-    for n in [1usize, 10, 100, 1000] {
-        let p = packet(1);
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            b.iter(|| {
-                for _ in 0..n {
-                    std::hint::black_box(p.payload.clone());
-                }
-            })
-        });
-    }
-    g.finish();
-}
-
-criterion_group!(benches, ring_hop, rewrite, fanout_clone);
+criterion_group!(benches, ring_hop, fanout, srtp, rewrite);
 criterion_main!(benches);

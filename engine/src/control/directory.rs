@@ -84,13 +84,35 @@ impl Directory {
             .count()
     }
 
-    /// The codecs a new viewer of `stream` must accept (empty: anything).
+    /// The codecs a new viewer of `stream` must accept, per kind: the codec
+    /// the publisher sends once known, else those it negotiated. A kind the
+    /// publisher does not publish is unconstrained (empty: anything).
     pub fn required_codecs(&self, stream: &str) -> Vec<CodecInfo> {
-        match self.streams.get(stream) {
-            Some(s) if !s.active.is_empty() => s.active.clone(),
-            Some(s) => s.negotiated.clone(),
-            None => Vec::new(),
+        let Some(s) = self.streams.get(stream) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let active: Vec<CodecInfo> = s
+                .active
+                .iter()
+                .filter(|c| c.kind() == kind)
+                .copied()
+                .collect();
+            if active.is_empty() {
+                out.extend(s.negotiated.iter().filter(|c| c.kind() == kind).copied());
+            } else {
+                out.extend(active);
+            }
         }
+        out
+    }
+
+    #[cfg(test)]
+    fn set_codecs(&mut self, stream: &str, negotiated: Vec<CodecInfo>, active: Vec<CodecInfo>) {
+        let s = self.streams.entry(stream.to_string()).or_default();
+        s.negotiated = negotiated;
+        s.active = active;
     }
 
     pub fn session_stream(&self, session: SessionId) -> Option<(&str, Role)> {
@@ -378,5 +400,27 @@ impl Directory {
             .collect();
         out.sort_by(|a, b| a.stream.cmp(&b.stream));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corecast_media::Codec;
+
+    #[test]
+    fn required_codecs_are_chosen_per_kind() {
+        let mut d = Directory::new(Vec::new());
+        let opus = CodecInfo::new(Codec::Opus, 48_000);
+        let vp8 = CodecInfo::new(Codec::Vp8, 90_000);
+        let vp9 = CodecInfo::new(Codec::Vp9, 90_000);
+        assert!(d.required_codecs("s").is_empty());
+        d.set_codecs("s", vec![opus, vp8, vp9], vec![]);
+        assert_eq!(d.required_codecs("s"), vec![opus, vp8, vp9]);
+        // Audio became active first: video is still the negotiated set.
+        d.set_codecs("s", vec![opus, vp8, vp9], vec![opus]);
+        assert_eq!(d.required_codecs("s"), vec![opus, vp8, vp9]);
+        d.set_codecs("s", vec![opus, vp8, vp9], vec![opus, vp9]);
+        assert_eq!(d.required_codecs("s"), vec![opus, vp9]);
     }
 }

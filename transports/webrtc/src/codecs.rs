@@ -46,13 +46,19 @@ pub fn server_codecs() -> CodecConfig {
     CodecConfig::new_from_payload_params(kept)
 }
 
-/// The server codecs restricted to those in `allowed`, kept in the
-/// server's order of preference.
+/// The server codecs restricted to those in `allowed` for the kinds that
+/// `allowed` names; a kind it does not name keeps every server codec (a
+/// viewer of an audio-only stream still negotiates its video m-line, so it
+/// stays in the BUNDLE group). Kept in the server's order of preference.
 pub(crate) fn restricted_codecs(allowed: &[CodecInfo]) -> CodecConfig {
     let kept = server_codecs()
         .params()
         .iter()
-        .filter(|p| codec_info(p).is_some_and(|c| allowed.contains(&c)))
+        .filter(|p| {
+            codec_info(p).is_some_and(|c| {
+                allowed.contains(&c) || !allowed.iter().any(|a| a.kind() == c.kind())
+            })
+        })
         .cloned()
         .collect();
     CodecConfig::new_from_payload_params(kept)
@@ -91,5 +97,11 @@ mod tests {
         let cfg = restricted_codecs(&[vp8, opus]);
         let infos: Vec<CodecInfo> = cfg.params().iter().filter_map(codec_info).collect();
         assert_eq!(infos, vec![opus, vp8]);
+        // Audio only: video keeps every server codec.
+        let cfg = restricted_codecs(&[opus]);
+        let infos: Vec<CodecInfo> = cfg.params().iter().filter_map(codec_info).collect();
+        assert_eq!(infos.iter().filter(|c| c.codec == Codec::Opus).count(), 1);
+        assert!(infos.iter().any(|c| c.codec == Codec::Vp8));
+        assert!(infos.iter().any(|c| c.codec == Codec::Av1));
     }
 }

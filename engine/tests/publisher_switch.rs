@@ -73,6 +73,13 @@ fn viewers_wait_for_and_follow_the_current_publisher() {
     assert!(pump_until(&mut peers, Duration::from_secs(10), |ps| ps[2]
         .client
         .is_connected()));
+    assert!(
+        pump_until(&mut peers, Duration::from_secs(2), |ps| ps[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Closed))),
+        "the replaced publisher is told its session ended"
+    );
     assert_eq!(
         http(h, "DELETE", &first_location, &[], b"").status,
         404,

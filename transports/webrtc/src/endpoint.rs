@@ -527,7 +527,13 @@ impl Endpoint {
             return;
         }
         self.closed = true;
-        self.rtc.disconnect();
+        // A graceful close: RTCP BYE and DTLS close_notify go out on the next
+        // poll_output calls, so the peer learns at once. A peer that stopped
+        // answering gets the forced disconnect.
+        let graceful = reason == CloseReason::Closed && self.rtc.close().is_ok();
+        if !graceful {
+            self.rtc.disconnect();
+        }
         self.events.push_back(EndpointEvent::Closed(reason));
     }
 
@@ -540,7 +546,16 @@ impl Endpoint {
                 return Output::Event(event);
             }
             if self.closed {
-                return Output::Timeout(now + Duration::from_secs(3600));
+                // What str0m still has to say after disconnect (DTLS
+                // close_notify) goes out; nothing else is handled.
+                return match self.rtc.poll_output() {
+                    Ok(str0m::Output::Transmit(t)) => Output::Transmit(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    }),
+                    _ => Output::Timeout(now + Duration::from_secs(3600)),
+                };
             }
             match self.rtc.poll_output() {
                 Ok(str0m::Output::Transmit(t)) => {

@@ -604,3 +604,21 @@ fn a_lossy_viewer_leg_is_repaired_by_nack_and_rtx() {
         "{missing} of {lost} lost packets were not resent"
     );
 }
+
+#[test]
+fn closing_an_endpoint_tells_the_peer() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    w.legs[p].endpoint.close();
+    w.drain();
+    w.run(Duration::from_millis(200));
+    assert!(
+        w.clients[p]
+            .events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Closed))
+            || !w.clients[p].client.is_connected(),
+        "the publisher learns that the server closed its session"
+    );
+}

@@ -10,6 +10,9 @@ macro_rules! shard_metrics {
         #[derive(Debug, Default)]
         pub struct ShardMetrics {
             $( pub $field: AtomicU64, )*
+            /// Time from a packet's arrival on the node to its hand-off to the
+            /// socket for this shard's last local viewer.
+            pub forward_latency: LatencyHistogram,
         }
 
         impl ShardMetrics {
@@ -23,6 +26,12 @@ macro_rules! shard_metrics {
                         let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", m.$field.load(Ordering::Relaxed));
                     }
                 )*
+                LatencyHistogram::render(
+                    "corecast_forward_latency_seconds",
+                    "Time from a packet's arrival to its hand-off to the socket, for the shard's last local viewer.",
+                    shards.iter().map(|m| &m.forward_latency),
+                    out,
+                );
             }
         }
     };
@@ -43,6 +52,65 @@ shard_metrics! {
     control_drops_total, "counter", "Events to the control thread dropped because its queue was full.";
 }
 
+/// Upper bounds of the latency buckets, in microseconds.
+const LATENCY_BOUNDS_US: [u64; 9] = [10, 25, 50, 100, 250, 500, 1_000, 5_000, 25_000];
+
+/// A Prometheus histogram of durations, written by one shard (relaxed
+/// atomics, no locks) and read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket (not cumulative); the last one is everything above the bounds.
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render<'a>(
+        name: &str,
+        help: &str,
+        shards: impl Iterator<Item = &'a LatencyHistogram>,
+        out: &mut String,
+    ) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (i, h) in shards.enumerate() {
+            let mut cumulative = 0;
+            for (b, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+                cumulative += h.buckets[b].load(Ordering::Relaxed);
+                let le = *bound as f64 / 1e6;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{shard=\"{i}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            cumulative += h.buckets[LATENCY_BOUNDS_US.len()].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{shard=\"{i}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{shard=\"{i}\"}} {sum}");
+            let _ = writeln!(
+                out,
+                "{name}_count{{shard=\"{i}\"}} {}",
+                h.count.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// Adds one to a counter.
 #[inline]
 pub fn inc(c: &AtomicU64) {
@@ -53,4 +121,31 @@ pub fn inc(c: &AtomicU64) {
 #[inline]
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn latency_histogram_renders_cumulative_buckets() {
+        let m = Arc::new(ShardMetrics::default());
+        m.forward_latency.record(Duration::from_micros(5));
+        m.forward_latency.record(Duration::from_micros(80));
+        m.forward_latency.record(Duration::from_secs(1));
+        let mut out = String::new();
+        ShardMetrics::render(&[m], &mut out);
+        assert!(
+            out.contains("corecast_forward_latency_seconds_bucket{shard=\"0\",le=\"0.00001\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("corecast_forward_latency_seconds_bucket{shard=\"0\",le=\"0.0001\"} 2")
+        );
+        assert!(out.contains("corecast_forward_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"} 3"));
+        assert!(out.contains("corecast_forward_latency_seconds_count{shard=\"0\"} 3"));
+        assert!(out.contains("corecast_endpoints{shard=\"0\"} 0"));
+    }
 }

@@ -348,18 +348,34 @@ impl Shard {
     }
 
     fn deliver_local(&mut self, now: Instant, packet: &MediaPacket) {
-        let Some(viewers) = self.subscribers.get(&packet.channel) else {
+        // Take the list out while endpoints run (they may close and leave
+        // it); no copy, no allocation per packet.
+        let Some(viewers) = self.subscribers.remove(&packet.channel) else {
             return;
         };
-        // Small and short-lived; the list can change while we drive endpoints.
-        let viewers = viewers.clone();
-        for session in viewers {
-            let Some(slot) = self.endpoints.get_mut(&session) else {
+        for session in &viewers {
+            let Some(slot) = self.endpoints.get_mut(session) else {
                 continue;
             };
             if slot.endpoint.handle_media(now, packet) {
-                self.drive(now, session);
+                self.drive(now, *session);
             }
+        }
+        self.metrics
+            .forward_latency
+            .record(Instant::now().saturating_duration_since(packet.arrival));
+        self.put_back_subscribers(packet.channel, viewers);
+    }
+
+    /// Returns a taken subscriber list, without sessions that ended meanwhile
+    /// and with any that subscribed meanwhile.
+    fn put_back_subscribers(&mut self, channel: ChannelId, mut viewers: Vec<SessionId>) {
+        viewers.retain(|s| self.endpoints.contains_key(s));
+        if let Some(added) = self.subscribers.remove(&channel) {
+            viewers.extend(added);
+        }
+        if !viewers.is_empty() {
+            self.subscribers.insert(channel, viewers);
         }
     }
 

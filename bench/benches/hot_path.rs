@@ -183,6 +183,28 @@ fn srtp(c: &mut Criterion) {
     });
 }
 
+/// Session set-up cost on the server side: answering a WHEP offer (on the
+/// control thread today) and the full ICE + DTLS handshake in memory.
+fn setup(c: &mut Criterion) {
+    let server: SocketAddr = "10.0.0.1:9000".parse().unwrap();
+    let config = EndpointConfig::new(vec![server]);
+    let client_addr: SocketAddr = "10.1.0.1:5000".parse().unwrap();
+    let (_, offer) = Client::viewer(&config, Instant::now(), client_addr).expect("offer");
+    c.bench_function("setup: answer a WHEP offer (Endpoint::viewer)", |b| {
+        b.iter(|| {
+            std::hint::black_box(
+                Endpoint::viewer(&config, Instant::now(), &offer, &[]).expect("answer"),
+            )
+        })
+    });
+    let mut group = c.benchmark_group("setup");
+    group.sample_size(20);
+    group.bench_function("offer, answer, ICE and DTLS in memory (both sides)", |b| {
+        b.iter(|| std::hint::black_box(connected_viewer(&config, server, client_addr)))
+    });
+    group.finish();
+}
+
 fn rewrite(c: &mut Criterion) {
     let mut r = Rewriter::new(90_000);
     let now = Instant::now();
@@ -195,5 +217,5 @@ fn rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ring_hop, fanout, srtp, rewrite);
+criterion_group!(benches, ring_hop, fanout, srtp, setup, rewrite);
 criterion_main!(benches);

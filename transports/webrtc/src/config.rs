@@ -29,7 +29,7 @@ impl EndpointConfig {
     /// If the crypto provider cannot generate a certificate, which only
     /// happens when the process is out of entropy: a start-up failure.
     pub fn new(candidates: Vec<SocketAddr>) -> EndpointConfig {
-        let crypto = str0m::crypto::from_feature_flags();
+        let crypto = crate::dtls::crypto_provider();
         let dtls_cert = crypto
             .dtls_provider
             .generate_certificate()

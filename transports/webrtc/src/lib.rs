@@ -34,6 +34,7 @@ mod client;
 mod codecs;
 mod config;
 mod demux;
+mod dtls;
 mod endpoint;
 mod error;
 mod sdpfrag;

@@ -1,7 +1,7 @@
 //! A shard: one pinned core's endpoints, subscriber lists and sockets.
 //!
 //! [`Shard`] is the state and its handlers (no awaits, no clock reads: every
-//! handler takes `now`); [`run`] is the glommio loop that feeds it.
+//! handler takes `now`); `run.rs` is the glommio loop that feeds it.
 
 mod run;
 mod state;

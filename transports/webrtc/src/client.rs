@@ -14,11 +14,10 @@ use corecast_media::{Codec, MediaKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec as RtcCodec, CodecConfig};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Rtc};
 
-use crate::endpoint::{Output as EndpointOutput, Transmit};
+use crate::endpoint::{udp_input, Output as EndpointOutput};
 use crate::{EndpointConfig, Error};
 
 /// Something a client saw.
@@ -224,16 +223,8 @@ impl Client {
         destination: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), Error> {
-        let contents = datagram.try_into().map_err(|_| Error::Unrecognized)?;
-        self.rtc.handle_input(Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        ))?;
+        let input = udp_input(now, source, destination, datagram).ok_or(Error::Unrecognized)?;
+        self.rtc.handle_input(input)?;
         Ok(())
     }
 
@@ -251,13 +242,7 @@ impl Client {
                 return EndpointOutput::Event(e);
             }
             match self.rtc.poll_output() {
-                Ok(str0m::Output::Transmit(t)) => {
-                    return EndpointOutput::Transmit(Transmit {
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    })
-                }
+                Ok(str0m::Output::Transmit(t)) => return EndpointOutput::Transmit(t.into()),
                 Ok(str0m::Output::Timeout(at)) => return EndpointOutput::Timeout(at),
                 Ok(str0m::Output::Event(e)) => self.on_event(e),
                 Err(_) => {

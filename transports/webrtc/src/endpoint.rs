@@ -64,6 +64,35 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
+impl From<str0m::net::Transmit> for Transmit {
+    fn from(t: str0m::net::Transmit) -> Transmit {
+        Transmit {
+            source: t.source,
+            destination: t.destination,
+            contents: t.contents.into(),
+        }
+    }
+}
+
+/// str0m's input for one UDP datagram, if str0m can represent it.
+pub(crate) fn udp_input(
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    datagram: &[u8],
+) -> Option<Input<'_>> {
+    let contents = datagram.try_into().ok()?;
+    Some(Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source,
+            destination,
+            contents,
+        },
+    ))
+}
+
 /// What [`Endpoint::poll_output`] (and the test client's) returns.
 #[derive(Debug)]
 pub enum Output<E = EndpointEvent> {
@@ -323,19 +352,7 @@ impl Endpoint {
         destination: SocketAddr,
         datagram: &[u8],
     ) -> bool {
-        let Ok(contents) = datagram.try_into() else {
-            return false;
-        };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        );
-        self.rtc.accepts(&input)
+        udp_input(now, source, destination, datagram).is_some_and(|input| self.rtc.accepts(&input))
     }
 
     /// A datagram from the peer.
@@ -350,16 +367,7 @@ impl Endpoint {
         if self.closed {
             return Ok(());
         }
-        let contents = datagram.try_into().map_err(|_| Error::Unrecognized)?;
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        );
+        let input = udp_input(now, source, destination, datagram).ok_or(Error::Unrecognized)?;
         if !self.rtc.accepts(&input) {
             return Err(Error::Unrecognized);
         }
@@ -549,22 +557,12 @@ impl Endpoint {
                 // What str0m still has to say after disconnect (DTLS
                 // close_notify) goes out; nothing else is handled.
                 return match self.rtc.poll_output() {
-                    Ok(str0m::Output::Transmit(t)) => Output::Transmit(Transmit {
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    }),
+                    Ok(str0m::Output::Transmit(t)) => Output::Transmit(t.into()),
                     _ => Output::Timeout(now + Duration::from_secs(3600)),
                 };
             }
             match self.rtc.poll_output() {
-                Ok(str0m::Output::Transmit(t)) => {
-                    return Output::Transmit(Transmit {
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    })
-                }
+                Ok(str0m::Output::Transmit(t)) => return Output::Transmit(t.into()),
                 Ok(str0m::Output::Event(e)) => self.on_rtc_event(e),
                 Ok(str0m::Output::Timeout(at)) => {
                     let consent = self.last_rx + self.consent_timeout;

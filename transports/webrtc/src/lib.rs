@@ -12,9 +12,9 @@
 //! ```no_run
 //! # use std::time::Instant;
 //! # use corecast_webrtc::{Endpoint, EndpointConfig, Output, PublisherInfo};
+//! # fn example(now: Instant) {
 //! let config = EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]);
 //! let offer = "v=0 ..."; // from the WHIP POST body
-//! let now = Instant::now();
 //! let info = PublisherInfo { room: "live".into(), peer: "abc".into() };
 //! let (mut endpoint, answer) = Endpoint::publisher(&config, now, offer, info).unwrap();
 //! // send `answer` back in the 201 response, then run the loop:
@@ -25,6 +25,7 @@
 //!         Output::Timeout(at) => break, // call handle_timeout(at) then
 //!     }
 //! }
+//! # }
 //! ```
 //!
 //! The engine routes datagrams to endpoints: [`stun_local_ufrag`] extracts the

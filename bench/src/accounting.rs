@@ -154,7 +154,15 @@ impl Totals {
         self.jitter_ms_max = self.jitter_ms_max.max(s.jitter_ms());
     }
 
+    /// Adds another's counters and histograms.
     pub fn merge(&mut self, other: &Totals) {
+        self.merge_counts(other);
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.join_us.add(&other.join_us);
+    }
+
+    /// Adds another's counters, leaving the histograms alone.
+    pub fn merge_counts(&mut self, other: &Totals) {
         self.sent += other.sent;
         self.received += other.received;
         self.expected += other.expected;
@@ -163,8 +171,6 @@ impl Totals {
         self.duplicates += other.duplicates;
         self.corrupted += other.corrupted;
         self.jitter_ms_max = self.jitter_ms_max.max(other.jitter_ms_max);
-        let _ = self.latency_us.add(&other.latency_us);
-        let _ = self.join_us.add(&other.join_us);
         self.sessions_up += other.sessions_up;
         self.session_failures += other.session_failures;
     }

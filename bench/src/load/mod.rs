@@ -119,16 +119,7 @@ impl Run {
     fn cumulative(&self) -> Totals {
         let mut t = Totals::default();
         for s in &self.latest {
-            t.sent += s.sent;
-            t.expected += s.expected;
-            t.received += s.received;
-            t.lost += s.lost;
-            t.reordered += s.reordered;
-            t.duplicates += s.duplicates;
-            t.corrupted += s.corrupted;
-            t.sessions_up += s.sessions_up;
-            t.session_failures += s.session_failures;
-            t.jitter_ms_max = t.jitter_ms_max.max(s.jitter_ms_max);
+            t.merge_counts(s);
         }
         t
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MediaKind {
     Audio,
     Video,
@@ -26,7 +26,7 @@ impl fmt::Display for MediaKind {
 }
 
 /// The codecs corecast forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     Opus,
     Pcmu,
@@ -62,7 +62,7 @@ impl Codec {
 ///
 /// Two sides agree on a codec when these fields are equal; the RTP payload
 /// type is a per-leg number and is deliberately not part of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CodecInfo {
     pub codec: Codec,
     pub clock_rate: u32,

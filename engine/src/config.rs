@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use corecast_cluster::zones::ZoneSpec;
+use corecast_cluster::NodeRole;
 use serde::Deserialize;
 
 /// Flags of `corecast serve`.
@@ -44,6 +46,37 @@ pub struct ServeArgs {
     /// Endpoints per shard before new sessions are refused with 503. [default: 10000]
     #[arg(long)]
     pub max_endpoints_per_shard: Option<usize>,
+    /// This node's id in the cluster; keep it across restarts. [default: random]
+    #[arg(long)]
+    pub node_id: Option<u32>,
+    /// The zone this node belongs to (gateways route users by zone). [default: default]
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Cluster nodes to join through, HOST:PORT of their --sdn-port (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// UDP port of the cluster (atm0s-sdn). Setting it (or --seeds) turns the cluster on.
+    #[arg(long)]
+    pub sdn_port: Option<u16>,
+    /// Secret every node of the cluster shares; required with the cluster.
+    #[arg(long, env = "CORECAST_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// media: serve endpoints; gateway: redirect to a media node; all: both. [default: all]
+    #[arg(long, value_parser = parse_role)]
+    pub role: Option<NodeRole>,
+    /// Base URL other nodes and gateways use for this node's HTTP API.
+    /// [default: http://<first --ice-ip>:<http port>]
+    #[arg(long)]
+    pub public_url: Option<String>,
+}
+
+fn parse_role(s: &str) -> Result<NodeRole, String> {
+    match s {
+        "media" => Ok(NodeRole::Media),
+        "gateway" => Ok(NodeRole::Gateway),
+        "all" => Ok(NodeRole::All),
+        _ => Err(format!("unknown role {s:?}: media, gateway or all")),
+    }
 }
 
 /// The same settings as read from a TOML file.
@@ -59,6 +92,30 @@ struct FileConfig {
     token: Option<String>,
     socket_buffer: Option<usize>,
     max_endpoints_per_shard: Option<usize>,
+    node_id: Option<u32>,
+    zone: Option<String>,
+    seeds: Option<Vec<String>>,
+    sdn_port: Option<u16>,
+    cluster_secret: Option<String>,
+    role: Option<NodeRole>,
+    public_url: Option<String>,
+    /// The gateways' table of zones: `[[zones]] name, cidrs, location`.
+    #[serde(default)]
+    zones: Vec<ZoneSpec>,
+}
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub node_id: u32,
+    pub zone: String,
+    pub seeds: Vec<SocketAddr>,
+    /// Where the cluster socket binds (all addresses, --sdn-port).
+    pub sdn_bind: SocketAddr,
+    pub secret: String,
+    pub role: NodeRole,
+    pub public_url: String,
+    pub zones: Vec<ZoneSpec>,
 }
 
 /// Resolved settings of a node.
@@ -74,6 +131,8 @@ pub struct Settings {
     pub socket_buffer: usize,
     pub max_endpoints_per_shard: usize,
     pub consent_timeout: Duration,
+    /// None: a single node, no cluster port.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// A configuration that cannot be used.
@@ -86,6 +145,14 @@ pub enum ConfigError {
     Parse(PathBuf, String),
     #[error("--shards must be between 1 and 64, got {0}")]
     Shards(usize),
+    #[error("the cluster needs --cluster-secret (or CORECAST_CLUSTER_SECRET): nodes without it are refused")]
+    ClusterSecret,
+    #[error("--role gateway needs the cluster (--sdn-port and --seeds)")]
+    GatewayAlone,
+    #[error("seed {0:?} is not HOST:PORT that resolves: {1}")]
+    Seed(String, String),
+    #[error("zones table: {0}")]
+    Zones(String),
 }
 
 impl Settings {
@@ -99,6 +166,16 @@ impl Settings {
                     .map_err(|e| ConfigError::Parse(path.clone(), e.to_string()))?
             }
             None => FileConfig::default(),
+        };
+        let file_cluster = FileCluster {
+            node_id: file.node_id,
+            zone: file.zone.clone(),
+            seeds: file.seeds.clone(),
+            sdn_port: file.sdn_port,
+            cluster_secret: file.cluster_secret.clone(),
+            role: file.role,
+            public_url: file.public_url.clone(),
+            zones: file.zones.clone(),
         };
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -132,8 +209,101 @@ impl Settings {
                 .or(file.max_endpoints_per_shard)
                 .unwrap_or(10_000),
             consent_timeout: Duration::from_secs(20),
+            cluster: None,
+        })
+        .and_then(|mut settings| {
+            settings.cluster = cluster_settings(args, file_cluster, &settings)?;
+            Ok(settings)
         })
     }
+}
+
+/// The cluster part of the file, taken before the rest is consumed.
+struct FileCluster {
+    node_id: Option<u32>,
+    zone: Option<String>,
+    seeds: Option<Vec<String>>,
+    sdn_port: Option<u16>,
+    cluster_secret: Option<String>,
+    role: Option<NodeRole>,
+    public_url: Option<String>,
+    zones: Vec<ZoneSpec>,
+}
+
+fn cluster_settings(
+    args: &ServeArgs,
+    file: FileCluster,
+    settings: &Settings,
+) -> Result<Option<ClusterSettings>, ConfigError> {
+    let seeds_text = if args.seeds.is_empty() {
+        file.seeds.unwrap_or_default()
+    } else {
+        args.seeds.clone()
+    };
+    let sdn_port = args.sdn_port.or(file.sdn_port);
+    let role = args.role.or(file.role).unwrap_or(NodeRole::All);
+    if sdn_port.is_none() && seeds_text.is_empty() {
+        if role == NodeRole::Gateway {
+            return Err(ConfigError::GatewayAlone);
+        }
+        return Ok(None);
+    }
+    let secret = args
+        .cluster_secret
+        .clone()
+        .or(file.cluster_secret)
+        .filter(|s| !s.is_empty())
+        .ok_or(ConfigError::ClusterSecret)?;
+    let mut seeds = Vec::new();
+    for text in seeds_text
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        let mut addrs = std::net::ToSocketAddrs::to_socket_addrs(text)
+            .map_err(|e| ConfigError::Seed(text.to_string(), e.to_string()))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| ConfigError::Seed(text.to_string(), "no address".into()))?;
+        seeds.push(addr);
+    }
+    if !file.zones.is_empty() {
+        corecast_cluster::zones::ZoneTable::new(file.zones.clone())
+            .map_err(|e| ConfigError::Zones(e.to_string()))?;
+    }
+    let advertised = settings
+        .ice_ips
+        .first()
+        .copied()
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let http_ip = if settings.http.ip().is_unspecified() {
+        advertised
+    } else {
+        settings.http.ip()
+    };
+    Ok(Some(ClusterSettings {
+        node_id: args
+            .node_id
+            .or(file.node_id)
+            .unwrap_or_else(|| rand::random::<u32>().max(1)),
+        zone: args
+            .zone
+            .clone()
+            .or(file.zone)
+            .unwrap_or_else(|| "default".to_string()),
+        seeds,
+        sdn_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, sdn_port.unwrap_or(0))),
+        secret,
+        role,
+        public_url: args
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .unwrap_or_else(|| {
+                format!("http://{}", SocketAddr::new(http_ip, settings.http.port()))
+            }),
+        zones: file.zones,
+    }))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use corecast_cluster::{ClusterView, NodeLoad, PeerRecord};
 use corecast_media::{ChannelId, CodecInfo, MediaKind, MediaPacket};
 use corecast_webrtc::{CloseReason, Endpoint, IceFragment};
 
@@ -61,12 +62,39 @@ pub enum ShardCommand {
     },
     /// Which shards (bit per shard) hold subscribers of a channel.
     Fanout { channel: ChannelId, shards: u64 },
+    /// Whether local publishers' packets of a channel also go to the
+    /// cluster (through shard 0).
+    Export { channel: ChannelId, on: bool },
+    /// For shard 0, which drives the cluster.
+    Cluster(ClusterCommand),
     /// Apply a PATCH body; the reply carries the answer fragment of an ICE restart.
     Fragment {
         session: SessionId,
         fragment: IceFragment,
         reply: tokio::sync::oneshot::Sender<Result<Option<String>, String>>,
     },
+}
+
+/// Control thread → the cluster (on shard 0).
+#[derive(Debug)]
+pub enum ClusterCommand {
+    /// Publish a local publisher's channel to the cluster, or stop.
+    Publish {
+        channel: ChannelId,
+        on: bool,
+    },
+    /// Subscribe this node to a channel published on another node, or stop.
+    Subscribe {
+        channel: ChannelId,
+        on: bool,
+    },
+    /// Set or delete this node's room entry of a peer.
+    SetPeer(PeerRecord),
+    DelPeer {
+        room: String,
+        peer: String,
+    },
+    SetLoad(NodeLoad),
 }
 
 /// Shard → control thread.
@@ -91,6 +119,10 @@ pub enum ControlEvent {
     },
     /// A viewer's ICE restart changed its server ufrag.
     UfragChanged { session: SessionId, ufrag: String },
+    /// A room peer on another node appeared (`up`) or went away.
+    RemotePeer { up: bool, record: PeerRecord },
+    /// The cluster as shard 0 sees it, every second.
+    ClusterView(Box<ClusterView>),
 }
 
 /// Shard → shard, over the rings.
@@ -99,4 +131,6 @@ pub enum RingMsg {
     Media(MediaPacket),
     /// A viewer asks for a keyframe on a channel; the shard with its publisher acts.
     Keyframe(ChannelId),
+    /// A local publisher's packet for the cluster (toward shard 0).
+    Export(MediaPacket),
 }

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use corecast_webrtc::EndpointConfig;
 
-use crate::config::Settings;
+use corecast_cluster::ClusterConfig;
+
+use crate::config::{ClusterSettings, Settings};
 use crate::control::{self, ControlHandle};
 use crate::mesh;
 use crate::metrics::ShardMetrics;
-use crate::shard::{spawn_shard, ShardSetup};
+use crate::shard::{spawn_shard, ClusterSetup, ShardSetup};
 use crate::socket::bind_media_socket;
 
 /// Why a node could not start.
@@ -26,6 +28,11 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the cluster port {addr}: {source}")]
+    Cluster {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start shard {shard}: {source}")]
     Shard {
         shard: usize,
@@ -37,6 +44,8 @@ pub enum NodeError {
 pub struct Node {
     pub http_addr: SocketAddr,
     pub media_addrs: Vec<SocketAddr>,
+    /// The cluster socket's address, when clustered.
+    pub cluster_addr: Option<SocketAddr>,
     control: ControlHandle,
     shards: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -64,6 +73,17 @@ impl Node {
             }
             sockets.push(mine);
         }
+        let addr = settings.http;
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|source| NodeError::Http { addr, source })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| NodeError::Http { addr, source })?;
+        let mut cluster = match &settings.cluster {
+            Some(c) => Some(cluster_setup(c, http_addr, settings)?),
+            None => None,
+        };
+        let cluster_addr = cluster.as_ref().map(|c| c.config.local);
         let mut config = EndpointConfig::new(media_addrs.clone());
         config.consent_timeout = settings.consent_timeout;
 
@@ -87,14 +107,16 @@ impl Node {
                 commands: rx,
                 control: control_tx.clone(),
                 metrics: metrics[id].clone(),
+                cluster: if id == 0 { cluster.take() } else { None },
             };
             shards
                 .push(spawn_shard(setup).map_err(|source| NodeError::Shard { shard: id, source })?);
         }
-        let control = control::start(settings, config, command_txs, control_rx, metrics)?;
+        let control = control::start(settings, listener, config, command_txs, control_rx, metrics)?;
         Ok(Node {
-            http_addr: control.http_addr,
+            http_addr,
             media_addrs,
+            cluster_addr,
             control,
             shards,
         })
@@ -115,6 +137,56 @@ impl Node {
             let _ = s.join();
         }
     }
+}
+
+/// Binds the cluster socket and fills in the cluster's configuration.
+fn cluster_setup(
+    c: &ClusterSettings,
+    http_addr: SocketAddr,
+    settings: &Settings,
+) -> Result<ClusterSetup, NodeError> {
+    let addr = c.sdn_bind;
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| NodeError::Cluster { addr, source })?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| NodeError::Cluster { addr, source })?;
+    let local = socket
+        .local_addr()
+        .map_err(|source| NodeError::Cluster { addr, source })?;
+    // An HTTP port picked by the OS is known only now.
+    let public_url = if settings.http.port() == 0 {
+        c.public_url
+            .replace(":0", &format!(":{}", http_addr.port()))
+    } else {
+        c.public_url.clone()
+    };
+    let epoch_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    tracing::info!(
+        "cluster: node {} zone {} role {:?} on {local}, seeds {:?}",
+        c.node_id,
+        c.zone,
+        c.role,
+        c.seeds
+    );
+    Ok(ClusterSetup {
+        socket,
+        config: ClusterConfig {
+            node_id: c.node_id,
+            zone: c.zone.clone(),
+            role: c.role,
+            secret: c.secret.clone(),
+            local,
+            seeds: c.seeds.clone(),
+            http_url: public_url,
+            session: rand::random::<u64>(),
+            epoch_ms,
+            start: std::time::Instant::now(),
+        },
+    })
 }
 
 /// The IPs a node advertises, for logs.

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use corecast_media::{ChannelId, CodecInfo, MediaKind};
 use corecast_webrtc::{Endpoint, Role};
 
-use crate::messages::{ControlEvent, SessionId, ShardCommand};
+use corecast_cluster::{NodeLoad, PeerRecord, TrackRecord};
+
+use crate::messages::{ClusterCommand, ControlEvent, SessionId, ShardCommand};
 use crate::metrics::{inc, ShardMetrics};
 
 enum Place {
@@ -37,6 +39,11 @@ struct Stream {
     negotiated: Vec<CodecInfo>,
     active: Vec<CodecInfo>,
     viewers: HashSet<SessionId>,
+    /// The stream's publisher on another node, from the room key-value
+    /// store. Used while there is no local publisher (a local one wins).
+    remote: Option<PeerRecord>,
+    /// Channels of `remote` this node subscribes to in the cluster.
+    remote_subscribed: Vec<ChannelId>,
 }
 
 /// A live stream, as `/api/streams` shows it.
@@ -44,6 +51,9 @@ struct Stream {
 pub struct StreamInfo {
     pub stream: String,
     pub live: bool,
+    /// The node that holds the publisher, when it is another node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_node: Option<u32>,
     pub viewers: usize,
     pub codecs: Vec<String>,
 }
@@ -60,15 +70,151 @@ pub struct Directory {
     sessions: HashMap<SessionId, Session>,
     by_ufrag: HashMap<String, SessionId>,
     streams: HashMap<String, Stream>,
+    /// Whether this node is part of a cluster (shard 0 drives it).
+    clustered: bool,
 }
 
 impl Directory {
-    pub fn new(shards: Vec<flume::Sender<ShardCommand>>) -> Directory {
+    pub fn new(shards: Vec<flume::Sender<ShardCommand>>, clustered: bool) -> Directory {
         Directory {
             shards,
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
             streams: HashMap::new(),
+            clustered,
+        }
+    }
+
+    /// Sends this node's load to the cluster.
+    pub fn report_load(&self, load: NodeLoad) {
+        self.cluster(ClusterCommand::SetLoad(load));
+    }
+
+    /// Streams with a local publisher or local viewers, for the load report.
+    pub fn local_streams(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.publisher.is_some() || !s.viewers.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn cluster(&self, cmd: ClusterCommand) {
+        if self.clustered {
+            self.send(0, ShardCommand::Cluster(cmd));
+        }
+    }
+
+    /// Tells the cluster about a local publisher (its room entry, its
+    /// channels) or, with `on` false, that it left.
+    fn announce(&self, stream: &str, session: SessionId, on: bool) {
+        if !self.clustered {
+            return;
+        }
+        let Some(st) = self.streams.get(stream) else {
+            return;
+        };
+        for (_, ch) in &st.channels {
+            self.cluster(ClusterCommand::Publish { channel: *ch, on });
+            for i in 0..self.shards.len() {
+                self.send(i, ShardCommand::Export { channel: *ch, on });
+            }
+        }
+        if !on {
+            self.cluster(ClusterCommand::DelPeer {
+                room: stream.to_string(),
+                peer: session.to_string(),
+            });
+            return;
+        }
+        let required = self.required_codecs(stream);
+        let tracks = st
+            .channels
+            .iter()
+            .map(|(kind, ch)| TrackRecord {
+                kind: *kind,
+                channel: ch.0,
+                codecs: required
+                    .iter()
+                    .filter(|c| c.kind() == *kind)
+                    .copied()
+                    .collect(),
+            })
+            .collect();
+        self.cluster(ClusterCommand::SetPeer(PeerRecord {
+            room: stream.to_string(),
+            peer: session.to_string(),
+            node: 0,
+            session: 0,
+            tracks,
+        }));
+    }
+
+    /// A room peer on another node came or went.
+    fn on_remote_peer(&mut self, up: bool, record: PeerRecord) {
+        let stream = record.room.clone();
+        let st = self.streams.entry(stream.clone()).or_default();
+        let same = st
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.peer == record.peer && r.node == record.node);
+        if up {
+            tracing::info!("stream {stream}: publisher on node {}", record.node);
+            st.remote = Some(record);
+        } else if same {
+            tracing::info!("stream {stream}: publisher on node {} left", record.node);
+            st.remote = None;
+        } else {
+            return;
+        }
+        if st.publisher.is_none() {
+            let (channels, negotiated) = match &st.remote {
+                Some(r) => (
+                    r.tracks.iter().map(|t| (t.kind, t.channel_id())).collect(),
+                    r.tracks
+                        .iter()
+                        .flat_map(|t| t.codecs.iter().copied())
+                        .collect(),
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            st.channels = channels;
+            st.negotiated = negotiated;
+            st.active.clear();
+            self.resubscribe(&stream);
+        }
+        if let Some(st) = self.streams.get(&stream) {
+            if st.publisher.is_none() && st.viewers.is_empty() && st.remote.is_none() {
+                self.streams.remove(&stream);
+            }
+        }
+    }
+
+    /// Subscribes this node to the remote publisher's channels while it has
+    /// placed viewers of the stream, and only then.
+    fn update_remote_subscription(&mut self, stream: &str, viewers_placed: bool) {
+        let Some(st) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let want: Vec<ChannelId> = match (&st.remote, st.publisher) {
+            (Some(r), None) if viewers_placed => r.tracks.iter().map(|t| t.channel_id()).collect(),
+            _ => Vec::new(),
+        };
+        let old = std::mem::replace(&mut st.remote_subscribed, want.clone());
+        for ch in old.iter().filter(|c| !want.contains(c)) {
+            self.cluster(ClusterCommand::Subscribe {
+                channel: *ch,
+                on: false,
+            });
+        }
+        for ch in want.iter().filter(|c| !old.contains(c)) {
+            self.cluster(ClusterCommand::Subscribe {
+                channel: *ch,
+                on: true,
+            });
         }
     }
 
@@ -142,6 +288,7 @@ impl Directory {
         s.channels = channels;
         s.negotiated = negotiated;
         s.active.clear();
+        self.announce(stream, session, true);
         self.resubscribe(stream);
     }
 
@@ -192,6 +339,10 @@ impl Directory {
         };
         match role {
             Role::Publisher if st.publisher == Some(session) => {
+                self.announce(stream, session, false);
+                let Some(st) = self.streams.get_mut(stream) else {
+                    return;
+                };
                 st.publisher = None;
                 let old = std::mem::take(&mut st.channels);
                 st.active.clear();
@@ -199,7 +350,11 @@ impl Directory {
                 for (_, ch) in old {
                     self.broadcast_fanout(ch, 0);
                 }
-                // Viewers stay and wait for the next publisher.
+                // Viewers stay and wait for the next publisher, here or on
+                // another node.
+                if let Some(r) = self.streams.get(stream).and_then(|s| s.remote.clone()) {
+                    self.on_remote_peer(true, r);
+                }
                 self.resubscribe(stream);
             }
             Role::Viewer => {
@@ -209,7 +364,7 @@ impl Directory {
             Role::Publisher => {}
         }
         if let Some(st) = self.streams.get(stream) {
-            if st.publisher.is_none() && st.viewers.is_empty() {
+            if st.publisher.is_none() && st.viewers.is_empty() && st.remote.is_none() {
                 self.streams.remove(stream);
             }
         }
@@ -269,6 +424,7 @@ impl Directory {
         for ch in channels {
             self.broadcast_fanout(ch, mask);
         }
+        self.update_remote_subscription(stream, mask != 0);
     }
 
     fn broadcast_fanout(&self, channel: ChannelId, shards: u64) {
@@ -361,13 +517,23 @@ impl Directory {
                 codec,
             } => {
                 let stream = self.sessions.get(&session).map(|s| s.stream.clone());
-                if let Some(st) = stream.and_then(|name| self.streams.get_mut(&name)) {
+                let mut changed = None;
+                if let Some((name, st)) =
+                    stream.and_then(|name| self.streams.get_mut(&name).map(|st| (name, st)))
+                {
                     if st.channels.iter().any(|(_, c)| *c == channel) {
                         st.active.retain(|c| c.kind() != codec.kind());
                         st.active.push(codec);
+                        changed = Some(name);
                     }
                 }
+                // Other nodes' viewers must accept the codec in use now.
+                if let Some(name) = changed {
+                    self.announce(&name, session, true);
+                }
             }
+            ControlEvent::RemotePeer { up, record } => self.on_remote_peer(up, record),
+            ControlEvent::ClusterView(_) => {}
             ControlEvent::UfragChanged { session, ufrag } => self.set_ufrag(session, ufrag),
         }
     }
@@ -393,7 +559,12 @@ impl Directory {
             .iter()
             .map(|(name, s)| StreamInfo {
                 stream: name.clone(),
-                live: s.publisher.is_some(),
+                live: s.publisher.is_some() || s.remote.is_some(),
+                remote_node: s
+                    .remote
+                    .as_ref()
+                    .filter(|_| s.publisher.is_none())
+                    .map(|r| r.node),
                 viewers: s.viewers.len(),
                 codecs: s.active.iter().map(|c| c.to_string()).collect(),
             })
@@ -410,7 +581,7 @@ mod tests {
 
     #[test]
     fn required_codecs_are_chosen_per_kind() {
-        let mut d = Directory::new(Vec::new());
+        let mut d = Directory::new(Vec::new(), false);
         let opus = CodecInfo::new(Codec::Opus, 48_000);
         let vp8 = CodecInfo::new(Codec::Vp8, 90_000);
         let vp9 = CodecInfo::new(Codec::Vp9, 90_000);

@@ -1,15 +1,18 @@
 //! HTTP routes: WHIP, WHEP, their session resources, health and metrics.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use corecast_cluster::gateway::Intent;
+use corecast_cluster::{ClusterView, NodeRole};
 use corecast_webrtc::{parse_sdpfrag, Endpoint, Error as RtcError, PublisherInfo};
 use tower_http::cors::{Any, CorsLayer};
 
@@ -41,6 +44,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/streams", get(streams))
+        .route("/api/cluster", get(cluster))
         .route("/whip/{stream}", post(whip).options(options))
         .route("/whep/{stream}", post(whep).options(options))
         .route(
@@ -183,12 +187,55 @@ fn check_offer(
     Ok(offer)
 }
 
+/// A gateway answers WHIP and WHEP with a redirect to a media node.
+fn gateway_redirect(
+    control: &Control,
+    client: SocketAddr,
+    intent: Intent,
+    stream: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let role = control.cluster.as_ref()?.role;
+    if role != NodeRole::Gateway {
+        return None;
+    }
+    if let Err(r) = check_auth(control, headers) {
+        return Some(refuse(r));
+    }
+    if !valid_stream(stream) {
+        return Some(text(
+            StatusCode::BAD_REQUEST,
+            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
+        ));
+    }
+    let path = match intent {
+        Intent::Publish => format!("/whip/{stream}"),
+        Intent::View => format!("/whep/{stream}"),
+    };
+    let Some(location) = super::gateway::redirect(control, client.ip(), intent, stream, &path)
+    else {
+        return Some(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no media node of the cluster is alive",
+        ));
+    };
+    let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Some(r)
+}
+
 async fn whip(
     State(control): State<Arc<Control>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = gateway_redirect(&control, client, Intent::Publish, &stream, &headers) {
+        return r;
+    }
     let offer = match check_offer(&control, &stream, &headers, &body) {
         Ok(o) => o,
         Err(r) => return refuse(r),
@@ -213,10 +260,14 @@ async fn whip(
 
 async fn whep(
     State(control): State<Arc<Control>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = gateway_redirect(&control, client, Intent::View, &stream, &headers) {
+        return r;
+    }
     let offer = match check_offer(&control, &stream, &headers, &body) {
         Ok(o) => o,
         Err(r) => return refuse(r),
@@ -338,7 +389,85 @@ async fn metrics(State(control): State<Arc<Control>>) -> Response {
     );
     out.push_str("# TYPE corecast_pending_endpoints gauge\n");
     out.push_str(&format!("corecast_pending_endpoints {pending}\n"));
+    if let Some(view) = control.view.lock().ok().and_then(|v| v.clone()) {
+        render_cluster(&view, &mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn render_cluster(view: &ClusterView, out: &mut String) {
+    let s = view.stats;
+    let alive = view.members.iter().filter(|m| m.alive).count();
+    for (name, kind, help, value) in [
+        (
+            "corecast_cluster_nodes_alive",
+            "gauge",
+            "Other cluster nodes heard from within the presence timeout.",
+            alive as u64,
+        ),
+        (
+            "corecast_cluster_rx_packets_total",
+            "counter",
+            "Datagrams received on the cluster port.",
+            s.rx_packets,
+        ),
+        (
+            "corecast_cluster_tx_packets_total",
+            "counter",
+            "Datagrams sent from the cluster port.",
+            s.tx_packets,
+        ),
+        (
+            "corecast_cluster_rejected_garbage_total",
+            "counter",
+            "Datagrams at the cluster port that are not cluster frames.",
+            s.rejected_garbage,
+        ),
+        (
+            "corecast_cluster_rejected_secret_total",
+            "counter",
+            "Cluster frames sealed with another secret (or tampered with).",
+            s.rejected_secret,
+        ),
+        (
+            "corecast_cluster_media_in_total",
+            "counter",
+            "Media packets received from other nodes.",
+            s.media_in,
+        ),
+        (
+            "corecast_cluster_media_out_total",
+            "counter",
+            "Media packets published to other nodes.",
+            s.media_out,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+}
+
+/// `GET /api/cluster`: this node, the nodes it knows, its channels' relay
+/// state, and (on a gateway) the candidates it chooses from.
+async fn cluster(State(control): State<Arc<Control>>) -> Response {
+    let Some(settings) = control.cluster.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "this node is not part of a cluster");
+    };
+    let view = control.view.lock().ok().and_then(|v| v.clone());
+    let candidates = view
+        .as_ref()
+        .map(super::gateway::candidates)
+        .unwrap_or_default();
+    Json(serde_json::json!({
+        "node": settings.node_id,
+        "zone": settings.zone,
+        "role": settings.role,
+        "view": view,
+        "candidates": candidates,
+        "zones": control.zones.zones(),
+    }))
+    .into_response()
 }
 
 async fn streams(State(control): State<Arc<Control>>) -> Response {

@@ -4,7 +4,9 @@
 //! bounded channels.
 
 mod directory;
+mod gateway;
 mod http;
+mod load;
 mod pages;
 
 use std::net::SocketAddr;
@@ -15,7 +17,10 @@ use corecast_webrtc::EndpointConfig;
 
 pub use directory::Directory;
 
-use crate::config::Settings;
+use corecast_cluster::zones::ZoneTable;
+use corecast_cluster::ClusterView;
+
+use crate::config::{ClusterSettings, Settings};
 use crate::messages::{ControlEvent, ShardCommand};
 use crate::metrics::ShardMetrics;
 use crate::node::NodeError;
@@ -27,6 +32,12 @@ pub struct Control {
     pub directory: Mutex<Directory>,
     pub metrics: Vec<Arc<ShardMetrics>>,
     pub max_endpoints_per_shard: usize,
+    /// The cluster part of the settings, when clustered.
+    pub cluster: Option<ClusterSettings>,
+    /// The gateways' zone table.
+    pub zones: ZoneTable,
+    /// The latest cluster view from shard 0.
+    pub view: Mutex<Option<ClusterView>>,
 }
 
 /// The running control thread.
@@ -49,14 +60,13 @@ impl ControlHandle {
 
 pub fn start(
     settings: &Settings,
+    listener: std::net::TcpListener,
     config: EndpointConfig,
     shards: Vec<flume::Sender<ShardCommand>>,
     events: flume::Receiver<ControlEvent>,
     metrics: Vec<Arc<ShardMetrics>>,
 ) -> Result<ControlHandle, NodeError> {
     let addr = settings.http;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| NodeError::Http { addr, source })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| NodeError::Http { addr, source })?;
@@ -66,9 +76,16 @@ pub fn start(
     let control = Arc::new(Control {
         config,
         token: settings.token.clone(),
-        directory: Mutex::new(Directory::new(shards)),
+        directory: Mutex::new(Directory::new(shards, settings.cluster.is_some())),
         metrics,
         max_endpoints_per_shard: settings.max_endpoints_per_shard,
+        zones: settings
+            .cluster
+            .as_ref()
+            .and_then(|c| ZoneTable::new(c.zones.clone()).ok())
+            .unwrap_or_default(),
+        cluster: settings.cluster.clone(),
+        view: Mutex::new(None),
     });
     let consent = settings.consent_timeout;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -96,6 +113,7 @@ pub fn start(
                 let events_task = tokio::spawn(handle_events(control.clone(), events));
                 let sweep_task = tokio::spawn(sweep_pending(control.clone(), consent));
                 let app = http::router(control.clone());
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
                 let server = axum::serve(listener, app).with_graceful_shutdown(async {
                     let _ = stop_rx.await;
                 });
@@ -121,6 +139,12 @@ pub fn start(
 
 async fn handle_events(control: Arc<Control>, events: flume::Receiver<ControlEvent>) {
     while let Ok(event) = events.recv_async().await {
+        if let ControlEvent::ClusterView(view) = event {
+            if let Ok(mut v) = control.view.lock() {
+                *v = Some(*view);
+            }
+            continue;
+        }
         let Ok(mut d) = control.directory.lock() else {
             return;
         };
@@ -128,13 +152,20 @@ async fn handle_events(control: Arc<Control>, events: flume::Receiver<ControlEve
     }
 }
 
-/// Pending endpoints that no shard claimed within the consent timeout go away.
+/// Each second: pending endpoints that no shard claimed within the consent
+/// timeout go away, and a clustered node reports its load.
 async fn sweep_pending(control: Arc<Control>, consent: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut cpu = load::CpuMeter::new(Instant::now());
     loop {
         tick.tick().await;
+        let cpu_percent = cpu.sample(Instant::now());
         if let Ok(mut d) = control.directory.lock() {
             d.expire_pending(Instant::now(), consent);
+            if control.cluster.is_some() {
+                let load = load::node_load(&control, &d, cpu_percent);
+                d.report_load(load);
+            }
         }
     }
 }

@@ -3,8 +3,10 @@
 //! [`Shard`] is the state and its handlers (no awaits, no clock reads: every
 //! handler takes `now`); `run.rs` is the glommio loop that feeds it.
 
+mod cluster;
 mod run;
 mod state;
 
-pub use run::{spawn_shard, ShardSetup};
+pub use cluster::ClusterPort;
+pub use run::{spawn_shard, ClusterSetup, ShardSetup};
 pub use state::Shard;

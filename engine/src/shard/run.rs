@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::Shard;
+use corecast_cluster::{Cluster, ClusterConfig};
+
+use super::{ClusterPort, Shard};
 use crate::mesh::ShardLinks;
 use crate::messages::{ControlEvent, ShardCommand};
 use crate::metrics::{add, ShardMetrics};
@@ -35,6 +37,14 @@ pub struct ShardSetup {
     pub commands: flume::Receiver<ShardCommand>,
     pub control: flume::Sender<ControlEvent>,
     pub metrics: Arc<ShardMetrics>,
+    /// Shard 0 of a clustered node: the cluster socket and configuration.
+    pub cluster: Option<ClusterSetup>,
+}
+
+/// What shard 0 needs to drive the cluster.
+pub struct ClusterSetup {
+    pub socket: UdpSocket,
+    pub config: ClusterConfig,
 }
 
 /// Starts a shard on its own (pinned) thread.
@@ -52,11 +62,13 @@ pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<glommio::ExecutorJoinHa
 /// Sockets for sending, by local address.
 struct Senders {
     sockets: Vec<(SocketAddr, UdpSocket)>,
+    cluster: Option<UdpSocket>,
 }
 
 impl Senders {
     /// Sends the shard's queued datagrams, batched per socket.
     fn send_all(&self, shard: &mut Shard) {
+        self.send_cluster(shard);
         if shard.out.is_empty() {
             return;
         }
@@ -86,6 +98,25 @@ impl Senders {
         out.clear();
         shard.out = out;
     }
+
+    fn send_cluster(&self, shard: &mut Shard) {
+        let (Some(socket), Some(port)) = (self.cluster.as_ref(), shard.cluster.as_mut()) else {
+            return;
+        };
+        if port.out.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut port.out);
+        let batch: Vec<(SocketAddr, &[u8])> =
+            out.iter().map(|(to, d)| (*to, d.as_slice())).collect();
+        let sent = send_batch(socket, &batch);
+        add(&shard.metrics.send_errors_total, sent.errors);
+        let mut out = out;
+        out.clear();
+        if let Some(port) = shard.cluster.as_mut() {
+            port.out = out;
+        }
+    }
 }
 
 async fn run(setup: ShardSetup) {
@@ -96,6 +127,7 @@ async fn run(setup: ShardSetup) {
         commands,
         control,
         metrics,
+        cluster,
         ..
     } = setup;
     let mut senders = Vec::new();
@@ -113,8 +145,31 @@ async fn run(setup: ShardSetup) {
         let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
         receivers.push((local, rx));
     }
-    let shard = Rc::new(RefCell::new(Shard::new(id, links, control, metrics)));
-    let senders = Rc::new(Senders { sockets: senders });
+    let now = Instant::now();
+    let (cluster_port, cluster_rx, cluster_tx) = match cluster {
+        Some(ClusterSetup { socket, config }) => {
+            let tx = socket.try_clone().ok();
+            // SAFETY: as for the media sockets: a bound UDP socket we own.
+            let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
+            (
+                Some(ClusterPort::new(Cluster::new(config), now)),
+                Some(rx),
+                tx,
+            )
+        }
+        None => (None, None, None),
+    };
+    let shard = Rc::new(RefCell::new(Shard::new(
+        id,
+        links,
+        control,
+        metrics,
+        cluster_port,
+    )));
+    let senders = Rc::new(Senders {
+        sockets: senders,
+        cluster: cluster_tx,
+    });
     let doorbell = shard.borrow().doorbell();
 
     let mut tasks = Vec::new();
@@ -162,6 +217,52 @@ async fn run(setup: ShardSetup) {
             while doorbell.recv_async().await.is_ok() {
                 let mut s = shard.borrow_mut();
                 s.drain_rings(Instant::now());
+                senders.send_all(&mut s);
+            }
+        }));
+    }
+    if let Some(socket) = cluster_rx {
+        let shard_rx = shard.clone();
+        let senders_rx = senders.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((n, source)) => {
+                        let mut s = shard_rx.borrow_mut();
+                        s.on_cluster_datagram(Instant::now(), source, &buf[..n]);
+                        senders_rx.send_all(&mut s);
+                    }
+                    Err(e) => {
+                        tracing::debug!("cluster socket: recv error {e}");
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }));
+        let shard = shard.clone();
+        let senders = senders.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let mut next_report = Instant::now();
+            loop {
+                let now = Instant::now();
+                let wake = shard
+                    .borrow()
+                    .cluster
+                    .as_ref()
+                    .map(|p| p.wake)
+                    .unwrap_or(now);
+                let wait = wake
+                    .saturating_duration_since(now)
+                    .clamp(Duration::from_millis(1), Duration::from_millis(100));
+                glommio::timer::sleep(wait).await;
+                let now = Instant::now();
+                let mut s = shard.borrow_mut();
+                s.on_cluster_timeout(now);
+                if now >= next_report {
+                    next_report = now + Duration::from_secs(1);
+                    s.report_cluster(now);
+                }
                 senders.send_all(&mut s);
             }
         }));

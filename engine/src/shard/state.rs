@@ -1,6 +1,6 @@
 //! The shard's state and handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use corecast_media::{ChannelId, MediaKind, MediaPacket};
 use corecast_webrtc::{stun_local_ufrag, Endpoint, EndpointEvent, Output, Role, Transmit};
 
+use super::cluster::ClusterPort;
 use crate::mesh::ShardLinks;
 use crate::messages::{ControlEvent, Datagram, RingMsg, SessionId, ShardCommand};
 use crate::metrics::{add, inc, ShardMetrics};
@@ -33,11 +34,15 @@ pub struct Shard {
     publishers: HashMap<ChannelId, SessionId>,
     /// Shards (bit per shard) with subscribers, per channel.
     fanout: HashMap<ChannelId, u64>,
+    /// Channels whose local publishers' packets also go to the cluster.
+    exported: HashSet<ChannelId>,
     links: ShardLinks,
-    control: flume::Sender<ControlEvent>,
+    pub(super) control: flume::Sender<ControlEvent>,
     pub metrics: Arc<ShardMetrics>,
     /// Datagrams to send at the next flush.
     pub out: Vec<Transmit>,
+    /// The cluster (shard 0 of a clustered node only).
+    pub cluster: Option<ClusterPort>,
 }
 
 impl Shard {
@@ -46,6 +51,7 @@ impl Shard {
         links: ShardLinks,
         control: flume::Sender<ControlEvent>,
         metrics: Arc<ShardMetrics>,
+        cluster: Option<ClusterPort>,
     ) -> Shard {
         Shard {
             id,
@@ -55,10 +61,12 @@ impl Shard {
             subscribers: HashMap::new(),
             publishers: HashMap::new(),
             fanout: HashMap::new(),
+            exported: HashSet::new(),
             links,
             control,
             metrics,
             out: Vec::new(),
+            cluster,
         }
     }
 
@@ -244,6 +252,14 @@ impl Shard {
                     self.fanout.insert(channel, shards);
                 }
             }
+            ShardCommand::Export { channel, on } => {
+                if on {
+                    self.exported.insert(channel);
+                } else {
+                    self.exported.remove(&channel);
+                }
+            }
+            ShardCommand::Cluster(cmd) => self.on_cluster_command(now, cmd),
             ShardCommand::Fragment {
                 session,
                 fragment,
@@ -283,6 +299,7 @@ impl Shard {
                 match msg {
                     RingMsg::Media(packet) => self.deliver_local(now, &packet),
                     RingMsg::Keyframe(channel) => self.keyframe_local(now, channel),
+                    RingMsg::Export(packet) => self.export(now, &packet),
                 }
             }
         }
@@ -320,8 +337,15 @@ impl Shard {
 
     /// Publishes one packet: to local viewers, and once per other shard that
     /// has viewers of the channel.
-    fn publish(&mut self, now: Instant, packet: MediaPacket) {
+    pub(super) fn publish(&mut self, now: Instant, packet: MediaPacket) {
         inc(&self.metrics.media_packets_total);
+        if self.exported.contains(&packet.channel) {
+            if self.id == 0 {
+                self.export(now, &packet);
+            } else {
+                self.push_ring(0, RingMsg::Export(packet.clone()));
+            }
+        }
         let mask = self.fanout.get(&packet.channel).copied().unwrap_or(0) & !(1u64 << self.id);
         if mask != 0 {
             for j in 0..self.links.to.len() {
@@ -379,9 +403,12 @@ impl Shard {
         }
     }
 
-    fn request_keyframe(&mut self, now: Instant, channel: ChannelId) {
+    pub(super) fn request_keyframe(&mut self, now: Instant, channel: ChannelId) {
         if self.publishers.contains_key(&channel) {
             self.keyframe_local(now, channel);
+            return;
+        }
+        if self.remote_keyframe(now, channel) {
             return;
         }
         for j in 0..self.links.to.len() {
@@ -393,6 +420,8 @@ impl Shard {
 
     fn keyframe_local(&mut self, now: Instant, channel: ChannelId) {
         let Some(&session) = self.publishers.get(&channel) else {
+            // Published on another node: shard 0 asks the cluster.
+            self.remote_keyframe(now, channel);
             return;
         };
         let Some(slot) = self.endpoints.get_mut(&session) else {

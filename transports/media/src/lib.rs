@@ -16,8 +16,10 @@ mod channel;
 mod codec;
 mod packet;
 mod rewrite;
+mod wire;
 
 pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
 pub use packet::MediaPacket;
 pub use rewrite::{Rewriter, Rewritten};
+pub use wire::{decode_media, encode_media, WireError};

@@ -23,6 +23,7 @@ pub fn test_settings(shards: usize) -> Settings {
         socket_buffer: 4 << 20,
         max_endpoints_per_shard: 10_000,
         consent_timeout: Duration::from_secs(20),
+        cluster: None,
     }
 }
 

@@ -28,8 +28,9 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,str0m=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,str0m=warn,atm0s_sdn_network=warn,atm0s_sdn_router=warn,atm0s_sdn=warn".into()
+            }),
         )
         .init();
     let cli = Cli::parse();

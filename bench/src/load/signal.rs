@@ -33,6 +33,35 @@ pub fn start(threads: usize) -> flume::Sender<SignalRequest> {
     tx
 }
 
+/// Redirects (307/308, e.g. from a corecast gateway) followed per POST.
+const MAX_REDIRECTS: usize = 3;
+
+/// POSTs an offer, following redirects; returns the answer and the session
+/// URL (its Location resolved against the URL that answered).
+fn post_offer(
+    mut url: HttpUrl,
+    offer: &str,
+    token: Option<&str>,
+) -> Result<(String, HttpUrl), String> {
+    for _ in 0..=MAX_REDIRECTS {
+        let r = request(
+            &url,
+            "POST",
+            Some("application/sdp"),
+            token,
+            offer.as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+        match (r.status, r.location) {
+            (201, Some(loc)) => return Ok((r.body, url.join(&loc))),
+            (201, None) => return Err("201 without Location".to_string()),
+            (307 | 308, Some(loc)) => url = url.join(&loc),
+            (status, _) => return Err(format!("{status} {}", r.body.trim())),
+        }
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
 fn handle(req: SignalRequest) {
     match req {
         SignalRequest::Post {
@@ -41,21 +70,7 @@ fn handle(req: SignalRequest) {
             token,
             reply,
         } => {
-            let result = match request(
-                &url,
-                "POST",
-                Some("application/sdp"),
-                token.as_deref(),
-                offer.as_bytes(),
-            ) {
-                Ok(r) if r.status == 201 => match r.location {
-                    Some(loc) => Ok((r.body, url.join(&loc))),
-                    None => Err("201 without Location".to_string()),
-                },
-                Ok(r) => Err(format!("{} {}", r.status, r.body.trim())),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(post_offer(url, &offer, token.as_deref()));
         }
         SignalRequest::Delete { url, token } => {
             let _ = request(&url, "DELETE", None, token.as_deref(), b"");

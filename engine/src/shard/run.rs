@@ -28,6 +28,11 @@ use crate::messages::{ControlEvent, ShardCommand};
 use crate::metrics::{add, ShardMetrics};
 use crate::socket::send_batch;
 
+/// Datagrams handled as one batch before the shard flushes and sends.
+const RECV_BATCH: usize = 32;
+/// Viewers whose queued media is released before the shard sends.
+const FLUSH_GROUP: usize = 8;
+
 /// Everything a shard thread is started with.
 pub struct ShardSetup {
     pub id: usize,
@@ -66,9 +71,18 @@ struct Senders {
 }
 
 impl Senders {
-    /// Sends the shard's queued datagrams, batched per socket.
+    /// Releases the batch's queued media a few viewers at a time, sending
+    /// after each group, then sends the rest of the shard's datagrams.
     fn send_all(&self, shard: &mut Shard) {
+        while shard.flush_media(Instant::now(), FLUSH_GROUP) {
+            self.send_media(shard);
+        }
         self.send_cluster(shard);
+        self.send_media(shard);
+    }
+
+    /// Sends the shard's queued datagrams, batched per socket.
+    fn send_media(&self, shard: &mut Shard) {
         if shard.out.is_empty() {
             return;
         }
@@ -178,11 +192,29 @@ async fn run(setup: ShardSetup) {
         let senders = senders.clone();
         tasks.push(glommio::spawn_local(async move {
             let mut buf = vec![0u8; 2048];
+            // The same socket, for draining what else is queued without
+            // waiting (it is non-blocking).
+            let drain = senders
+                .sockets
+                .iter()
+                .find(|(a, _)| *a == local)
+                .and_then(|(_, s)| s.try_clone().ok());
             loop {
                 match socket.recv_from(&mut buf).await {
                     Ok((n, source)) => {
                         let mut s = shard.borrow_mut();
-                        s.on_datagram(Instant::now(), source, local, &buf[..n]);
+                        let now = Instant::now();
+                        s.on_datagram(now, source, local, &buf[..n]);
+                        // A burst (a video frame's packets) is handled as one
+                        // batch: each viewer gets one time input for all of it.
+                        if let Some(drain) = drain.as_ref() {
+                            for _ in 1..RECV_BATCH {
+                                let Ok((n, source)) = drain.recv_from(&mut buf) else {
+                                    break;
+                                };
+                                s.on_datagram(Instant::now(), source, local, &buf[..n]);
+                            }
+                        }
                         senders.send_all(&mut s);
                     }
                     Err(e) => {

@@ -20,6 +20,8 @@ struct Slot {
     addrs: Vec<SocketAddr>,
     ufrag: String,
     subscriptions: Vec<(MediaKind, ChannelId)>,
+    /// Media queued in the endpoint, waiting for [`Shard::flush_media`].
+    queued: bool,
 }
 
 /// One shard's state. Owned by its executor; never shared, never locked.
@@ -43,6 +45,9 @@ pub struct Shard {
     pub out: Vec<Transmit>,
     /// The cluster (shard 0 of a clustered node only).
     pub cluster: Option<ClusterPort>,
+    /// Viewers with queued media, and when the oldest of it arrived.
+    queued: Vec<SessionId>,
+    oldest_queued: Option<Instant>,
 }
 
 impl Shard {
@@ -67,6 +72,8 @@ impl Shard {
             metrics,
             out: Vec::new(),
             cluster,
+            queued: Vec::new(),
+            oldest_queued: None,
         }
     }
 
@@ -190,6 +197,7 @@ impl Shard {
                         addrs: Vec::new(),
                         ufrag,
                         subscriptions: Vec::new(),
+                        queued: false,
                     },
                 );
                 self.metrics.endpoints.store(
@@ -371,6 +379,8 @@ impl Shard {
         }
     }
 
+    /// Queues a packet in every local viewer of its channel; it leaves at the
+    /// next [`Shard::flush_media`], with whatever else arrived in the batch.
     fn deliver_local(&mut self, now: Instant, packet: &MediaPacket) {
         // Take the list out while endpoints run (they may close and leave
         // it); no copy, no allocation per packet.
@@ -381,14 +391,47 @@ impl Shard {
             let Some(slot) = self.endpoints.get_mut(session) else {
                 continue;
             };
-            if slot.endpoint.handle_media(now, packet) {
-                self.drive(now, *session);
+            if slot.endpoint.queue_media(now, packet) && !slot.queued {
+                slot.queued = true;
+                self.queued.push(*session);
             }
         }
-        self.metrics
-            .forward_latency
-            .record(Instant::now().saturating_duration_since(packet.arrival));
+        if self.oldest_queued.is_none() {
+            self.oldest_queued = Some(packet.arrival);
+        }
         self.put_back_subscribers(packet.channel, viewers);
+    }
+
+    /// Sends what viewers queued in this batch: one str0m time input per
+    /// viewer, however many packets it queued. Handles at most `max`
+    /// viewers and returns whether some are left, so that the caller can
+    /// send what is ready in between (the first viewers' packets need not
+    /// wait for the last viewer). Call until it returns false at the end of
+    /// every batch of input (the shard loop does, before sending).
+    pub fn flush_media(&mut self, now: Instant, max: usize) -> bool {
+        let n = self.queued.len().min(max);
+        if n == 0 {
+            return false;
+        }
+        // Viewers are flushed in the order they were queued.
+        let batch: Vec<SessionId> = self.queued.drain(..n).collect();
+        for session in batch {
+            let Some(slot) = self.endpoints.get_mut(&session) else {
+                continue;
+            };
+            slot.queued = false;
+            slot.endpoint.flush_media(now);
+            self.drive(now, session);
+        }
+        if self.queued.is_empty() {
+            if let Some(oldest) = self.oldest_queued.take() {
+                self.metrics
+                    .forward_latency
+                    .record(Instant::now().saturating_duration_since(oldest));
+            }
+            return false;
+        }
+        true
     }
 
     /// Returns a taken subscriber list, without sessions that ended meanwhile

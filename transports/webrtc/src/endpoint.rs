@@ -400,11 +400,26 @@ impl Endpoint {
         }
     }
 
-    /// A viewer sends one media packet from its subscribed channel.
+    /// A viewer sends one media packet from its subscribed channel:
+    /// [`Endpoint::queue_media`] then [`Endpoint::flush_media`].
     ///
     /// Returns `false` when the packet was not sent (not connected yet, not
     /// subscribed to the packet's channel, or no payload type for its codec).
     pub fn handle_media(&mut self, now: Instant, packet: &MediaPacket) -> bool {
+        let queued = self.queue_media(now, packet);
+        if queued {
+            self.flush_media(now);
+        }
+        queued
+    }
+
+    /// Queues one media packet of the subscribed channel; it leaves with the
+    /// next [`Endpoint::flush_media`] (or any later time input). Queue a
+    /// burst, then flush once: str0m's time input is the costly part.
+    ///
+    /// Returns `false` when the packet was not queued (not connected yet, not
+    /// subscribed to the packet's channel, or no payload type for its codec).
+    pub fn queue_media(&mut self, now: Instant, packet: &MediaPacket) -> bool {
         self.last_now = now;
         if self.closed || !self.connected || self.role != Role::Viewer {
             return false;
@@ -448,11 +463,17 @@ impl Endpoint {
             .marker(packet.marker)
             .nackable(nackable),
         );
-        // str0m queues the packet; time input lets its pacer release it now.
+        true
+    }
+
+    /// Releases the packets queued with [`Endpoint::queue_media`]: str0m's
+    /// pacer takes queued packets only on a time input. Drain
+    /// [`Endpoint::poll_output`] afterwards.
+    pub fn flush_media(&mut self, now: Instant) {
+        self.last_now = now;
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!("timeout after write refused: {e}");
         }
-        true
     }
 
     /// Asks a publisher for a keyframe on its track of `kind`, at most once

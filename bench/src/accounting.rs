@@ -108,8 +108,12 @@ pub struct Totals {
     pub duplicates: u64,
     pub corrupted: u64,
     pub jitter_ms_max: f64,
-    /// Added latency per packet, microseconds.
+    /// Added latency per packet, microseconds: publisher's send to the
+    /// kernel's arrival stamp at the viewer's socket.
     pub latency_us: Histogram<u64>,
+    /// Publisher's send to the generator's handling of the packet,
+    /// microseconds: also counts the generator's own queueing.
+    pub delivered_us: Histogram<u64>,
     /// Time from the WHEP POST to the first media packet, microseconds.
     pub join_us: Histogram<u64>,
     pub sessions_up: u64,
@@ -128,6 +132,7 @@ impl Default for Totals {
             corrupted: 0,
             jitter_ms_max: 0.0,
             latency_us: histogram(),
+            delivered_us: histogram(),
             join_us: histogram(),
             sessions_up: 0,
             session_failures: 0,
@@ -138,6 +143,10 @@ impl Default for Totals {
 impl Totals {
     pub fn record_latency(&mut self, micros: u64) {
         let _ = self.latency_us.record(micros.clamp(1, MAX_US));
+    }
+
+    pub fn record_delivered(&mut self, micros: u64) {
+        let _ = self.delivered_us.record(micros.clamp(1, MAX_US));
     }
 
     pub fn record_join(&mut self, micros: u64) {
@@ -158,6 +167,7 @@ impl Totals {
     pub fn merge(&mut self, other: &Totals) {
         self.merge_counts(other);
         let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.delivered_us.add(&other.delivered_us);
         let _ = self.join_us.add(&other.join_us);
     }
 
@@ -189,6 +199,13 @@ impl Totals {
             return 0.0;
         }
         self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub fn delivered_ms(&self, quantile: f64) -> f64 {
+        if self.delivered_us.is_empty() {
+            return 0.0;
+        }
+        self.delivered_us.value_at_quantile(quantile) as f64 / 1000.0
     }
 
     pub fn join_ms(&self, quantile: f64) -> f64 {

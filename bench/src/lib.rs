@@ -12,4 +12,5 @@ pub mod floor;
 pub mod load;
 pub mod payload;
 pub mod procfs;
+pub mod rxstamp;
 pub mod url;

@@ -83,8 +83,12 @@ fn print_load(s: &load::LoadSummary) {
         opt(s.server_cpu_s_per_million_packets)
     );
     println!(
-        "| added latency p50 / p99 (ms) | {:.2} / {:.2} |",
+        "| added latency p50 / p99 (ms), at the viewer's socket | {:.2} / {:.2} |",
         s.p50_added_ms, s.p99_added_ms
+    );
+    println!(
+        "| delivered p50 / p99 (ms), after the generator's queueing | {:.2} / {:.2} |",
+        s.p50_delivered_ms, s.p99_delivered_ms
     );
     println!("| loss | {:.4}% |", s.loss * 100.0);
     println!(

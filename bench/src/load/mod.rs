@@ -83,8 +83,14 @@ pub struct LoadSummary {
     pub server_cpu_cores: Option<f64>,
     pub server_cpu_s_per_million_packets: Option<f64>,
     pub server_rss_mb: Option<f64>,
+    /// Added latency: publisher's send to the kernel's arrival stamp at the
+    /// viewer's socket.
     pub p50_added_ms: f64,
     pub p99_added_ms: f64,
+    /// Send to the generator's handling of the packet (adds the generator's
+    /// own queueing behind other viewers on its cores).
+    pub p50_delivered_ms: f64,
+    pub p99_delivered_ms: f64,
     pub loss: f64,
     pub corrupted: u64,
     pub reordered: u64,
@@ -131,6 +137,7 @@ impl Run {
             match self.reports.recv_timeout(left) {
                 Ok(r) => {
                     let _ = self.interval.latency_us.add(&r.totals.latency_us);
+                    let _ = self.interval.delivered_us.add(&r.totals.delivered_us);
                     let _ = self.interval.join_us.add(&r.totals.join_us);
                     if let Some(slot) = self.latest.get_mut(r.shard) {
                         *slot = r.totals;
@@ -323,6 +330,8 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
     summary.server_cpu_s_per_million_packets = summary.egress_pps_per_core.map(|pps| 1e6 / pps);
     summary.p50_added_ms = measured.latency.latency_ms(0.5);
     summary.p99_added_ms = measured.latency.latency_ms(0.99);
+    summary.p50_delivered_ms = measured.latency.delivered_ms(0.5);
+    summary.p99_delivered_ms = measured.latency.delivered_ms(0.99);
     summary.loss = measured.loss;
     summary.corrupted = c.corrupted;
     summary.reordered = c.reordered;

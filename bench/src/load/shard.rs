@@ -113,6 +113,10 @@ struct Peer {
 struct State {
     id: usize,
     epoch: Instant,
+    /// Wall-clock ns at `epoch`, to place the kernel's arrival stamps.
+    epoch_realtime_ns: u64,
+    /// Arrival stamp of the datagram being handled (ns since `epoch`).
+    arrival_ns: Option<u64>,
     plan: MediaPlan,
     peers: Vec<Peer>,
     totals: Totals,
@@ -157,8 +161,12 @@ impl State {
                                 let join = now.saturating_duration_since(viewer.posted_at);
                                 self.totals.record_join(join.as_micros() as u64);
                             }
-                            let transit = now_ns as i64 - probe.sent_ns as i64;
+                            let arrived = self.arrival_ns.unwrap_or(now_ns);
+                            let transit = arrived as i64 - probe.sent_ns as i64;
                             self.totals.record_latency((transit.max(0) / 1000) as u64);
+                            let delivered = now_ns as i64 - probe.sent_ns as i64;
+                            self.totals
+                                .record_delivered((delivered.max(0) / 1000) as u64);
                             viewer
                                 .streams
                                 .entry((probe.publisher, probe.kind == MediaKind::Video))
@@ -244,6 +252,7 @@ impl State {
             sessions_up: self.totals.sessions_up,
             session_failures: self.totals.session_failures,
             latency_us: self.totals.latency_us.clone(),
+            delivered_us: self.totals.delivered_us.clone(),
             join_us: self.totals.join_us.clone(),
             ..Totals::default()
         };
@@ -255,6 +264,7 @@ impl State {
             }
         }
         self.totals.latency_us.reset();
+        self.totals.delivered_us.reset();
         self.totals.join_us.reset();
         ShardReport {
             shard: self.id,
@@ -264,9 +274,13 @@ impl State {
 }
 
 async fn run(setup: ShardSetup) {
+    let epoch_realtime_ns =
+        crate::rxstamp::realtime_ns().saturating_sub(setup.epoch.elapsed().as_nanos() as u64);
     let state = Rc::new(RefCell::new(State {
         id: setup.id,
         epoch: setup.epoch,
+        epoch_realtime_ns,
+        arrival_ns: None,
         plan: setup.plan,
         peers: Vec::new(),
         totals: Totals::default(),
@@ -423,17 +437,34 @@ async fn add_peer(
         st.drain(idx, Instant::now());
         idx
     };
+    // Datagrams are read with their kernel arrival stamp from a clone of
+    // the socket; glommio only waits (peek) until one is there.
+    let stamped = crate::rxstamp::enable(&socket).is_ok();
+    let Ok(reader) = socket.try_clone() else {
+        return fail(&state, "socket setup");
+    };
     // SAFETY: the fd is a bound UDP socket we own; glommio takes it over.
     let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
     let mut buf = vec![0u8; 2048];
-    while let Ok((n, from)) = rx.recv_from(&mut buf).await {
-        let now = Instant::now();
-        let mut st = state.borrow_mut();
-        let local = st.peers[idx].local;
-        let _ = st.peers[idx]
-            .client
-            .handle_receive(now, from, local, &buf[..n]);
-        st.drain(idx, now);
+    while rx.peek_from(&mut buf).await.is_ok() {
+        loop {
+            let (n, from, stamp) = match crate::rxstamp::recv(&reader, &mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return,
+            };
+            let now = Instant::now();
+            let mut st = state.borrow_mut();
+            st.arrival_ns = stamp
+                .filter(|_| stamped)
+                .map(|t| t.saturating_sub(st.epoch_realtime_ns));
+            let local = st.peers[idx].local;
+            let _ = st.peers[idx]
+                .client
+                .handle_receive(now, from, local, &buf[..n]);
+            st.drain(idx, now);
+            st.arrival_ns = None;
+        }
     }
 }
 

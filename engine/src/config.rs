@@ -80,7 +80,7 @@ fn parse_role(s: &str) -> Result<NodeRole, String> {
 }
 
 /// The same settings as read from a TOML file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     http: Option<SocketAddr>,
@@ -167,16 +167,8 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        let file_cluster = FileCluster {
-            node_id: file.node_id,
-            zone: file.zone.clone(),
-            seeds: file.seeds.clone(),
-            sdn_port: file.sdn_port,
-            cluster_secret: file.cluster_secret.clone(),
-            role: file.role,
-            public_url: file.public_url.clone(),
-            zones: file.zones.clone(),
-        };
+        // The cluster part is read after the rest has been taken apart.
+        let file_cluster = file.clone();
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -218,21 +210,9 @@ impl Settings {
     }
 }
 
-/// The cluster part of the file, taken before the rest is consumed.
-struct FileCluster {
-    node_id: Option<u32>,
-    zone: Option<String>,
-    seeds: Option<Vec<String>>,
-    sdn_port: Option<u16>,
-    cluster_secret: Option<String>,
-    role: Option<NodeRole>,
-    public_url: Option<String>,
-    zones: Vec<ZoneSpec>,
-}
-
 fn cluster_settings(
     args: &ServeArgs,
-    file: FileCluster,
+    file: FileConfig,
     settings: &Settings,
 ) -> Result<Option<ClusterSettings>, ConfigError> {
     let seeds_text = if args.seeds.is_empty() {
@@ -344,5 +324,72 @@ mod tests {
         assert_eq!(s.media_port, 9000);
         assert!(s.shards >= 1);
         assert!(!s.ice_ips.is_empty());
+    }
+
+    #[test]
+    fn the_cluster_is_off_unless_asked_and_needs_a_secret() {
+        assert!(Settings::from_args(&ServeArgs::default())
+            .unwrap()
+            .cluster
+            .is_none());
+        let mut args = ServeArgs {
+            sdn_port: Some(7001),
+            ..ServeArgs::default()
+        };
+        if std::env::var_os("CORECAST_CLUSTER_SECRET").is_none() {
+            assert!(matches!(
+                Settings::from_args(&args),
+                Err(ConfigError::ClusterSecret)
+            ));
+        }
+        args.cluster_secret = Some("s".into());
+        args.seeds = vec!["127.0.0.1:7002".into()];
+        args.role = Some(NodeRole::Media);
+        let c = Settings::from_args(&args).unwrap().cluster.unwrap();
+        assert_eq!(c.seeds, vec!["127.0.0.1:7002".parse().unwrap()]);
+        assert_eq!(c.sdn_bind.port(), 7001);
+        assert_eq!(c.zone, "default");
+        assert!(c.node_id > 0);
+        args.seeds = vec!["not an address".into()];
+        assert!(matches!(
+            Settings::from_args(&args),
+            Err(ConfigError::Seed(..))
+        ));
+        let gateway = ServeArgs {
+            role: Some(NodeRole::Gateway),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(
+            Settings::from_args(&gateway),
+            Err(ConfigError::GatewayAlone)
+        ));
+    }
+
+    #[test]
+    fn zones_come_from_the_file_and_bad_tables_are_refused() {
+        let dir = std::env::temp_dir().join(format!("corecast-zones-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("z.toml");
+        std::fs::write(
+            &path,
+            "sdn_port = 7001\ncluster_secret = \"s\"\nzone = \"eu\"\n[[zones]]\nname = \"eu\"\ncidrs = [\"10.0.0.0/8\"]\nlocation = [50.0, 8.0]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let c = Settings::from_args(&args).unwrap().cluster.unwrap();
+        assert_eq!(c.zone, "eu");
+        assert_eq!(c.zones.len(), 1);
+        std::fs::write(
+            &path,
+            "sdn_port = 7001\ncluster_secret = \"s\"\n[[zones]]\nname = \"a\"\n[[zones]]\nname = \"a\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Settings::from_args(&args),
+            Err(ConfigError::Zones(_))
+        ));
     }
 }

@@ -4,6 +4,10 @@
 //! socket, not when the generator got round to it: with many viewers on
 //! one generator core, a packet may wait in its socket behind everyone
 //! else's, and that wait is the generator's, not the server's.
+//!
+//! The kernel switches receive timestamps on asynchronously the first time a
+//! socket asks; until then it stamps at `recvmsg`, which only makes the
+//! first packets' figures pessimistic.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -117,9 +121,12 @@ mod tests {
         let before = realtime_ns();
         tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let after = realtime_ns();
         let mut buf = [0u8; 64];
         let (n, from, stamp) = recv(&rx, &mut buf).unwrap();
+        // Until the kernel has switched receive timestamps on (it does so
+        // asynchronously the first time a socket asks), it stamps at
+        // recvmsg instead: between the send and now, either way.
+        let after = realtime_ns();
         assert_eq!(&buf[..n], b"hello");
         assert_eq!(from, tx.local_addr().unwrap());
         let stamp = stamp.expect("a kernel timestamp");

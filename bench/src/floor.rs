@@ -3,9 +3,16 @@
 //! A plain forwarder (recvmmsg, then sendmmsg of each packet to N sinks; no
 //! crypto, no WebRTC) driven at the packet size the load test uses. Its egress
 //! packets per second of its own CPU time is what "ratio to floor" divides by.
+//!
+//! The sinks are read the way the load generator reads its viewers' sockets
+//! (a glommio task per socket waiting on io_uring, kernel receive stamps
+//! on), because on loopback the sender pays for the delivery: waking a
+//! waiting reader is part of every forwarded packet's cost. `--idle-sinks`
+//! reads them instead from a thread that polls and sleeps, so no delivery
+//! wakes anyone: a cheaper floor that no WebRTC viewer gets.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,11 +35,19 @@ pub struct FloorArgs {
     /// Pin the forwarder to this core.
     #[arg(long)]
     pub core: Option<usize>,
+    /// Read the sinks from a polling thread (no wake-ups on delivery)
+    /// instead of the way the load generator reads its viewers.
+    #[arg(long)]
+    pub idle_sinks: bool,
+    /// Pin the sink reader to this core (the generator's core).
+    #[arg(long)]
+    pub sink_core: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FloorSummary {
     pub fanout: usize,
+    pub idle_sinks: bool,
     pub packet_size: usize,
     pub sent: u64,
     pub forwarded: u64,
@@ -155,27 +170,10 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
 
-    let reader = {
-        let stop = stop.clone();
-        let received = received.clone();
-        std::thread::spawn(move || {
-            for s in &sinks {
-                let _ = s.set_nonblocking(true);
-            }
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                let mut any = false;
-                for s in &sinks {
-                    while s.recv(&mut buf).is_ok() {
-                        received.fetch_add(1, Ordering::Relaxed);
-                        any = true;
-                    }
-                }
-                if !any {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-        })
+    let reader = if args.idle_sinks {
+        idle_reader(sinks, stop.clone(), received.clone())
+    } else {
+        waiting_reader(sinks, args.sink_core, stop.clone(), received.clone())?
     };
     let forwarder = {
         let stop = stop.clone();
@@ -215,6 +213,7 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
     let expected = sent * args.fanout.max(1) as u64;
     Ok(FloorSummary {
         fanout: args.fanout,
+        idle_sinks: args.idle_sinks,
         packet_size: args.packet_size,
         sent,
         forwarded,
@@ -228,6 +227,80 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
             expected.saturating_sub(got) as f64 / expected as f64
         },
     })
+}
+
+/// Sinks read from a thread that polls them all and sleeps 200 µs when
+/// they are empty: no delivery ever wakes a reader.
+fn idle_reader(
+    sinks: Vec<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for s in &sinks {
+            let _ = s.set_nonblocking(true);
+        }
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let mut any = false;
+            for s in &sinks {
+                while s.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    any = true;
+                }
+            }
+            if !any {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    })
+}
+
+/// Sinks read as the load generator reads a viewer's socket: receive
+/// stamps on, one glommio task per socket waiting (io_uring peek) until a
+/// datagram is there, then draining it without waiting.
+fn waiting_reader(
+    sinks: Vec<UdpSocket>,
+    core: Option<usize>,
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let placement = match core {
+        Some(c) => glommio::Placement::Fixed(c),
+        None => glommio::Placement::Unbound,
+    };
+    let handle = glommio::LocalExecutorBuilder::new(placement)
+        .name("floor-sinks")
+        .spawn(move || async move {
+            let mut tasks = Vec::new();
+            for socket in sinks {
+                let _ = crate::rxstamp::enable(&socket);
+                let Ok(reader) = socket.try_clone() else {
+                    continue;
+                };
+                let _ = reader.set_nonblocking(true);
+                // SAFETY: a bound UDP socket we own; glommio takes it over.
+                let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
+                let received = received.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let mut buf = vec![0u8; 2048];
+                    while rx.peek_from(&mut buf).await.is_ok() {
+                        while crate::rxstamp::recv(&reader, &mut buf).is_ok() {
+                            received.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+            while !stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            // Dropping the tasks cancels the pending receives.
+            drop(tasks);
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(std::thread::spawn(move || {
+        let _ = handle.join();
+    }))
 }
 
 fn core_pin(core: usize) {

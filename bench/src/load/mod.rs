@@ -79,6 +79,8 @@ pub struct LoadSummary {
     pub session_failures: u64,
     pub max_viewers: u64,
     pub egress_pps: f64,
+    /// Packets all publishers sent per second (where egress was measured).
+    pub ingress_pps: f64,
     pub egress_pps_per_core: Option<f64>,
     pub server_cpu_cores: Option<f64>,
     pub server_cpu_s_per_million_packets: Option<f64>,
@@ -208,6 +210,8 @@ impl Run {
 /// Measured between two windows.
 struct Measured {
     egress_pps: f64,
+    /// Packets the publishers sent per second.
+    ingress_pps: f64,
     loss: f64,
     cpu_cores: Option<f64>,
     latency: Totals,
@@ -222,8 +226,10 @@ fn measure(run: &mut Run, d: Duration) -> Measured {
     let received = end.totals.received.saturating_sub(start.totals.received);
     let expected = end.totals.expected.saturating_sub(start.totals.expected);
     let lost = end.totals.lost.saturating_sub(start.totals.lost);
+    let sent = end.totals.sent.saturating_sub(start.totals.sent);
     Measured {
         egress_pps: received as f64 / secs,
+        ingress_pps: sent as f64 / secs,
         loss: if expected == 0 {
             0.0
         } else {
@@ -322,6 +328,7 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
     summary.viewers = run.viewers;
     summary.session_failures = c.session_failures;
     summary.egress_pps = measured.egress_pps;
+    summary.ingress_pps = measured.ingress_pps;
     summary.server_cpu_cores = measured.cpu_cores;
     summary.egress_pps_per_core = measured
         .cpu_cores

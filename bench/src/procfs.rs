@@ -2,10 +2,36 @@
 
 use std::path::Path;
 
-/// CPU time (user + system) of a process, in seconds.
+/// CPU time of a process, in seconds: the sum of its threads' time on CPU
+/// from `/proc/PID/task/*/schedstat` (nanoseconds), or utime + stime from
+/// `/proc/PID/stat` (clock ticks, usually 10 ms) where schedstat is missing.
+/// Threads that already exited are not in the sum; the server's threads
+/// live as long as it does.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat_cpu(&stat, clock_ticks())
+    schedstat_seconds(pid).or_else(|| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat_cpu(&stat, clock_ticks())
+    })
+}
+
+fn schedstat_seconds(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    let mut any = false;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        // A thread may exit between the listing and the read.
+        let Ok(line) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        ns += parse_schedstat_ns(&line)?;
+        any = true;
+    }
+    any.then(|| ns as f64 / 1e9)
+}
+
+/// The first field of a schedstat line: nanoseconds on CPU.
+fn parse_schedstat_ns(line: &str) -> Option<u64> {
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// Peak resident set size of a process (VmHWM), in MiB.
@@ -54,7 +80,26 @@ mod tests {
         assert_eq!(parse_stat_cpu(stat, 100.0), Some(3.0));
         let status = "Name:\tcorecast\nVmHWM:\t  20480 kB\nVmRSS:\t 1024 kB\n";
         assert_eq!(parse_status_kb(status, "VmHWM:"), Some(20480));
+        assert_eq!(
+            parse_schedstat_ns("157352729 13159772 676\n"),
+            Some(157352729)
+        );
+        assert_eq!(parse_schedstat_ns(""), None);
         assert!(cpu_seconds(std::process::id()).is_some());
         assert!(peak_rss_mb(std::process::id()).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work_at_fine_grain() {
+        let pid = std::process::id();
+        let before = cpu_seconds(pid).expect("own CPU time");
+        // 20 ms of work: less than two clock ticks, visible in schedstat.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = cpu_seconds(pid).expect("own CPU time");
+        assert!(after > before, "{before} -> {after}");
     }
 }

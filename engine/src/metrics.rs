@@ -50,6 +50,8 @@ shard_metrics! {
     bad_packets_total, "counter", "Datagrams dropped as unknown, malformed or refused.";
     media_packets_total, "counter", "RTP packets published by the shard's publishers.";
     control_drops_total, "counter", "Events to the control thread dropped because its queue was full.";
+    timer_wakeups_total, "counter", "Wake-ups of the shard's timer task.";
+    endpoint_timeouts_total, "counter", "Time inputs given to endpoints whose timeout was due.";
 }
 
 /// Upper bounds of the latency buckets, in microseconds.

@@ -1,6 +1,7 @@
 //! `corecast-bench load`: WHIP publishers and WHEP viewers against a server,
 //! with live lines, a final table and a JSON summary.
 
+mod pacer;
 mod shard;
 mod signal;
 
@@ -66,6 +67,11 @@ pub struct LoadArgs {
     /// Local address of the generator's sockets.
     #[arg(long, default_value = "127.0.0.1")]
     pub local_ip: IpAddr,
+    /// Pace each publisher's video at this multiple of its bitrate, as
+    /// browsers do (libwebrtc: 2.5); 0 sends each frame's packets back to
+    /// back, the harder case for latency.
+    #[arg(long, default_value_t = 0.0)]
+    pub pacing: f64,
     /// Prefix of the stream names (stream i is PREFIX-i).
     #[arg(long, default_value = "bench")]
     pub stream_prefix: String,
@@ -267,6 +273,7 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         keyframe_every: 60,
         audio_pps: 50,
         audio_payload: 100,
+        pacing: args.pacing,
     };
     let epoch = Instant::now();
     let signal = signal::start(4);

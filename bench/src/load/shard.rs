@@ -17,6 +17,7 @@ use corecast_media::MediaKind;
 use corecast_webrtc::{Client, ClientEvent, EndpointConfig, Output};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::pacer::Pacer;
 use super::signal::SignalRequest;
 use crate::accounting::{StreamAccount, Totals};
 use crate::payload::{self, Probe};
@@ -35,6 +36,8 @@ pub struct MediaPlan {
     /// Audio packets per second and their payload size.
     pub audio_pps: u32,
     pub audio_payload: usize,
+    /// Video pacing rate as a multiple of `video_bitrate`; 0 = no pacing.
+    pub pacing: f64,
 }
 
 impl MediaPlan {
@@ -92,7 +95,13 @@ struct PublisherState {
     audio_seq: u64,
     next_video: Instant,
     next_audio: Instant,
+    /// Video packets waiting for the pacer (with `pacing` > 0).
+    pacer: Option<Pacer<OutPacket>>,
 }
+
+/// One RTP packet a publisher sends: kind, sequence number, RTP time,
+/// marker, payload size.
+type OutPacket = (MediaKind, u64, u32, bool, usize);
 
 struct ViewerState {
     posted_at: Instant,
@@ -188,14 +197,18 @@ impl State {
         let Some(p) = self.peers[idx].publisher.as_mut() else {
             return;
         };
-        let mut packets: Vec<(MediaKind, u64, u32, bool, usize)> = Vec::new();
+        let mut packets: Vec<OutPacket> = Vec::new();
         let index = p.index;
         if now >= p.next_video {
             let sizes = plan.frame_packets(p.frame);
             let ts = (p.frame * 90_000 / u64::from(plan.fps.max(1))) as u32;
             let n = sizes.len();
             for (i, size) in sizes.into_iter().enumerate() {
-                packets.push((MediaKind::Video, p.video_seq, ts, i + 1 == n, size));
+                let packet = (MediaKind::Video, p.video_seq, ts, i + 1 == n, size);
+                match p.pacer.as_mut() {
+                    Some(pacer) => pacer.push(size, packet),
+                    None => packets.push(packet),
+                }
                 p.video_seq += 1;
             }
             p.frame += 1;
@@ -211,6 +224,11 @@ impl State {
             p.next_audio += Duration::from_secs(1) / plan.audio_pps;
             if p.next_audio < now {
                 p.next_audio = now;
+            }
+        }
+        if let Some(pacer) = p.pacer.as_mut() {
+            while let Some(packet) = pacer.pop(now) {
+                packets.push(packet);
             }
         }
         for (kind, seq, ts, marker, size) in packets {
@@ -413,6 +431,7 @@ async fn add_peer(
     }
     let idx = {
         let mut st = state.borrow_mut();
+        let plan = st.plan;
         st.peers.push(Peer {
             client,
             tx,
@@ -426,6 +445,8 @@ async fn add_peer(
                 audio_seq: 0,
                 next_video: now,
                 next_audio: now,
+                pacer: (publisher && plan.pacing > 0.0)
+                    .then(|| Pacer::new(plan.pacing * plan.video_bitrate as f64, plan.max_payload)),
             }),
             viewer: (!publisher).then_some(ViewerState {
                 posted_at: now,
@@ -481,6 +502,7 @@ mod tests {
             keyframe_every: 60,
             audio_pps: 50,
             audio_payload: 100,
+            pacing: 0.0,
         };
         // 1.5 Mbit/s at 30 fps is 6250 bytes a frame: 6 packets.
         let p = plan.frame_packets(1);

@@ -237,6 +237,7 @@ async fn run(setup: ShardSetup) {
                     .clamp(Duration::from_micros(500), Duration::from_millis(50));
                 glommio::timer::sleep(wait).await;
                 let mut s = shard.borrow_mut();
+                add(&s.metrics.timer_wakeups_total, 1);
                 s.on_tick(Instant::now());
                 senders.send_all(&mut s);
             }

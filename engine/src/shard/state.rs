@@ -164,6 +164,7 @@ impl Shard {
             .filter(|(_, s)| s.next_timeout <= now)
             .map(|(id, _)| *id)
             .collect();
+        add(&self.metrics.endpoint_timeouts_total, due.len() as u64);
         for session in due {
             if let Some(slot) = self.endpoints.get_mut(&session) {
                 slot.endpoint.handle_timeout(now);

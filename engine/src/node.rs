@@ -12,7 +12,7 @@ use crate::control::{self, ControlHandle};
 use crate::mesh;
 use crate::metrics::ShardMetrics;
 use crate::shard::{spawn_shard, ClusterSetup, ShardSetup};
-use crate::socket::bind_media_socket;
+use crate::socket::{bind_cluster_socket, bind_media_socket};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,10 +146,7 @@ fn cluster_setup(
     settings: &Settings,
 ) -> Result<ClusterSetup, NodeError> {
     let addr = c.sdn_bind;
-    let socket =
-        std::net::UdpSocket::bind(addr).map_err(|source| NodeError::Cluster { addr, source })?;
-    socket
-        .set_nonblocking(true)
+    let socket = bind_cluster_socket(addr, settings.socket_buffer)
         .map_err(|source| NodeError::Cluster { addr, source })?;
     let local = socket
         .local_addr()

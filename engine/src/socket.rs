@@ -9,8 +9,21 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Binds a non-blocking UDP socket with `SO_REUSEPORT` and the given buffers.
 pub fn bind_media_socket(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    bind_udp(addr, buffer, true)
+}
+
+/// Binds the node's one cluster socket: the media sockets' buffers (relayed
+/// media arrives here in bursts too) but no `SO_REUSEPORT`, so a second node
+/// on the same port fails to start instead of stealing half the datagrams.
+pub fn bind_cluster_socket(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    bind_udp(addr, buffer, false)
+}
+
+fn bind_udp(addr: SocketAddr, buffer: usize, reuse_port: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     // The kernel caps these at net.core.rmem_max/wmem_max; `corecast doctor`
     // and tuning/tune check that the caps are high enough.
     let _ = socket.set_recv_buffer_size(buffer);

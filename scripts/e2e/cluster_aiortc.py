@@ -83,9 +83,13 @@ async def longest_gap(viewer: w.Viewer, seconds: float) -> tuple[float, int]:
 def send_garbage(port: int, secret_frames: int = 5, garbage: int = 500) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rng = random.Random(7)
-    for _ in range(garbage):
+    for i in range(garbage):
         s.sendto(bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300))),
                  ("127.0.0.1", port))
+        # Bursts of 50: what a node drops when its socket buffer overflows
+        # on a loaded 2-core runner is the kernel's loss, not what is tested.
+        if i % 50 == 49:
+            time.sleep(0.005)
     # Well-formed frames (magic "CC", version 1, kind 2) with a wrong tag.
     for _ in range(secret_frames):
         s.sendto(b"CC\x01\x02" + bytes(rng.getrandbits(8) for _ in range(60)),
@@ -157,8 +161,13 @@ async def run(args, report: w.Report) -> None:
                     and metric(text, "corecast_cluster_rejected_secret_total")
                     - metric(before, "corecast_cluster_rejected_secret_total") >= 5)
         took = await poll(counted, 5)
+        after = await get_text(http, f"{survivor}/metrics")
+        moved = {name: metric(after, f"corecast_cluster_rejected_{name}_total")
+                 - metric(before, f"corecast_cluster_rejected_{name}_total")
+                 for name in ("garbage", "secret")}
         report.check("garbage and wrong-secret datagrams are counted",
-                     took is not None, "" if took is not None else "counters did not move")
+                     took is not None,
+                     f"garbage +{moved['garbage']:.0f} of 500, secret +{moved['secret']:.0f} of 5")
         gap, frames = await longest_gap(viewers[0], 3.0)
         report.check("media goes on after the garbage", frames >= 30 and gap <= 1.0,
                      f"{frames} frames in 3 s, longest gap {gap:.2f} s")

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// SO_RCVBUF and SO_SNDBUF of each media socket, in bytes. [default: 8388608]
     #[arg(long)]
     pub socket_buffer: Option<usize>,
+    /// Send one datagram per message instead of UDP GSO runs (GSO is
+    /// switched off by itself where the kernel or device refuses it).
+    #[arg(long)]
+    pub no_gso: bool,
     /// Endpoints per shard before new sessions are refused with 503. [default: 10000]
     #[arg(long)]
     pub max_endpoints_per_shard: Option<usize>,
@@ -91,6 +95,7 @@ struct FileConfig {
     ice_ip: Option<Vec<IpAddr>>,
     token: Option<String>,
     socket_buffer: Option<usize>,
+    no_gso: Option<bool>,
     max_endpoints_per_shard: Option<usize>,
     node_id: Option<u32>,
     zone: Option<String>,
@@ -129,6 +134,8 @@ pub struct Settings {
     pub ice_ips: Vec<IpAddr>,
     pub token: Option<String>,
     pub socket_buffer: usize,
+    /// Runs of datagrams to one peer leave as UDP GSO messages.
+    pub gso: bool,
     pub max_endpoints_per_shard: usize,
     pub consent_timeout: Duration,
     /// None: a single node, no cluster port.
@@ -196,6 +203,7 @@ impl Settings {
                 .socket_buffer
                 .or(file.socket_buffer)
                 .unwrap_or(8 * 1024 * 1024),
+            gso: !(args.no_gso || file.no_gso.unwrap_or(false)),
             max_endpoints_per_shard: args
                 .max_endpoints_per_shard
                 .or(file.max_endpoints_per_shard)
@@ -297,7 +305,7 @@ mod tests {
         let path = dir.join("c.toml");
         std::fs::write(
             &path,
-            "media_port = 7000\nshards = 3\nice_ip = [\"127.0.0.2\"]\nno_pin = true\n",
+            "media_port = 7000\nshards = 3\nice_ip = [\"127.0.0.2\"]\nno_pin = true\nno_gso = true\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -309,6 +317,7 @@ mod tests {
         assert_eq!(s.media_port, 7000);
         assert_eq!(s.shards, 2);
         assert!(!s.pin);
+        assert!(!s.gso);
         assert_eq!(s.ice_ips, vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
         std::fs::write(&path, "media_prot = 1\n").unwrap();
         assert!(matches!(
@@ -323,6 +332,7 @@ mod tests {
         assert_eq!(s.http.port(), 8080);
         assert_eq!(s.media_port, 9000);
         assert!(s.shards >= 1);
+        assert!(s.gso);
         assert!(!s.ice_ips.is_empty());
     }
 

@@ -6,6 +6,7 @@
 //! - [`mesh`]: the rtrb rings between every ordered pair of shards;
 //! - [`control`]: the HTTP control plane (WHIP, WHEP, metrics) on its own
 //!   thread, talking to shards over bounded channels;
+//! - [`udp_send`]: batched sends (`sendmmsg`, UDP GSO for runs to one peer);
 //! - [`node`]: start-up and shutdown of all of it.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod shard;
 pub mod socket;
+pub mod udp_send;
 
 pub use config::Settings;
 pub use node::{Node, NodeError};

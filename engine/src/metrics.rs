@@ -43,6 +43,7 @@ shard_metrics! {
     rx_bytes_total, "counter", "Bytes received on the shard's media sockets.";
     tx_packets_total, "counter", "Datagrams sent from the shard's media sockets.";
     tx_bytes_total, "counter", "Bytes sent from the shard's media sockets.";
+    tx_gso_packets_total, "counter", "Datagrams of tx_packets_total that left in UDP GSO messages (runs to one peer).";
     ring_forwards_total, "counter", "Messages pushed onto rings toward other shards.";
     ring_drops_total, "counter", "Messages dropped because a ring toward another shard was full.";
     cross_shard_ingress_total, "counter", "Datagrams received here for an endpoint held by another shard.";

@@ -103,6 +103,7 @@ impl Node {
                 id,
                 core: settings.pin.then_some(settings.first_core + id),
                 sockets,
+                gso: settings.gso,
                 links,
                 commands: rx,
                 control: control_tx.clone(),

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -31,90 +30,6 @@ fn bind_udp(addr: SocketAddr, buffer: usize, reuse_port: bool) -> io::Result<Udp
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
-}
-
-/// Datagrams one `sendmmsg` call carries at most.
-pub const SEND_BATCH: usize = 64;
-
-/// Counts of one batched send.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
-    pub packets: u64,
-    pub bytes: u64,
-    /// Datagrams the kernel refused (full buffer or error); they are dropped.
-    pub errors: u64,
-}
-
-fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    let sa: socket2::SockAddr = (*addr).into();
-    // SAFETY: SockAddr holds a valid sockaddr of `len()` bytes, which fits
-    // in sockaddr_storage by definition.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            sa.as_ptr().cast::<u8>(),
-            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
-            sa.len() as usize,
-        );
-    }
-    (storage, sa.len())
-}
-
-/// Sends datagrams with `sendmmsg`, up to [`SEND_BATCH`] per system call,
-/// without blocking. A datagram the kernel refuses is dropped and counted;
-/// the rest of the batch still goes out.
-pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> Sent {
-    let fd = socket.as_raw_fd();
-    let mut sent = Sent::default();
-    for chunk in datagrams.chunks(SEND_BATCH) {
-        let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-            chunk.iter().map(|(a, _)| sockaddr(a)).collect();
-        let mut iovs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|(_, d)| libc::iovec {
-                iov_base: d.as_ptr().cast_mut().cast(),
-                iov_len: d.len(),
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = addrs
-            .iter_mut()
-            .zip(iovs.iter_mut())
-            .map(|((sa, len), iov)| {
-                // SAFETY: an all-zero mmsghdr is valid; we set the fields used.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = (sa as *mut libc::sockaddr_storage).cast();
-                m.msg_hdr.msg_namelen = *len;
-                m.msg_hdr.msg_iov = iov;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        let mut done = 0;
-        while done < msgs.len() {
-            // SAFETY: msgs, iovs and addrs live until the call returns; each
-            // header points at one of them.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    msgs[done..].as_mut_ptr(),
-                    (msgs.len() - done) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                // The first datagram of the rest was refused: drop it, go on.
-                sent.errors += 1;
-                done += 1;
-                continue;
-            }
-            for m in &msgs[done..done + n as usize] {
-                sent.packets += 1;
-                sent.bytes += u64::from(m.msg_len);
-            }
-            done += n as usize;
-        }
-    }
-    sent
 }
 
 /// This host's non-loopback IPv4 addresses, or 127.0.0.1 when it has none.
@@ -150,34 +65,6 @@ pub fn host_addresses() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_reach_every_destination() {
-        let tx = bind_media_socket("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
-        let rx: Vec<UdpSocket> = (0..3)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let payloads: Vec<Vec<u8>> = (0..150u8).map(|i| vec![i; 100 + i as usize]).collect();
-        let batch: Vec<(SocketAddr, &[u8])> = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (rx[i % 3].local_addr().unwrap(), p.as_slice()))
-            .collect();
-        let sent = send_batch(&tx, &batch);
-        assert_eq!(sent.packets, 150);
-        assert_eq!(sent.errors, 0);
-        assert_eq!(
-            sent.bytes,
-            payloads.iter().map(|p| p.len() as u64).sum::<u64>()
-        );
-        let mut buf = [0u8; 512];
-        for (i, r) in rx.iter().enumerate() {
-            for k in (i..150).step_by(3) {
-                let n = r.recv(&mut buf).unwrap();
-                assert_eq!(&buf[..n], payloads[k].as_slice());
-            }
-        }
-    }
 
     #[test]
     fn shards_share_one_port() {

@@ -7,7 +7,8 @@
 //! - a command task (control thread → shard, bounded flume channel);
 //! - a ring task woken by the doorbell when another shard pushed media.
 //!
-//! Sends are batched `sendmmsg` calls (non-blocking) on the socket whose
+//! Sends are batched `sendmmsg` calls (non-blocking, UDP GSO for each
+//! viewer's run of packets; see [`crate::udp_send`]) on the socket whose
 //! address the datagram comes from; a full socket buffer drops the datagram
 //! and counts it.
 
@@ -26,7 +27,7 @@ use super::{ClusterPort, Shard};
 use crate::mesh::ShardLinks;
 use crate::messages::{ControlEvent, ShardCommand};
 use crate::metrics::{add, ShardMetrics};
-use crate::socket::send_batch;
+use crate::udp_send::UdpSender;
 
 /// Datagrams handled as one batch before the shard flushes and sends.
 const RECV_BATCH: usize = 32;
@@ -38,6 +39,8 @@ pub struct ShardSetup {
     pub id: usize,
     pub core: Option<usize>,
     pub sockets: Vec<UdpSocket>,
+    /// Send runs of datagrams to one peer as UDP GSO messages.
+    pub gso: bool,
     pub links: ShardLinks,
     pub commands: flume::Receiver<ShardCommand>,
     pub control: flume::Sender<ControlEvent>,
@@ -66,8 +69,8 @@ pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<glommio::ExecutorJoinHa
 
 /// Sockets for sending, by local address.
 struct Senders {
-    sockets: Vec<(SocketAddr, UdpSocket)>,
-    cluster: Option<UdpSocket>,
+    sockets: Vec<(SocketAddr, UdpSender)>,
+    cluster: Option<UdpSender>,
 }
 
 impl Senders {
@@ -102,9 +105,10 @@ impl Senders {
             if batch.is_empty() {
                 continue;
             }
-            let sent = send_batch(socket, &batch);
+            let sent = socket.send(&batch);
             add(&shard.metrics.tx_packets_total, sent.packets);
             add(&shard.metrics.tx_bytes_total, sent.bytes);
+            add(&shard.metrics.tx_gso_packets_total, sent.gso_packets);
             add(&shard.metrics.send_errors_total, sent.errors);
         }
         // Keep the allocation for the next round.
@@ -123,7 +127,7 @@ impl Senders {
         let out = std::mem::take(&mut port.out);
         let batch: Vec<(SocketAddr, &[u8])> =
             out.iter().map(|(to, d)| (*to, d.as_slice())).collect();
-        let sent = send_batch(socket, &batch);
+        let sent = socket.send(&batch);
         add(&shard.metrics.send_errors_total, sent.errors);
         let mut out = out;
         out.clear();
@@ -137,6 +141,7 @@ async fn run(setup: ShardSetup) {
     let ShardSetup {
         id,
         sockets,
+        gso,
         links,
         commands,
         control,
@@ -153,7 +158,12 @@ async fn run(setup: ShardSetup) {
         let Ok(send) = socket.try_clone() else {
             continue;
         };
-        senders.push((local, send));
+        let sender = if gso {
+            UdpSender::new(send)
+        } else {
+            UdpSender::without_gso(send)
+        };
+        senders.push((local, sender));
         // SAFETY: the fd comes from a bound UDP socket that we own and give
         // up here; glommio takes ownership of it.
         let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
@@ -162,7 +172,7 @@ async fn run(setup: ShardSetup) {
     let now = Instant::now();
     let (cluster_port, cluster_rx, cluster_tx) = match cluster {
         Some(ClusterSetup { socket, config }) => {
-            let tx = socket.try_clone().ok();
+            let tx = socket.try_clone().ok().map(UdpSender::new);
             // SAFETY: as for the media sockets: a bound UDP socket we own.
             let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
             (
@@ -198,7 +208,7 @@ async fn run(setup: ShardSetup) {
                 .sockets
                 .iter()
                 .find(|(a, _)| *a == local)
-                .and_then(|(_, s)| s.try_clone().ok());
+                .and_then(|(_, s)| s.socket().try_clone().ok());
             loop {
                 match socket.recv_from(&mut buf).await {
                     Ok((n, source)) => {

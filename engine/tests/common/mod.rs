@@ -21,6 +21,7 @@ pub fn test_settings(shards: usize) -> Settings {
         ice_ips: vec!["127.0.0.1".parse().unwrap()],
         token: None,
         socket_buffer: 4 << 20,
+        gso: true,
         max_endpoints_per_shard: 10_000,
         consent_timeout: Duration::from_secs(20),
         cluster: None,

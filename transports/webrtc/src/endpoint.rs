@@ -9,7 +9,7 @@ use str0m::change::SdpOffer;
 use str0m::format::CodecConfig;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::rtp::{Extension, ExtensionMap, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Rtc};
 
 use crate::codecs::{codec_info, restricted_codecs, server_codecs};
@@ -238,6 +238,9 @@ impl Endpoint {
             .set_local_ice_credentials(creds)
             .set_stats_interval(None);
         *builder.codec_config() = codecs;
+        if role == Role::Viewer {
+            builder = builder.set_extension_map(viewer_extensions());
+        }
         let mut rtc = builder.build(now);
         for addr in &config.candidates {
             let candidate = Candidate::host(*addr, "udp")
@@ -718,6 +721,22 @@ impl Endpoint {
         self.sent[idx].pt_cache = Some((codec, pt));
         Some(pt)
     }
+}
+
+/// The RTP header extensions a viewer's leg negotiates: str0m's standard
+/// set without transport-wide congestion control. corecast forwards one
+/// layer per track and estimates no viewer's downlink, so that feedback
+/// (about 20 RTCP packets a second from every viewer, each decrypted and
+/// parsed) and its per-packet sequence register would be work for nobody.
+/// Publishers keep it: their browsers' send-side estimate needs it.
+fn viewer_extensions() -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in ExtensionMap::standard().iter() {
+        if *ext != Extension::TransportSequenceNumber {
+            exts.set(id, ext.clone());
+        }
+    }
+    exts
 }
 
 /// The media ids of an offer, in m-line order.

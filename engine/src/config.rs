@@ -327,6 +327,22 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_config_in_tuning_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/corecast.toml");
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let s = Settings::from_args(&args).expect("tuning/corecast.toml parses");
+        assert_eq!(s.shards, 14);
+        assert_eq!(s.first_core, 2);
+        assert!(s.pin);
+        assert!(s.gso);
+        assert_eq!(s.socket_buffer, 8 << 20);
+        assert!(s.cluster.is_none());
+    }
+
+    #[test]
     fn defaults_work_without_flags() {
         let s = Settings::from_args(&ServeArgs::default()).unwrap();
         assert_eq!(s.http.port(), 8080);

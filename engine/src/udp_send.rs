@@ -89,21 +89,14 @@ pub struct UdpSender {
 }
 
 impl UdpSender {
-    /// Wraps a (non-blocking) socket; GSO is used if the kernel knows
-    /// `UDP_SEGMENT` for it.
-    pub fn new(socket: UdpSocket) -> UdpSender {
-        let gso = gso_supported(&socket);
+    /// Wraps a (non-blocking) socket. With `gso`, runs to one destination
+    /// leave as GSO messages if the kernel knows `UDP_SEGMENT` for it;
+    /// without, every datagram is a message of its own.
+    pub fn new(socket: UdpSocket, gso: bool) -> UdpSender {
+        let gso = gso && gso_supported(&socket);
         UdpSender {
             socket,
             gso: Cell::new(gso),
-        }
-    }
-
-    /// The same socket, sending one datagram per message.
-    pub fn without_gso(socket: UdpSocket) -> UdpSender {
-        UdpSender {
-            socket,
-            gso: Cell::new(false),
         }
     }
 
@@ -361,7 +354,7 @@ mod tests {
     #[test]
     fn gso_runs_arrive_as_separate_datagrams() {
         let tx = bind_media_socket("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
-        let sender = UdpSender::new(tx);
+        let sender = UdpSender::new(tx, true);
         let sent = send_and_check(&sender);
         if sender.gso() {
             // 20 runs of 5 went out as GSO messages.
@@ -388,7 +381,7 @@ mod tests {
             )
         };
         assert_eq!(rc, 0);
-        let sender = UdpSender::new(tx);
+        let sender = UdpSender::new(tx, true);
         let had_gso = sender.gso();
         let sent = send_and_check(&sender);
         assert!(!sender.gso(), "GSO switched off after the refusal");
@@ -400,7 +393,7 @@ mod tests {
     #[test]
     fn without_gso_every_datagram_is_its_own_message() {
         let tx = bind_media_socket("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
-        let sent = send_and_check(&UdpSender::without_gso(tx));
+        let sent = send_and_check(&UdpSender::new(tx, false));
         assert_eq!(sent.gso_packets, 0);
     }
 }

@@ -39,7 +39,8 @@ pub struct ShardSetup {
     pub id: usize,
     pub core: Option<usize>,
     pub sockets: Vec<UdpSocket>,
-    /// Send runs of datagrams to one peer as UDP GSO messages.
+    /// Send runs of datagrams to one peer as UDP GSO messages (media and
+    /// cluster sockets).
     pub gso: bool,
     pub links: ShardLinks,
     pub commands: flume::Receiver<ShardCommand>,
@@ -158,12 +159,7 @@ async fn run(setup: ShardSetup) {
         let Ok(send) = socket.try_clone() else {
             continue;
         };
-        let sender = if gso {
-            UdpSender::new(send)
-        } else {
-            UdpSender::without_gso(send)
-        };
-        senders.push((local, sender));
+        senders.push((local, UdpSender::new(send, gso)));
         // SAFETY: the fd comes from a bound UDP socket that we own and give
         // up here; glommio takes ownership of it.
         let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
@@ -172,7 +168,7 @@ async fn run(setup: ShardSetup) {
     let now = Instant::now();
     let (cluster_port, cluster_rx, cluster_tx) = match cluster {
         Some(ClusterSetup { socket, config }) => {
-            let tx = socket.try_clone().ok().map(UdpSender::new);
+            let tx = socket.try_clone().ok().map(|s| UdpSender::new(s, gso));
             // SAFETY: as for the media sockets: a bound UDP socket we own.
             let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
             (

@@ -10,15 +10,24 @@
 //! waiting reader is part of every forwarded packet's cost. `--idle-sinks`
 //! reads them instead from a thread that polls and sleeps, so no delivery
 //! wakes anyone: a cheaper floor that no WebRTC viewer gets.
+//!
+//! Each datagram carries its send time (wall-clock ns, bytes 4..12), and the
+//! waiting sinks take the kernel's arrival stamp, so the floor also reports
+//! the latency a plain forwarder adds on this machine at the same load: the
+//! latency floor that `corecast-bench load`'s added latency compares with.
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
+
+use crate::accounting::Totals;
 
 #[derive(Debug, Clone, Args)]
 pub struct FloorArgs {
@@ -56,6 +65,32 @@ pub struct FloorSummary {
     pub forwarder_cpu_cores: f64,
     pub floor_pps_per_core: f64,
     pub loss: f64,
+    /// Send to the kernel's arrival stamp at the sink, ms (waiting sinks
+    /// only: the idle sinks take no stamps).
+    pub p50_added_ms: Option<f64>,
+    pub p99_added_ms: Option<f64>,
+}
+
+/// Where the generator writes a datagram's send time.
+const SENT_AT: std::ops::Range<usize> = 4..12;
+
+fn stamp_sent(packet: &mut [u8], sent_ns: u64) {
+    if let Some(at) = packet.get_mut(SENT_AT) {
+        at.copy_from_slice(&sent_ns.to_be_bytes());
+    }
+}
+
+/// The send time a datagram carries, if it is long enough to carry one.
+fn sent_at(datagram: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = datagram.get(SENT_AT)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// Records one datagram's added latency: arrival stamp minus send time.
+fn record_added(latency: &mut Totals, datagram: &[u8], arrival_ns: Option<u64>) {
+    if let (Some(sent), Some(arrival)) = (sent_at(datagram), arrival_ns) {
+        latency.record_latency(arrival.saturating_sub(sent) / 1000);
+    }
 }
 
 const BATCH: usize = 64;
@@ -169,11 +204,18 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
     let sink_addrs: Vec<SocketAddr> = sinks.iter().filter_map(|s| s.local_addr().ok()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
+    let latency = Arc::new(Mutex::new(Totals::default()));
 
     let reader = if args.idle_sinks {
         idle_reader(sinks, stop.clone(), received.clone())
     } else {
-        waiting_reader(sinks, args.sink_core, stop.clone(), received.clone())?
+        waiting_reader(
+            sinks,
+            args.sink_core,
+            stop.clone(),
+            received.clone(),
+            latency.clone(),
+        )?
     };
     let forwarder = {
         let stop = stop.clone();
@@ -188,12 +230,13 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
 
     // The generator: bursts every millisecond at the configured rate.
     let src = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    let packet = vec![0x80u8; args.packet_size.max(12)];
+    let mut packet = vec![0x80u8; args.packet_size.max(SENT_AT.end)];
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < args.duration {
         let due = (start.elapsed().as_secs_f64() * args.rate as f64) as u64;
         while sent < due {
+            stamp_sent(&mut packet, crate::rxstamp::realtime_ns());
             if src.send_to(&packet, fwd_addr).is_ok() {
                 sent += 1;
             }
@@ -211,6 +254,8 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
     let cores = cpu / elapsed;
     let egress = got as f64 / elapsed;
     let expected = sent * args.fanout.max(1) as u64;
+    let latency = latency.lock().map(|l| l.clone()).unwrap_or_default();
+    let added = |q: f64| (!latency.latency_us.is_empty()).then(|| latency.latency_ms(q));
     Ok(FloorSummary {
         fanout: args.fanout,
         idle_sinks: args.idle_sinks,
@@ -226,6 +271,8 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
         } else {
             expected.saturating_sub(got) as f64 / expected as f64
         },
+        p50_added_ms: added(0.5),
+        p99_added_ms: added(0.99),
     })
 }
 
@@ -264,6 +311,7 @@ fn waiting_reader(
     core: Option<usize>,
     stop: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
+    latency: Arc<Mutex<Totals>>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     let placement = match core {
         Some(c) => glommio::Placement::Fixed(c),
@@ -273,6 +321,7 @@ fn waiting_reader(
         .name("floor-sinks")
         .spawn(move || async move {
             let mut tasks = Vec::new();
+            let local = Rc::new(RefCell::new(Totals::default()));
             for socket in sinks {
                 let _ = crate::rxstamp::enable(&socket);
                 let Ok(reader) = socket.try_clone() else {
@@ -282,11 +331,13 @@ fn waiting_reader(
                 // SAFETY: a bound UDP socket we own; glommio takes it over.
                 let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
                 let received = received.clone();
+                let local = local.clone();
                 tasks.push(glommio::spawn_local(async move {
                     let mut buf = vec![0u8; 2048];
                     while rx.peek_from(&mut buf).await.is_ok() {
-                        while crate::rxstamp::recv(&reader, &mut buf).is_ok() {
+                        while let Ok((n, _, stamp)) = crate::rxstamp::recv(&reader, &mut buf) {
                             received.fetch_add(1, Ordering::Relaxed);
+                            record_added(&mut local.borrow_mut(), &buf[..n], stamp);
                         }
                     }
                 }));
@@ -296,6 +347,9 @@ fn waiting_reader(
             }
             // Dropping the tasks cancels the pending receives.
             drop(tasks);
+            if let Ok(mut all) = latency.lock() {
+                all.merge(&local.borrow());
+            }
         })
         .map_err(|e| e.to_string())?;
     Ok(std::thread::spawn(move || {
@@ -310,5 +364,55 @@ fn core_pin(core: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_time_round_trips() {
+        let mut packet = vec![0x80u8; 1150];
+        stamp_sent(&mut packet, 1_700_000_000_123_456_789);
+        assert_eq!(sent_at(&packet), Some(1_700_000_000_123_456_789));
+        // The RTP-looking first byte stays.
+        assert_eq!(packet[0], 0x80);
+        assert_eq!(sent_at(&packet[..11]), None);
+    }
+
+    #[test]
+    fn added_latency_needs_both_stamps() {
+        let mut packet = vec![0u8; 64];
+        stamp_sent(&mut packet, 5_000_000);
+        let mut t = Totals::default();
+        record_added(&mut t, &packet, Some(5_250_000));
+        record_added(&mut t, &packet, None);
+        record_added(&mut t, &packet[..8], Some(9_000_000));
+        assert_eq!(t.latency_us.len(), 1);
+        assert!((t.latency_ms(0.5) - 0.25).abs() < 0.001);
+        // An arrival stamp before the send time (clock step) counts as the
+        // histogram's lowest value, not as a wrapped huge one.
+        record_added(&mut t, &packet, Some(4_000_000));
+        assert!(t.latency_ms(1.0) < 1.0);
+    }
+
+    #[test]
+    fn forwards_to_every_sink_on_loopback() {
+        let s = run(FloorArgs {
+            fanout: 4,
+            packet_size: 200,
+            rate: 500,
+            duration: Duration::from_millis(400),
+            core: None,
+            idle_sinks: false,
+            sink_core: None,
+        })
+        .expect("floor runs");
+        assert!(s.sent > 0);
+        assert_eq!(s.forwarded, s.sent * 4);
+        assert_eq!(s.received, s.forwarded);
+        assert!(s.p99_added_ms.is_some());
+        assert!(s.floor_pps_per_core > 0.0);
     }
 }

@@ -42,6 +42,9 @@ fn main() {
                 s.floor_pps_per_core,
                 s.loss * 100.0
             );
+            if let (Some(p50), Some(p99)) = (s.p50_added_ms, s.p99_added_ms) {
+                eprintln!("floor: added latency p50 {p50:.2} ms p99 {p99:.2} ms");
+            }
             serde_json::to_string_pretty(&s).map(|j| (None, j))
         }),
     };
@@ -72,6 +75,12 @@ fn print_load(s: &load::LoadSummary) {
         "| publishers / viewers up (failed) | {} / {} ({}) |",
         s.publishers, s.max_viewers, s.session_failures
     );
+    if s.retried_steps > 0 {
+        println!(
+            "| ramp steps that held when measured again | {} |",
+            s.retried_steps
+        );
+    }
     println!("| egress packets/s | {:.0} |", s.egress_pps);
     println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
     println!(

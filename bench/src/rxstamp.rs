@@ -42,6 +42,18 @@ pub fn realtime_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Places a kernel arrival stamp (wall clock) on the monotonic timeline:
+/// `now_realtime` and `now_monotonic` are one moment read from both clocks,
+/// just after the datagram was received. The offset between the clocks is
+/// taken anew for every datagram because the wall clock is adjusted while a
+/// run lasts (NTP, the hypervisor): an offset fixed at the start turned a
+/// 1 s step of the host's clock into 1 s of "added latency". An arrival
+/// after `now_monotonic` (the clock stepped back in between) is clamped to it.
+pub fn to_monotonic(stamp_realtime: u64, now_realtime: u64, now_monotonic: u64) -> u64 {
+    let age = now_realtime.saturating_sub(stamp_realtime);
+    now_monotonic.saturating_sub(age)
+}
+
 /// One datagram without waiting: its length, sender and arrival stamp
 /// (wall-clock ns; `None` if the kernel gave none). `WouldBlock` when the
 /// socket is empty.
@@ -112,6 +124,22 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrival_stamps_follow_the_clock_offset_of_the_moment() {
+        // Arrived 300 µs before it was read, 5 s into the run.
+        let mono = 5_000_000_000;
+        assert_eq!(to_monotonic(1_000_000, 1_300_000, mono), mono - 300_000);
+        // The wall clock was stepped 1.2 s forward since the run began: the
+        // same arrival 300 µs ago, stamped and read on the new wall clock,
+        // lands at the same monotonic time.
+        assert_eq!(
+            to_monotonic(1_201_000_000, 1_201_300_000, mono),
+            mono - 300_000
+        );
+        // Stepped back between the stamp and the read: no arrival after now.
+        assert_eq!(to_monotonic(2_000_000, 1_000_000, mono), mono);
+    }
 
     #[test]
     fn a_datagram_comes_with_its_arrival_time() {

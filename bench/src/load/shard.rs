@@ -122,8 +122,6 @@ struct Peer {
 struct State {
     id: usize,
     epoch: Instant,
-    /// Wall-clock ns at `epoch`, to place the kernel's arrival stamps.
-    epoch_realtime_ns: u64,
     /// Arrival stamp of the datagram being handled (ns since `epoch`).
     arrival_ns: Option<u64>,
     plan: MediaPlan,
@@ -292,12 +290,9 @@ impl State {
 }
 
 async fn run(setup: ShardSetup) {
-    let epoch_realtime_ns =
-        crate::rxstamp::realtime_ns().saturating_sub(setup.epoch.elapsed().as_nanos() as u64);
     let state = Rc::new(RefCell::new(State {
         id: setup.id,
         epoch: setup.epoch,
-        epoch_realtime_ns,
         arrival_ns: None,
         plan: setup.plan,
         peers: Vec::new(),
@@ -475,10 +470,12 @@ async fn add_peer(
                 Err(_) => return,
             };
             let now = Instant::now();
+            let realtime = crate::rxstamp::realtime_ns();
             let mut st = state.borrow_mut();
+            let since_epoch = st.now_ns(now);
             st.arrival_ns = stamp
                 .filter(|_| stamped)
-                .map(|t| t.saturating_sub(st.epoch_realtime_ns));
+                .map(|t| crate::rxstamp::to_monotonic(t, realtime, since_epoch));
             let local = st.peers[idx].local;
             let _ = st.peers[idx]
                 .client

@@ -1,8 +1,12 @@
 //! `corecast-bench floor`: the raw-UDP floor of this machine.
 //!
-//! A plain forwarder (recvmmsg, then sendmmsg of each packet to N sinks; no
-//! crypto, no WebRTC) driven at the packet size the load test uses. Its egress
-//! packets per second of its own CPU time is what "ratio to floor" divides by.
+//! A plain forwarder (recvmmsg, then one sendmmsg of the batch to N sinks,
+//! sink by sink; no crypto, no WebRTC) driven at the packet size the load
+//! test uses. Its egress packets per second of its own CPU time is what
+//! "ratio to floor" divides by. With `--bitrate` its input is what one
+//! publisher of the load generator sends (the same [`Schedule`]: video
+//! frames back to back, keyframes, audio), so it forwards the same bursts
+//! the server does; without it, `--rate` packets a second evenly.
 //!
 //! The sinks are read the way the load generator reads its viewers' sockets
 //! (a glommio task per socket waiting on io_uring, kernel receive stamps
@@ -11,8 +15,9 @@
 //! reads them instead from a thread that polls and sleeps, so no delivery
 //! wakes anyone: a cheaper floor that no WebRTC viewer gets.
 //!
-//! Each datagram carries its send time (wall-clock ns, bytes 4..12), and the
-//! waiting sinks take the kernel's arrival stamp, so the floor also reports
+//! Each datagram carries its send time (monotonic ns, bytes 4..12), and the
+//! waiting sinks take the kernel's arrival stamp (placed on the monotonic
+//! clock as the load generator's viewers do, see [`crate::rxstamp::to_monotonic`]), so the floor also reports
 //! the latency a plain forwarder adds on this machine at the same load: the
 //! latency floor that `corecast-bench load`'s added latency compares with.
 
@@ -28,6 +33,12 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::accounting::Totals;
+use crate::load::parse_bitrate;
+use crate::load::schedule::{MediaPlan, Schedule};
+use crate::payload;
+
+/// Bytes of RTP header on each datagram of the publisher-shaped input.
+const RTP_HEADER: usize = 12;
 
 #[derive(Debug, Clone, Args)]
 pub struct FloorArgs {
@@ -36,9 +47,20 @@ pub struct FloorArgs {
     pub fanout: usize,
     #[arg(long, default_value_t = 1200)]
     pub packet_size: usize,
-    /// Packets per second the generator sends into the forwarder.
+    /// Packets per second the generator sends into the forwarder, evenly
+    /// (ignored with `--bitrate`).
     #[arg(long, default_value_t = 5000)]
     pub rate: u64,
+    /// Send what one publisher of `corecast-bench load` sends at this video
+    /// bitrate instead (same schedule: 30 fps frames back to back, keyframes
+    /// every 2 s, 50 audio packets/s of 100 bytes), with `--packet-size` as
+    /// the largest payload and a 12-byte RTP header on each.
+    #[arg(long)]
+    pub bitrate: Option<String>,
+    /// With `--bitrate`: pace the video at this multiple of the bitrate, as
+    /// `corecast-bench load --pacing` does (0: frames back to back).
+    #[arg(long, default_value_t = 0.0)]
+    pub pacing: f64,
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Pin the forwarder to this core.
@@ -56,6 +78,9 @@ pub struct FloorArgs {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FloorSummary {
     pub fanout: usize,
+    /// The publisher-shaped input's video bitrate, if `--bitrate` was given.
+    pub bitrate: Option<u64>,
+    pub pacing: f64,
     pub idle_sinks: bool,
     pub packet_size: usize,
     pub sent: u64,
@@ -159,41 +184,54 @@ fn forward(socket: UdpSocket, sinks: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> 
         if n <= 0 {
             continue;
         }
-        for m in msgs.iter().take(n as usize) {
-            let len = m.msg_len as usize;
-            let base = unsafe { (*m.msg_hdr.msg_iov).iov_base };
-            let mut out_iov = libc::iovec {
-                iov_base: base,
-                iov_len: len,
-            };
-            let mut out: Vec<libc::mmsghdr> = dests
-                .iter()
-                .map(|(sa, sl)| {
-                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    h.msg_hdr.msg_name = (sa as *const libc::sockaddr_in).cast_mut().cast();
-                    h.msg_hdr.msg_namelen = *sl;
-                    h.msg_hdr.msg_iov = &mut out_iov;
-                    h.msg_hdr.msg_iovlen = 1;
-                    h
-                })
-                .collect();
-            let mut done = 0usize;
-            while done < out.len() {
-                let sent = unsafe {
-                    libc::sendmmsg(fd, out[done..].as_mut_ptr(), (out.len() - done) as u32, 0)
-                };
-                if sent <= 0 {
-                    break;
-                }
-                done += sent as usize;
+        // One iovec per received datagram; every destination's message
+        // points at it.
+        let mut payloads: Vec<libc::iovec> = msgs
+            .iter()
+            .take(n as usize)
+            .map(|m| libc::iovec {
+                // SAFETY: recvmmsg filled these headers; msg_iov points into `iov`.
+                iov_base: unsafe { (*m.msg_hdr.msg_iov).iov_base },
+                iov_len: m.msg_len as usize,
+            })
+            .collect();
+        // Destination by destination, each with the whole batch in order,
+        // as corecast releases a viewer's packets together: on loopback a
+        // sink's reader is then woken once per batch, not once per datagram.
+        let mut out: Vec<libc::mmsghdr> = Vec::with_capacity(dests.len() * payloads.len());
+        for (sa, sl) in &dests {
+            for payload in payloads.iter_mut() {
+                // SAFETY: a zeroed mmsghdr is valid; the pointers set here
+                // point at `dests` and `payloads`, which outlive the sends.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = (sa as *const libc::sockaddr_in).cast_mut().cast();
+                h.msg_hdr.msg_namelen = *sl;
+                h.msg_hdr.msg_iov = payload;
+                h.msg_hdr.msg_iovlen = 1;
+                out.push(h);
             }
-            forwarded += done as u64;
         }
+        let mut done = 0usize;
+        while done < out.len() {
+            // SAFETY: `out[done..]` is a valid array of set-up headers.
+            let sent = unsafe {
+                libc::sendmmsg(fd, out[done..].as_mut_ptr(), (out.len() - done) as u32, 0)
+            };
+            if sent <= 0 {
+                break;
+            }
+            done += sent as usize;
+        }
+        forwarded += done as u64;
     }
     (forwarded, thread_cpu() - cpu0)
 }
 
 pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
+    let bitrate = match &args.bitrate {
+        Some(b) => Some(parse_bitrate(b).ok_or_else(|| format!("bad --bitrate {b}"))?),
+        None => None,
+    };
     let io = |e: std::io::Error| e.to_string();
     let fwd = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
     let fwd_addr = fwd.local_addr().map_err(io)?;
@@ -228,15 +266,31 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
         })
     };
 
-    // The generator: bursts every millisecond at the configured rate.
+    // The generator: every millisecond, what is due.
     let src = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    let mut packet = vec![0x80u8; args.packet_size.max(SENT_AT.end)];
     let start = Instant::now();
+    let mut schedule = bitrate.map(|b| {
+        let mut plan = MediaPlan::standard(b, args.pacing);
+        plan.max_payload = args.packet_size.max(payload::HEADER);
+        Schedule::new(plan, start)
+    });
+    let mut packet = vec![0x80u8; args.packet_size.max(SENT_AT.end)];
+    let mut due = Vec::new();
     let mut sent = 0u64;
     while start.elapsed() < args.duration {
-        let due = (start.elapsed().as_secs_f64() * args.rate as f64) as u64;
-        while sent < due {
-            stamp_sent(&mut packet, crate::rxstamp::realtime_ns());
+        let sizes: Vec<usize> = match schedule.as_mut() {
+            Some(schedule) => {
+                schedule.due(Instant::now(), &mut due);
+                due.drain(..).map(|p| RTP_HEADER + p.size).collect()
+            }
+            None => {
+                let due = (start.elapsed().as_secs_f64() * args.rate as f64) as u64;
+                vec![args.packet_size; due.saturating_sub(sent) as usize]
+            }
+        };
+        for size in sizes {
+            packet.resize(size.max(SENT_AT.end), 0x80);
+            stamp_sent(&mut packet, crate::rxstamp::monotonic_ns());
             if src.send_to(&packet, fwd_addr).is_ok() {
                 sent += 1;
             }
@@ -258,6 +312,8 @@ pub fn run(args: FloorArgs) -> Result<FloorSummary, String> {
     let added = |q: f64| (!latency.latency_us.is_empty()).then(|| latency.latency_ms(q));
     Ok(FloorSummary {
         fanout: args.fanout,
+        bitrate,
+        pacing: args.pacing,
         idle_sinks: args.idle_sinks,
         packet_size: args.packet_size,
         sent,
@@ -337,7 +393,14 @@ fn waiting_reader(
                     while rx.peek_from(&mut buf).await.is_ok() {
                         while let Ok((n, _, stamp)) = crate::rxstamp::recv(&reader, &mut buf) {
                             received.fetch_add(1, Ordering::Relaxed);
-                            record_added(&mut local.borrow_mut(), &buf[..n], stamp);
+                            let arrival = stamp.map(|t| {
+                                let (real, mono) = (
+                                    crate::rxstamp::realtime_ns(),
+                                    crate::rxstamp::monotonic_ns(),
+                                );
+                                crate::rxstamp::to_monotonic(t, real, mono)
+                            });
+                            record_added(&mut local.borrow_mut(), &buf[..n], arrival);
                         }
                     }
                 }));
@@ -403,6 +466,8 @@ mod tests {
             fanout: 4,
             packet_size: 200,
             rate: 500,
+            bitrate: None,
+            pacing: 0.0,
             duration: Duration::from_millis(400),
             core: None,
             idle_sinks: false,
@@ -414,5 +479,43 @@ mod tests {
         assert_eq!(s.received, s.forwarded);
         assert!(s.p99_added_ms.is_some());
         assert!(s.floor_pps_per_core > 0.0);
+    }
+
+    #[test]
+    fn a_publisher_shaped_input_forwards_every_packet() {
+        let s = run(FloorArgs {
+            fanout: 3,
+            packet_size: 1150,
+            rate: 0,
+            bitrate: Some("1.5M".into()),
+            pacing: 0.0,
+            duration: Duration::from_millis(500),
+            core: None,
+            idle_sinks: false,
+            sink_core: None,
+        })
+        .expect("floor runs");
+        // Half a second of the plan: a keyframe (17 packets), 14 frames of
+        // 6 and 25 audio packets, give or take the last tick.
+        assert!((100..=140).contains(&s.sent), "sent {}", s.sent);
+        assert_eq!(s.bitrate, Some(1_500_000));
+        assert_eq!(s.received, s.sent * 3);
+    }
+
+    #[test]
+    fn a_bad_bitrate_is_refused() {
+        let err = run(FloorArgs {
+            fanout: 1,
+            packet_size: 1150,
+            rate: 0,
+            bitrate: Some("fast".into()),
+            pacing: 0.0,
+            duration: Duration::from_millis(10),
+            core: None,
+            idle_sinks: true,
+            sink_core: None,
+        })
+        .unwrap_err();
+        assert!(err.contains("--bitrate"), "{err}");
     }
 }

@@ -42,6 +42,15 @@ pub fn realtime_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Nanoseconds of the monotonic clock (`CLOCK_MONOTONIC`, what `Instant`
+/// reads), for stamps that two threads of one process compare.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime fills the timespec we pass.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Places a kernel arrival stamp (wall clock) on the monotonic timeline:
 /// `now_realtime` and `now_monotonic` are one moment read from both clocks,
 /// just after the datagram was received. The offset between the clocks is

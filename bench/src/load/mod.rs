@@ -2,6 +2,7 @@
 //! with live lines, a final table and a JSON summary.
 
 mod pacer;
+pub mod schedule;
 mod shard;
 mod signal;
 
@@ -274,15 +275,7 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         parse_bitrate(&args.bitrate).ok_or_else(|| format!("bad --bitrate {}", args.bitrate))?;
     HttpUrl::parse(&expand(&args.whip, "x")).map_err(|e| e.to_string())?;
     HttpUrl::parse(&expand(&args.whep, "x")).map_err(|e| e.to_string())?;
-    let plan = MediaPlan {
-        video_bitrate: bitrate,
-        fps: 30,
-        max_payload: 1150,
-        keyframe_every: 60,
-        audio_pps: 50,
-        audio_payload: 100,
-        pacing: args.pacing,
-    };
+    let plan = MediaPlan::standard(bitrate, args.pacing);
     let epoch = Instant::now();
     let signal = signal::start(4);
     let (report_tx, report_rx) = flume::unbounded();

@@ -17,45 +17,12 @@ use corecast_media::MediaKind;
 use corecast_webrtc::{Client, ClientEvent, EndpointConfig, Output};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::pacer::Pacer;
+pub use super::schedule::MediaPlan;
+use super::schedule::{OutPacket, Schedule};
 use super::signal::SignalRequest;
 use crate::accounting::{StreamAccount, Totals};
 use crate::payload::{self, Probe};
 use crate::url::HttpUrl;
-
-/// What publishers send.
-#[derive(Debug, Clone, Copy)]
-pub struct MediaPlan {
-    /// Video bits per second.
-    pub video_bitrate: u64,
-    pub fps: u32,
-    /// Largest RTP payload, in bytes.
-    pub max_payload: usize,
-    /// Every this many frames is a keyframe, three times the size.
-    pub keyframe_every: u32,
-    /// Audio packets per second and their payload size.
-    pub audio_pps: u32,
-    pub audio_payload: usize,
-    /// Video pacing rate as a multiple of `video_bitrate`; 0 = no pacing.
-    pub pacing: f64,
-}
-
-impl MediaPlan {
-    /// Payload sizes of frame number `frame`.
-    pub fn frame_packets(&self, frame: u64) -> Vec<usize> {
-        let mut bytes = (self.video_bitrate / 8 / u64::from(self.fps.max(1))) as usize;
-        if self.keyframe_every > 0 && frame.is_multiple_of(u64::from(self.keyframe_every)) {
-            bytes *= 3;
-        }
-        let bytes = bytes.max(payload::HEADER);
-        let max = self.max_payload.max(payload::HEADER);
-        let n = bytes.div_ceil(max);
-        let mut sizes = vec![max; n];
-        let last = bytes - max * (n - 1);
-        sizes[n - 1] = last.max(payload::HEADER);
-        sizes
-    }
-}
 
 /// How often publishers' media and str0m time inputs are handled.
 const TICK: Duration = Duration::from_millis(1);
@@ -90,18 +57,8 @@ pub struct ShardSetup {
 
 struct PublisherState {
     index: u32,
-    frame: u64,
-    video_seq: u64,
-    audio_seq: u64,
-    next_video: Instant,
-    next_audio: Instant,
-    /// Video packets waiting for the pacer (with `pacing` > 0).
-    pacer: Option<Pacer<OutPacket>>,
+    schedule: Schedule,
 }
-
-/// One RTP packet a publisher sends: kind, sequence number, RTP time,
-/// marker, payload size.
-type OutPacket = (MediaKind, u64, u32, bool, usize);
 
 struct ViewerState {
     posted_at: Instant,
@@ -190,57 +147,25 @@ impl State {
 
     /// Sends what is due from one publisher.
     fn send_media(&mut self, idx: usize, now: Instant) {
-        let plan = self.plan;
         let sent_ns = self.now_ns(now);
         let Some(p) = self.peers[idx].publisher.as_mut() else {
             return;
         };
         let mut packets: Vec<OutPacket> = Vec::new();
         let index = p.index;
-        if now >= p.next_video {
-            let sizes = plan.frame_packets(p.frame);
-            let ts = (p.frame * 90_000 / u64::from(plan.fps.max(1))) as u32;
-            let n = sizes.len();
-            for (i, size) in sizes.into_iter().enumerate() {
-                let packet = (MediaKind::Video, p.video_seq, ts, i + 1 == n, size);
-                match p.pacer.as_mut() {
-                    Some(pacer) => pacer.push(size, packet),
-                    None => packets.push(packet),
-                }
-                p.video_seq += 1;
-            }
-            p.frame += 1;
-            p.next_video += Duration::from_secs(1) / plan.fps.max(1);
-            if p.next_video < now {
-                p.next_video = now;
-            }
-        }
-        if plan.audio_pps > 0 && now >= p.next_audio {
-            let ts = (p.audio_seq * 48_000 / u64::from(plan.audio_pps)) as u32;
-            packets.push((MediaKind::Audio, p.audio_seq, ts, false, plan.audio_payload));
-            p.audio_seq += 1;
-            p.next_audio += Duration::from_secs(1) / plan.audio_pps;
-            if p.next_audio < now {
-                p.next_audio = now;
-            }
-        }
-        if let Some(pacer) = p.pacer.as_mut() {
-            while let Some(packet) = pacer.pop(now) {
-                packets.push(packet);
-            }
-        }
-        for (kind, seq, ts, marker, size) in packets {
+        p.schedule.due(now, &mut packets);
+        for p in packets {
             let probe = Probe {
                 publisher: index,
-                kind,
-                seq,
+                kind: p.kind,
+                seq: p.seq,
                 sent_ns,
             };
             let mut buf = std::mem::take(&mut self.buf);
-            payload::encode(&probe, size, &mut buf);
+            payload::encode(&probe, p.size, &mut buf);
             if self.peers[idx]
                 .client
-                .send(now, kind, seq, ts, marker, &buf)
+                .send(now, p.kind, p.seq, p.rtp_time, p.marker, &buf)
             {
                 self.totals.sent += 1;
             }
@@ -433,15 +358,9 @@ async fn add_peer(
             local,
             next_timeout: now,
             location,
-            publisher: publisher.then_some(PublisherState {
+            publisher: publisher.then(|| PublisherState {
                 index: publisher_index,
-                frame: 0,
-                video_seq: 0,
-                audio_seq: 0,
-                next_video: now,
-                next_audio: now,
-                pacer: (publisher && plan.pacing > 0.0)
-                    .then(|| Pacer::new(plan.pacing * plan.video_bitrate as f64, plan.max_payload)),
+                schedule: Schedule::new(plan, now),
             }),
             viewer: (!publisher).then_some(ViewerState {
                 posted_at: now,
@@ -483,29 +402,5 @@ async fn add_peer(
             st.drain(idx, now);
             st.arrival_ns = None;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_split_into_packets() {
-        let plan = MediaPlan {
-            video_bitrate: 1_500_000,
-            fps: 30,
-            max_payload: 1150,
-            keyframe_every: 60,
-            audio_pps: 50,
-            audio_payload: 100,
-            pacing: 0.0,
-        };
-        // 1.5 Mbit/s at 30 fps is 6250 bytes a frame: 6 packets.
-        let p = plan.frame_packets(1);
-        assert_eq!(p.len(), 6);
-        assert_eq!(p.iter().sum::<usize>(), 6250);
-        // A keyframe is three times bigger.
-        assert_eq!(plan.frame_packets(0).iter().sum::<usize>(), 18750);
     }
 }

@@ -434,6 +434,27 @@ fn core_pin(core: usize) {
 mod tests {
     use super::*;
 
+    /// Floor arguments for a short unpinned run.
+    fn args(
+        fanout: usize,
+        rate: u64,
+        bitrate: Option<&str>,
+        ms: u64,
+        idle_sinks: bool,
+    ) -> FloorArgs {
+        FloorArgs {
+            fanout,
+            packet_size: 1150,
+            rate,
+            bitrate: bitrate.map(str::to_string),
+            pacing: 0.0,
+            duration: Duration::from_millis(ms),
+            core: None,
+            idle_sinks,
+            sink_core: None,
+        }
+    }
+
     #[test]
     fn send_time_round_trips() {
         let mut packet = vec![0x80u8; 1150];
@@ -463,15 +484,8 @@ mod tests {
     #[test]
     fn forwards_to_every_sink_on_loopback() {
         let s = run(FloorArgs {
-            fanout: 4,
             packet_size: 200,
-            rate: 500,
-            bitrate: None,
-            pacing: 0.0,
-            duration: Duration::from_millis(400),
-            core: None,
-            idle_sinks: false,
-            sink_core: None,
+            ..args(4, 500, None, 400, false)
         })
         .expect("floor runs");
         assert!(s.sent > 0);
@@ -483,18 +497,7 @@ mod tests {
 
     #[test]
     fn a_publisher_shaped_input_forwards_every_packet() {
-        let s = run(FloorArgs {
-            fanout: 3,
-            packet_size: 1150,
-            rate: 0,
-            bitrate: Some("1.5M".into()),
-            pacing: 0.0,
-            duration: Duration::from_millis(500),
-            core: None,
-            idle_sinks: false,
-            sink_core: None,
-        })
-        .expect("floor runs");
+        let s = run(args(3, 0, Some("1.5M"), 500, false)).expect("floor runs");
         // Half a second of the plan: a keyframe (17 packets), 14 frames of
         // 6 and 25 audio packets, give or take the last tick.
         assert!((100..=140).contains(&s.sent), "sent {}", s.sent);
@@ -504,18 +507,7 @@ mod tests {
 
     #[test]
     fn a_bad_bitrate_is_refused() {
-        let err = run(FloorArgs {
-            fanout: 1,
-            packet_size: 1150,
-            rate: 0,
-            bitrate: Some("fast".into()),
-            pacing: 0.0,
-            duration: Duration::from_millis(10),
-            core: None,
-            idle_sinks: true,
-            sink_core: None,
-        })
-        .unwrap_err();
+        let err = run(args(1, 0, Some("fast"), 10, true)).unwrap_err();
         assert!(err.contains("--bitrate"), "{err}");
     }
 }

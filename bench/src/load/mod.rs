@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::accounting::Totals;
 use crate::procfs;
 use crate::url::{expand, HttpUrl};
-pub use shard::MediaPlan;
+pub use schedule::MediaPlan;
 use shard::{ShardCmd, ShardReport, ShardSetup};
 
 #[derive(Debug, Clone, Args)]
@@ -396,16 +396,6 @@ enum Verdict {
     Corrupted,
 }
 
-fn step_verdict(args: &LoadArgs, m: &Measured, corrupted: u64) -> Verdict {
-    verdict(
-        m.loss,
-        m.latency.latency_ms(0.99),
-        corrupted,
-        args.max_loss,
-        args.max_p99_ms,
-    )
-}
-
 fn verdict(loss: f64, p99_ms: f64, corrupted: u64, max_loss: f64, max_p99_ms: f64) -> Verdict {
     if corrupted > 0 {
         Verdict::Corrupted
@@ -433,15 +423,17 @@ fn ramp(run: &mut Run, summary: &mut LoadSummary) -> Measured {
         }
         run.pump(Duration::from_secs(1));
         let mut tries = 0;
-        let (m, ok) = loop {
+        let (m, ok, up) = loop {
             let m = measure(run, run.args.step_duration);
             let c = run.cumulative();
-            let verdict = step_verdict(&run.args, &m, c.corrupted);
+            let p99 = m.latency.latency_ms(0.99);
+            let a = &run.args;
+            let verdict = verdict(m.loss, p99, c.corrupted, a.max_loss, a.max_p99_ms);
             eprintln!(
                 "step {} viewers: loss {:.3}% p99 {:.2} ms egress {:.0} pps -> {}",
                 c.sessions_up,
                 m.loss * 100.0,
-                m.latency.latency_ms(0.99),
+                p99,
                 m.egress_pps,
                 match verdict {
                     Verdict::Held => "held",
@@ -452,7 +444,7 @@ fn ramp(run: &mut Run, summary: &mut LoadSummary) -> Measured {
             );
             match verdict {
                 Verdict::Over if tries < run.args.step_retries => tries += 1,
-                v => break (m, v == Verdict::Held),
+                v => break (m, v == Verdict::Held, c.sessions_up),
             }
         };
         if !ok {
@@ -461,8 +453,7 @@ fn ramp(run: &mut Run, summary: &mut LoadSummary) -> Measured {
         if tries > 0 {
             summary.retried_steps += 1;
         }
-        let c = run.cumulative();
-        held.push((c.sessions_up, m));
+        held.push((up, m));
     }
     summary.max_viewers = held.last().map_or(0, |h| h.0);
     let half = summary.max_viewers / 2;

@@ -17,8 +17,7 @@ use corecast_media::MediaKind;
 use corecast_webrtc::{Client, ClientEvent, EndpointConfig, Output};
 use glommio::{LocalExecutorBuilder, Placement};
 
-pub use super::schedule::MediaPlan;
-use super::schedule::{OutPacket, Schedule};
+use super::schedule::{MediaPlan, OutPacket, Schedule};
 use super::signal::SignalRequest;
 use crate::accounting::{StreamAccount, Totals};
 use crate::payload::{self, Probe};

@@ -305,6 +305,16 @@ impl Endpoint {
         all
     }
 
+    /// The codecs a viewer's leg can receive, over all its tracks (empty for
+    /// a publisher).
+    pub fn receivable_codecs(&self) -> Vec<CodecInfo> {
+        let mut all = Vec::new();
+        for t in &self.sent {
+            all.extend(self.negotiated(t.mid));
+        }
+        all
+    }
+
     /// The codec each published track is sending now, once known.
     pub fn active_codecs(&self) -> impl Iterator<Item = CodecInfo> + '_ {
         self.published.iter().filter_map(|t| t.active)

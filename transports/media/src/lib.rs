@@ -9,17 +9,21 @@
 //!   `(room, peer, track name)` that is identical on every node and build.
 //! - [`MediaPacket`]: one RTP payload with the header fields an SFU needs.
 //! - [`CodecInfo`]: which codec a packet carries, independent of payload types.
+//! - [`is_keyframe_start`]: whether an RTP payload is the first packet of a
+//!   keyframe, where a new viewer can start.
 //! - [`Rewriter`]: keeps the sequence numbers and timestamps toward one
 //!   subscriber continuous when the publisher behind a track changes.
 
 mod channel;
 mod codec;
+mod keyframe;
 mod packet;
 mod rewrite;
 mod wire;
 
 pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
+pub use keyframe::is_keyframe_start;
 pub use packet::MediaPacket;
 pub use rewrite::{Rewriter, Rewritten};
 pub use wire::{decode_media, encode_media, WireError};

@@ -1,0 +1,44 @@
+//! The checks of the fuzz targets of corecast-media, one function per target.
+//! The libFuzzer target in `fuzz_targets/` and its seeded twin in
+//! `tests/hostile_input.rs` both call these, so CI runs the same checks on
+//! every change that the fuzzer runs for hours.
+
+use corecast_media::{is_keyframe_start, Codec};
+
+const VIDEO: [Codec; 4] = [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
+
+/// Target `keyframe`: any payload, every codec. Never panics; audio is always
+/// a start; a start of a video codec has the bits its rule requires in the
+/// first byte; and cutting a payload never makes a start of a non-start: once
+/// a prefix is a start, every longer prefix is too.
+pub fn keyframe(data: &[u8]) {
+    for codec in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
+        assert!(is_keyframe_start(codec, data));
+    }
+    for codec in VIDEO {
+        let whole = is_keyframe_start(codec, data);
+        if whole {
+            let first = data[0];
+            match codec {
+                Codec::Vp8 => assert_eq!(first & 0x17, 0x10, "S=1, PID=0"),
+                Codec::Vp9 => assert_eq!(first & 0x48, 0x08, "B=1, P=0"),
+                Codec::H264 => assert!(matches!(first & 0x1f, 5 | 7 | 24 | 28)),
+                Codec::Av1 => assert_eq!(first & 0x88, 0x08, "Z=0, N=1"),
+                _ => unreachable!(),
+            }
+        }
+        let mut seen = false;
+        for len in 0..=data.len().min(64) {
+            let start = is_keyframe_start(codec, &data[..len]);
+            assert!(
+                start || !seen,
+                "{codec:?}: {len} bytes are no start, fewer were"
+            );
+            seen = start;
+        }
+        assert!(
+            whole || !seen,
+            "{codec:?}: a prefix is a start, the whole is not"
+        );
+    }
+}

@@ -10,14 +10,17 @@ const VIDEO: [Codec; 4] = [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
 /// Target `keyframe`: any payload, every codec. Never panics; audio is always
 /// a start; a start of a video codec has the bits its rule requires in the
 /// first byte; and cutting a payload never makes a start of a non-start: once
-/// a prefix is a start, every longer prefix is too.
-pub fn keyframe(data: &[u8]) {
+/// a prefix is a start, every longer prefix is too. Returns for how many video
+/// codecs the payload is a start (the twin counts them).
+pub fn keyframe(data: &[u8]) -> usize {
+    let mut starts = 0;
     for codec in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
         assert!(is_keyframe_start(codec, data));
     }
     for codec in VIDEO {
         let whole = is_keyframe_start(codec, data);
         if whole {
+            starts += 1;
             let first = data[0];
             match codec {
                 Codec::Vp8 => assert_eq!(first & 0x17, 0x10, "S=1, PID=0"),
@@ -41,4 +44,5 @@ pub fn keyframe(data: &[u8]) {
             "{codec:?}: a prefix is a start, the whole is not"
         );
     }
+    starts
 }

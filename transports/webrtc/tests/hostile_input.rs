@@ -1,14 +1,21 @@
 //! Network input never panics: the parsers and the endpoint take random,
-//! truncated and mutated input and return errors. The same targets run under
-//! libFuzzer in `fuzz/` (see docs/testing.md); this test is the quick,
-//! deterministic pass that CI runs every time.
+//! truncated and mutated input and return errors. The `*_twin` tests are the
+//! seeded twins of the libFuzzer targets in `fuzz/` (see docs/testing.md):
+//! they call the same harness functions (`fuzz/harness.rs`) over
+//! deterministic inputs in every CI run; the fuzzers are for longer,
+//! coverage-guided runs.
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
 
 use std::time::{Duration, Instant};
 
-use corecast_webrtc::{
-    parse_sdpfrag, stun_local_ufrag, Client, Endpoint, EndpointConfig, PublisherInfo,
-};
+use corecast_twin::{run, Alphabet};
+use corecast_webrtc::{Client, Endpoint, EndpointConfig, PublisherInfo};
 use rand::{Rng, SeedableRng};
+
+/// Offers cost an SDP parse and up to two endpoints each.
+const OFFER_INPUTS: usize = 20_000;
 
 fn binding_request(username: &str) -> Vec<u8> {
     let mut attrs = vec![0x00, 0x06];
@@ -53,61 +60,60 @@ fn mutate(rng: &mut impl Rng, input: &[u8]) -> Vec<u8> {
     d
 }
 
+/// Twin of the fuzz target `stun_ufrag`.
 #[test]
-fn stun_username_extraction_survives_garbage() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let valid = binding_request("server:client");
-    for _ in 0..100_000 {
-        let d = if rng.random_bool(0.5) {
-            mutate(&mut rng, &valid)
-        } else {
-            (0..rng.random_range(0..200))
-                .map(|_| rng.random())
-                .collect()
-        };
-        if let Some(u) = stun_local_ufrag(&d) {
-            assert!(!u.is_empty() && !u.contains(':'));
-        }
-    }
+fn stun_ufrag_twin() {
+    let request = binding_request("server:client");
+    let mut long = binding_request("a-longer-server-ufrag:and-its-client");
+    long.extend_from_slice(&[0x80, 0x28, 0x00, 0x04, 1, 2, 3, 4]);
+    let dtls = [
+        22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 1, 0, 0, 0x04,
+    ];
+    let rtp = [0x80, 0x60, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 0xaa, 0xbb];
+    let seeds: &[&[u8]] = &[&request, &long, &dtls, &rtp];
+    let mut found = 0;
+    run(1, seeds, Alphabet::Binary, 200, 300_000, |d| {
+        found += usize::from(harness::stun_ufrag(d));
+    });
+    eprintln!("stun_ufrag: 300000 inputs, {found} ufrags");
+    assert!(found > 10_000, "{found} ufrags");
 }
 
+/// Twin of the fuzz target `sdpfrag`.
 #[test]
-fn sdpfrag_parsing_survives_garbage() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-    let valid = b"a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\na=candidate:1 1 udp 2122260223 192.0.2.1 61764 typ host\r\na=end-of-candidates\r\n";
-    for _ in 0..50_000 {
-        let d = mutate(&mut rng, valid);
-        if let Ok(text) = std::str::from_utf8(&d) {
-            if let Ok(f) = parse_sdpfrag(text) {
-                assert_eq!(f.ufrag.is_some(), f.pwd.is_some());
-            }
-        }
-    }
+fn sdpfrag_twin() {
+    let seeds: &[&[u8]] = &[
+        b"a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\na=candidate:1 1 udp 2122260223 192.0.2.1 61764 typ host\r\na=end-of-candidates\r\n",
+        include_bytes!("../fuzz/corpus/sdpfrag/trickle"),
+        b"a=ice-ufrag:x\na=ice-pwd:y\n",
+        b"a=end-of-candidates\r\n",
+    ];
+    let mut parsed = 0;
+    run(2, seeds, Alphabet::Text, 300, 300_000, |d| {
+        parsed += usize::from(harness::sdpfrag(d));
+    });
+    eprintln!("sdpfrag: 300000 inputs, {parsed} parsed");
+    assert!(parsed > 10_000, "{parsed} parsed");
 }
 
+/// Twin of the fuzz target `offer`: fewer inputs, as each builds endpoints.
 #[test]
-fn mutated_offers_give_an_endpoint_or_an_error() {
+fn offer_twin() {
     let config = EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]);
     let now = Instant::now();
     let (_, offer) = Client::publisher(&config, now, "127.0.0.1:5000".parse().unwrap()).unwrap();
     let (_, view) = Client::viewer(&config, now, "127.0.0.1:5001".parse().unwrap()).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let seeds: &[&[u8]] = &[offer.as_bytes(), view.as_bytes()];
     let mut accepted = 0;
-    for i in 0..400 {
-        let base = if i % 2 == 0 { &offer } else { &view };
-        let d = mutate(&mut rng, base.as_bytes());
-        let Ok(text) = std::str::from_utf8(&d) else {
-            continue;
-        };
-        let who = PublisherInfo {
-            room: "r".into(),
-            peer: "p".into(),
-        };
-        accepted += usize::from(Endpoint::publisher(&config, now, text, who).is_ok());
-        accepted += usize::from(Endpoint::viewer(&config, now, text, &[]).is_ok());
-    }
+    run(3, seeds, Alphabet::Text, 400, OFFER_INPUTS, |d| {
+        accepted += harness::offer(&config, now, d);
+    });
+    eprintln!("offer: {OFFER_INPUTS} inputs, {accepted} accepted");
     // Some mutations leave a valid offer; most do not. Neither panics.
-    assert!(accepted < 800);
+    assert!(
+        accepted > 100 && accepted < 2 * OFFER_INPUTS,
+        "{accepted} accepted"
+    );
 }
 
 #[test]

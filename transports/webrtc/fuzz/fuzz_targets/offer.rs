@@ -3,7 +3,10 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use corecast_webrtc::{Endpoint, EndpointConfig, PublisherInfo};
+use corecast_webrtc::EndpointConfig;
+
+#[path = "../harness.rs"]
+mod harness;
 
 fn config() -> &'static EndpointConfig {
     static CONFIG: OnceLock<EndpointConfig> = OnceLock::new();
@@ -11,14 +14,5 @@ fn config() -> &'static EndpointConfig {
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let now = Instant::now();
-    let who = PublisherInfo {
-        room: "r".into(),
-        peer: "p".into(),
-    };
-    let _ = Endpoint::publisher(config(), now, text, who);
-    let _ = Endpoint::viewer(config(), now, text, &[]);
+    harness::offer(config(), Instant::now(), data);
 });

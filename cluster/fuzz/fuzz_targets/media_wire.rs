@@ -4,13 +4,9 @@
 
 use std::time::Instant;
 
-use corecast_media::{decode_media, encode_media, ChannelId};
+#[path = "../harness.rs"]
+mod harness;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let now = Instant::now();
-    if let Ok(p) = decode_media(ChannelId(1), data, now) {
-        let mut again = Vec::new();
-        encode_media(&p, &mut again);
-        assert_eq!(again, data);
-    }
+    harness::media_wire(Instant::now(), data);
 });

@@ -26,6 +26,8 @@ fn packet(seq: u64) -> MediaPacket {
         rtp_time: seq as u32 * 3000,
         marker: false,
         arrival: Instant::now(),
+        wallclock: Instant::now(),
+        orientation: None,
         payload: Arc::from(vec![0x10u8; 1150]),
     }
 }
@@ -206,7 +208,7 @@ fn setup(c: &mut Criterion) {
 }
 
 fn rewrite(c: &mut Criterion) {
-    let mut r = Rewriter::new(90_000);
+    let mut r = Rewriter::new(90_000, 1000);
     let now = Instant::now();
     let mut seq = 0u64;
     c.bench_function("rtp rewrite", |b| {

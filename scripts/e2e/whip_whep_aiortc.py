@@ -7,10 +7,16 @@ Full run (the default):
   2. --viewers aiortc WHEP viewers POST recvonly offers to {server}/whep/{stream}
      and decode what they receive;
   3. every viewer must decode --frames video frames of 320x240 and 10 audio
-     frames within --timeout seconds;
+     frames within --timeout seconds, and hear the 440 Hz tone (dominant
+     frequency of a second of its decoded audio within 5 Hz);
   4. every session is ended with DELETE {Location} (200 expected), and
      GET {server}/metrics must show the sum of corecast_endpoints over all
      shards back at 0 within 10 seconds.
+
+--start-seq N makes the publisher's streams start at sequence number N (65300:
+they wrap after a few seconds) and --join-after S lets the viewers join S
+seconds after the publisher, after checking that both streams wrapped: the
+late joiner of a long-running stream.
 
 Roles for tests that mix in other peers (e.g. a browser):
   --publish-only  only the publisher; it publishes until SIGINT/SIGTERM or
@@ -27,6 +33,7 @@ Usage:
 """
 
 import argparse
+import array
 import asyncio
 import logging
 import re
@@ -39,6 +46,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 import aioice.ice
+import aiortc.rtcrtpsender
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
@@ -49,7 +57,13 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
 VIDEO_SOURCE = "testsrc2=size=320x240:rate=30"
-AUDIO_SOURCE = "sine=f=440:sample_rate=48000"
+TONE_HZ = 440
+TONE_TOLERANCE_HZ = 5
+AUDIO_SOURCE = f"sine=f={TONE_HZ}:sample_rate=48000"
+# Decoded audio a viewer measures the tone on (after skipping the first
+# frames, where the decoder starts).
+TONE_SKIP_FRAMES = 10
+TONE_SECONDS = 1.0
 VIDEO_SIZE = (320, 240)
 MIN_AUDIO_FRAMES = 10
 METRICS_TIMEOUT_S = 10.0
@@ -250,6 +264,9 @@ class Viewer:
     video_frames: int = 0
     audio_frames: int = 0
     other_sizes: dict = field(default_factory=dict)
+    # First channel of the decoded audio, for the tone check.
+    samples: array.array = field(default_factory=lambda: array.array("h"))
+    sample_rate: int = 48000
     tracks: list = field(default_factory=list)
     consumers: list = field(default_factory=list)
 
@@ -268,11 +285,32 @@ class Viewer:
     def count(self, kind: str, frame) -> None:
         if kind == "audio":
             self.audio_frames += 1
+            if self.audio_frames > TONE_SKIP_FRAMES:
+                self.listen(frame)
         elif (frame.width, frame.height) == VIDEO_SIZE:
             self.video_frames += 1
         else:
             size = f"{frame.width}x{frame.height}"
             self.other_sizes[size] = self.other_sizes.get(size, 0) + 1
+
+
+    def listen(self, frame) -> None:
+        """Keep TONE_SECONDS of the first channel of s16 audio."""
+        if frame.format.name != "s16" or len(self.samples) >= self.sample_rate * TONE_SECONDS:
+            return
+        channels = len(frame.layout.channels)
+        pcm = array.array("h", bytes(frame.planes[0])[: frame.samples * channels * 2])
+        self.samples.extend(pcm[::channels])
+        self.sample_rate = frame.sample_rate
+
+    def tone_hz(self) -> Optional[float]:
+        """The dominant frequency of the kept audio, from its zero crossings
+        (the source is a pure sine), or None without a second of audio."""
+        if len(self.samples) < self.sample_rate * TONE_SECONDS:
+            return None
+        signs = [x >= 0 for x in self.samples]
+        crossings = sum(1 for a, b in zip(signs, signs[1:]) if a != b)
+        return crossings / 2 / (len(self.samples) / self.sample_rate)
 
 
 async def consume(viewer: Viewer, track) -> None:
@@ -323,6 +361,12 @@ async def wait_for_frames(
             waited = time.monotonic() - start
             detail = f"not enough media after {waited:.1f} s (--timeout {timeout:g}): {detail}"
         report.check(f"{v.session.label} frames", ok, detail)
+        hz = v.tone_hz()
+        report.check(
+            f"{v.session.label} hears {TONE_HZ} Hz",
+            hz is not None and abs(hz - TONE_HZ) <= TONE_TOLERANCE_HZ,
+            "no second of audio" if hz is None else f"dominant frequency {hz:.1f} Hz",
+        )
 
 
 # ---------------------------------------------------------------- metrics
@@ -439,6 +483,10 @@ async def run_full(http, args, report: Report) -> None:
         return
     viewers: list[Viewer] = []
     try:
+        if args.join_after > 0:
+            log(f"viewers join in {args.join_after:g} s")
+            await asyncio.sleep(args.join_after)
+            await check_wrapped(publisher, args, report)
         viewers = await start_viewers(http, args, report)
         await wait_for_frames(viewers, args.frames, args.timeout, report)
         if not all(v.done(args.frames) for v in viewers):
@@ -449,6 +497,26 @@ async def run_full(http, args, report: Report) -> None:
         stop_viewers(viewers)
         publisher.stop_media()
     await wait_endpoints_zero(http, args.server, report)
+
+
+async def check_wrapped(publisher: Publisher, args, report: Report) -> None:
+    """With --start-seq, whether every publisher stream wrapped its 16-bit
+    sequence numbers before the viewers joined."""
+    if args.start_seq is None:
+        return
+    need = 65536 - args.start_seq
+    sent = {}
+    for sender in publisher.session.pc.getSenders():
+        stats = await sender.getStats()
+        for s in stats.values():
+            if getattr(s, "type", "") == "outbound-rtp":
+                sent[s.kind] = s.packetsSent
+    ok = len(sent) == 2 and all(n > need for n in sent.values())
+    report.check(
+        f"publisher wrapped its sequence numbers before the viewers joined (> {need} packets)",
+        ok,
+        f"packets sent {sent}",
+    )
 
 
 async def run(args) -> Report:
@@ -481,6 +549,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the only local address aiortc gathers candidates on")
     p.add_argument("--video-codec", default="VP8", choices=["VP8", "H264", "any"],
                    help="video codec the aiortc peers offer (default VP8)")
+    p.add_argument("--start-seq", type=int,
+                   help="first RTP sequence number of the publisher's streams (e.g. 65300: "
+                        "they wrap after a few seconds)")
+    p.add_argument("--join-after", type=float, default=0.0,
+                   help="seconds the viewers join after the publisher (full run)")
     p.add_argument("-v", "--verbose", action="store_true", help="log aiortc/aioice at INFO")
     roles = p.add_mutually_exclusive_group()
     roles.add_argument("--publish-only", action="store_true",
@@ -491,6 +564,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.server = args.server.rstrip("/")
     if args.viewers < 1 and not args.publish_only:
         p.error("--viewers must be at least 1")
+    if args.start_seq is not None and not 0 <= args.start_seq < 65536:
+        p.error("--start-seq must be in 0..65535")
     return args
 
 
@@ -498,6 +573,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     restrict_host_addresses(args.ice_ip)
+    if args.start_seq is not None:
+        start = args.start_seq
+        aiortc.rtcrtpsender.random_sequence_number = lambda: start
     try:
         report = asyncio.run(run(args))
     except KeyboardInterrupt:

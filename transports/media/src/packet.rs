@@ -22,6 +22,17 @@ pub struct MediaPacket {
     pub marker: bool,
     /// When the packet arrived at this node.
     pub arrival: Instant,
+    /// The packet's media time on this node's clock: where the publisher's
+    /// RTCP sender reports put this `rtp_time`, placed with one offset per
+    /// publisher so that its tracks stay in sync; `arrival` until the
+    /// publisher's first sender report. Subscribers' sender reports are
+    /// built from it (lip sync at the viewer).
+    pub wallclock: Instant,
+    /// Video orientation (the rotation bits of the CVO header extension,
+    /// `urn:3gpp:video-orientation`: 0 none, 1 90° counter-clockwise,
+    /// 2 180°, 3 90° clockwise), when the publisher sent it. Phones publish
+    /// rotation only there.
+    pub orientation: Option<u8>,
     /// RTP payload, without header.
     pub payload: Arc<[u8]>,
 }

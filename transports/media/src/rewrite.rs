@@ -1,19 +1,36 @@
 //! Sequence number and timestamp rewriting toward one subscriber.
 //!
-//! A subscriber's outgoing RTP stream must look like one continuous stream even
-//! when the publisher behind it changes (a WHIP publisher replaced by the next
-//! one). The rewriter keeps an offset per source: the first source passes
-//! through unchanged, and each later source is shifted so that its first packet
-//! follows the last packet sent (sequence + 1, timestamp + the wall time that
-//! passed, in the codec's clock). `docs/rewriting.md` walks through an example.
+//! Every subscriber's outgoing RTP stream has a sequence space of its own:
+//! it starts at a value the caller picks (random, below 2^15) and stays
+//! continuous, whatever the sources behind it do. Its extended value (the
+//! upper bits are the SRTP rollover counter of the subscriber's leg) starts
+//! at ROC 0, as every receiver expects, even when the source has already
+//! wrapped its own sequence numbers many times.
+//!
+//! The rewriter keeps an offset per source: the first packet of each source
+//! (the first, or the next one after a switch) follows the last packet sent
+//! (sequence + 1, timestamp + the wall time that passed, in the codec's
+//! clock). A packet of the current source older than its first forwarded
+//! packet (reordered across the start) is dropped: its sequence number
+//! would collide with one already sent. `docs/rewriting.md` walks through
+//! an example.
 
 use std::time::Instant;
 
 use crate::ChannelId;
 
+/// How far behind the start of a run a packet may arrive and still count
+/// as reordered (dropped) rather than a restart of its source.
+pub const REORDER_WINDOW: u64 = 1 << 12;
+
+/// A forward jump of a source's sequence numbers beyond this is a restart
+/// of the source, not loss.
+pub const MAX_JUMP: u64 = 1 << 15;
+
 /// Outgoing header values for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rewritten {
+    /// Extended sequence number in the subscriber's own space.
     pub seq: u64,
     pub rtp_time: u32,
 }
@@ -25,37 +42,74 @@ struct LastSent {
     at: Instant,
 }
 
+/// The current source and how its packets map onto the outgoing stream.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    source: ChannelId,
+    /// Extended sequence number of the source's first forwarded packet.
+    first_in: u64,
+    /// Outgoing sequence number of that packet.
+    first_out: u64,
+    ts_offset: u32,
+}
+
 /// Keeps one outgoing stream continuous across source changes.
 #[derive(Debug)]
 pub struct Rewriter {
     clock_rate: u32,
-    source: Option<ChannelId>,
-    seq_offset: i64,
-    ts_offset: u32,
+    first_seq: u64,
+    run: Option<Run>,
     last: Option<LastSent>,
 }
 
 impl Rewriter {
-    /// A rewriter for a stream whose codec clock runs at `clock_rate` Hz.
-    pub fn new(clock_rate: u32) -> Rewriter {
+    /// A rewriter for a stream whose codec clock runs at `clock_rate` Hz and
+    /// whose first outgoing packet gets sequence number `first_seq`.
+    ///
+    /// Pick `first_seq` at random below 2^15 (RFC 3550 asks for a random
+    /// start; below 2^15 leaves a receiver that probes the start ample room
+    /// before the first wrap).
+    pub fn new(clock_rate: u32, first_seq: u16) -> Rewriter {
         Rewriter {
             clock_rate: clock_rate.max(1),
-            source: None,
-            seq_offset: 0,
-            ts_offset: 0,
+            first_seq: u64::from(first_seq),
+            run: None,
             last: None,
         }
     }
 
-    /// The source the last packet came from.
+    /// The source the current run of packets comes from.
     pub fn source(&self) -> Option<ChannelId> {
-        self.source
+        self.run.map(|r| r.source)
     }
 
-    /// Rewrites one packet from `source`.
+    /// Whether a packet from `source` with extended sequence number `seq`
+    /// would start a new run: the first packet, a switch to another source,
+    /// or a discontinuity of the current source (a jump of more than
+    /// [`MAX_JUMP`] forward, or back past the reorder window, as when the
+    /// source restarts its sequence numbers). A video subscriber must start
+    /// a run only at a keyframe.
+    pub fn starts_run(&self, source: ChannelId, seq: u64) -> bool {
+        let Some(run) = self.run else {
+            return true;
+        };
+        if run.source != source {
+            return true;
+        }
+        let newest_in = self.last.map_or(run.first_in, |l| {
+            run.first_in + l.seq.saturating_sub(run.first_out)
+        });
+        seq.saturating_add(REORDER_WINDOW) < run.first_in
+            || seq > newest_in.saturating_add(MAX_JUMP)
+    }
+
+    /// Rewrites one packet from `source` (`seq` is the source's extended
+    /// sequence number).
     ///
-    /// Returns `None` for a packet that would land before the start of its
-    /// source's run (a late packet from before a switch), which must be dropped.
+    /// A packet for which [`Rewriter::starts_run`] holds starts a new run.
+    /// Returns `None` for a packet of the current run that is older than the
+    /// run's first packet (reordered across its start), which must be
+    /// dropped.
     pub fn rewrite(
         &mut self,
         source: ChannelId,
@@ -63,13 +117,15 @@ impl Rewriter {
         rtp_time: u32,
         arrival: Instant,
     ) -> Option<Rewritten> {
-        if self.source != Some(source) {
-            self.switch_to(source, seq, rtp_time, arrival);
-        }
-        let out_seq = u64::try_from(seq as i64 + self.seq_offset).ok()?;
-        let out_ts = rtp_time.wrapping_add(self.ts_offset);
-        let newest = self.last.is_none_or(|l| out_seq > l.seq);
-        if newest {
+        let run = match self.run {
+            Some(run) if !self.starts_run(source, seq) => run,
+            _ => self.start_run(source, seq, rtp_time, arrival),
+        };
+        // Older than the run's start: its number is taken (or would be).
+        let ahead = seq.checked_sub(run.first_in)?;
+        let out_seq = run.first_out.checked_add(ahead)?;
+        let out_ts = rtp_time.wrapping_add(run.ts_offset);
+        if self.last.is_none_or(|l| out_seq > l.seq) {
             self.last = Some(LastSent {
                 seq: out_seq,
                 rtp_time: out_ts,
@@ -82,18 +138,81 @@ impl Rewriter {
         })
     }
 
-    fn switch_to(&mut self, source: ChannelId, seq: u64, rtp_time: u32, arrival: Instant) {
-        self.source = Some(source);
-        let Some(last) = self.last else {
-            self.seq_offset = 0;
-            self.ts_offset = 0;
-            return;
+    fn start_run(&mut self, source: ChannelId, seq: u64, rtp_time: u32, arrival: Instant) -> Run {
+        let run = match self.last {
+            None => Run {
+                source,
+                first_in: seq,
+                first_out: self.first_seq,
+                // The first source's timestamps pass through: nothing was
+                // sent that they must continue.
+                ts_offset: 0,
+            },
+            Some(last) => {
+                let elapsed = arrival.saturating_duration_since(last.at);
+                let ticks = (elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u64;
+                let next_ts = last.rtp_time.wrapping_add(ticks.clamp(1, 1 << 31) as u32);
+                Run {
+                    source,
+                    first_in: seq,
+                    first_out: last.seq + 1,
+                    ts_offset: next_ts.wrapping_sub(rtp_time),
+                }
+            }
         };
-        let next_seq = last.seq + 1;
-        let elapsed = arrival.saturating_duration_since(last.at);
-        let ticks = (elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u64;
-        let next_ts = last.rtp_time.wrapping_add(ticks.max(1) as u32);
-        self.seq_offset = next_seq as i64 - seq as i64;
-        self.ts_offset = next_ts.wrapping_sub(rtp_time);
+        self.run = Some(run);
+        run
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_space_is_the_subscribers_own() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 1234);
+        // A source that has wrapped three times already.
+        let src = 3 * 65_536 + 65_500;
+        let a = r.rewrite(ChannelId(1), src, 10, t0).unwrap();
+        assert_eq!(a.seq, 1234);
+        assert_eq!(a.rtp_time, 10);
+        // Across the source's own wrap the output stays continuous.
+        for i in 1..100u64 {
+            let out = r.rewrite(ChannelId(1), src + i, 10, t0).unwrap();
+            assert_eq!(out.seq, 1234 + i);
+        }
+    }
+
+    #[test]
+    fn output_counts_past_two_to_the_seventeen() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(48_000, 30_000);
+        let mut last = 0;
+        for i in 0..140_000u64 {
+            last = r.rewrite(ChannelId(1), 7 + i, 0, t0).unwrap().seq;
+        }
+        assert_eq!(last, 30_000 + 139_999);
+        assert!(last > 1 << 17);
+    }
+
+    #[test]
+    fn a_source_that_restarts_its_numbers_starts_a_new_run() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 100);
+        for i in 0..50u64 {
+            r.rewrite(ChannelId(1), 70_000 + i, 0, t0).unwrap();
+        }
+        // Reordered by a little: dropped, not a restart.
+        assert!(!r.starts_run(ChannelId(1), 69_990));
+        assert_eq!(r.rewrite(ChannelId(1), 69_990, 0, t0), None);
+        // Far back: the source restarted; its first packet follows on.
+        assert!(r.starts_run(ChannelId(1), 5));
+        assert_eq!(r.rewrite(ChannelId(1), 5, 0, t0).unwrap().seq, 150);
+        // Far forward: the same.
+        assert!(r.starts_run(ChannelId(1), 5 + MAX_JUMP + 1));
+        assert!(!r.starts_run(ChannelId(1), 5 + 100));
+        assert_eq!(r.rewrite(ChannelId(1), 5 + 100, 0, t0).unwrap().seq, 250);
     }
 }

@@ -3,20 +3,36 @@
 //! ```text
 //! version (1) | codec (1) | clock_rate (4) | h264 flags (1)
 //! [h264_profile (2)] [packetization_mode (1)]
-//! seq (8) | rtp_time (4) | marker (1) | payload (rest)
+//! seq (8) | rtp_time (4) | flags (1)
+//! [wallclock − arrival, µs (4, signed)] | payload (rest)
 //! ```
 //!
-//! Big-endian. The channel travels beside it (the pub-sub channel) and the
-//! arrival time is the receiver's own. Codec numbers are part of the cluster
-//! protocol: never renumber them.
+//! Big-endian. Flags: bit 0 marker; bit 1 a video orientation follows in
+//! bits 2–3 (the rotation bits of the CVO extension); bit 4 the wallclock
+//! offset field is present. The channel travels beside it (the pub-sub
+//! channel) and the arrival time is the receiver's own; the wallclock
+//! (the publisher's sender-report mapping) travels as an offset from the
+//! sending node's arrival time and is placed at the same offset from the
+//! receiving node's (at most ±60 s; zero is not sent). Encoding is
+//! canonical: what decodes re-encodes to the same bytes. Nodes of one
+//! cluster must speak the same version (version 1 had no orientation and no
+//! wallclock). Codec numbers are part of the cluster protocol: never
+//! renumber them.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::{ChannelId, Codec, CodecInfo, MediaPacket};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const MARKER: u8 = 1;
+const HAS_ORIENTATION: u8 = 2;
+const ORIENTATION_SHIFT: u8 = 2;
+const HAS_WALLCLOCK: u8 = 16;
+/// A wallclock further than this from the arrival is not sent (the
+/// receiver uses its arrival time instead).
+const MAX_WALLCLOCK_OFFSET_US: u32 = 60_000_000;
 const HAS_PROFILE: u8 = 1;
 const HAS_MODE: u8 = 2;
 
@@ -29,6 +45,7 @@ pub enum WireError {
     Codec(u8),
     Flags(u8),
     Marker(u8),
+    Wallclock(i32),
 }
 
 impl fmt::Display for WireError {
@@ -38,7 +55,8 @@ impl fmt::Display for WireError {
             WireError::Version(v) => write!(f, "unknown media packet version {v}"),
             WireError::Codec(c) => write!(f, "unknown codec number {c}"),
             WireError::Flags(x) => write!(f, "unknown codec flags {x:#x}"),
-            WireError::Marker(m) => write!(f, "marker byte {m} is neither 0 nor 1"),
+            WireError::Marker(m) => write!(f, "unknown packet flags {m:#x}"),
+            WireError::Wallclock(us) => write!(f, "wallclock offset {us} µs out of range"),
         }
     }
 }
@@ -95,8 +113,32 @@ pub fn encode_media(packet: &MediaPacket, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&packet.seq.to_be_bytes());
     out.extend_from_slice(&packet.rtp_time.to_be_bytes());
-    out.push(u8::from(packet.marker));
+    let mut flags = u8::from(packet.marker);
+    if let Some(o) = packet.orientation {
+        flags |= HAS_ORIENTATION | ((o & 3) << ORIENTATION_SHIFT);
+    }
+    let offset = wallclock_offset(packet);
+    if offset.is_some() {
+        flags |= HAS_WALLCLOCK;
+    }
+    out.push(flags);
+    if let Some(us) = offset {
+        out.extend_from_slice(&us.to_be_bytes());
+    }
     out.extend_from_slice(&packet.payload);
+}
+
+/// `wallclock − arrival` in microseconds, when they differ and it fits.
+fn wallclock_offset(packet: &MediaPacket) -> Option<i32> {
+    let us = if packet.wallclock >= packet.arrival {
+        i64::try_from((packet.wallclock - packet.arrival).as_micros()).ok()?
+    } else {
+        -i64::try_from((packet.arrival - packet.wallclock).as_micros()).ok()?
+    };
+    if us == 0 || us.unsigned_abs() > u64::from(MAX_WALLCLOCK_OFFSET_US) {
+        return None;
+    }
+    i32::try_from(us).ok()
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -142,10 +184,27 @@ pub fn decode_media(
     };
     let seq = u64::from_be_bytes(r.take::<8>()?);
     let rtp_time = u32::from_be_bytes(r.take::<4>()?);
-    let marker = match r.take::<1>()?[0] {
-        0 => false,
-        1 => true,
-        m => return Err(WireError::Marker(m)),
+    let [flags] = r.take::<1>()?;
+    let known = MARKER | HAS_ORIENTATION | (3 << ORIENTATION_SHIFT) | HAS_WALLCLOCK;
+    let stray_rotation = flags & HAS_ORIENTATION == 0 && flags & (3 << ORIENTATION_SHIFT) != 0;
+    if flags & !known != 0 || stray_rotation {
+        return Err(WireError::Marker(flags));
+    }
+    let orientation = (flags & HAS_ORIENTATION != 0).then_some((flags >> ORIENTATION_SHIFT) & 3);
+    let wallclock = if flags & HAS_WALLCLOCK != 0 {
+        let us = i32::from_be_bytes(r.take::<4>()?);
+        if us == 0 || us.unsigned_abs() > MAX_WALLCLOCK_OFFSET_US {
+            return Err(WireError::Wallclock(us));
+        }
+        let d = Duration::from_micros(u64::from(us.unsigned_abs()));
+        if us > 0 {
+            arrival.checked_add(d)
+        } else {
+            arrival.checked_sub(d)
+        }
+        .ok_or(WireError::Wallclock(us))?
+    } else {
+        arrival
     };
     let codec = CodecInfo {
         codec,
@@ -159,8 +218,102 @@ pub fn decode_media(
         codec,
         seq,
         rtp_time,
-        marker,
+        marker: flags & MARKER != 0,
         arrival,
+        wallclock,
+        orientation,
         payload: Arc::from(r.0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MediaKind;
+
+    fn packet(at: Instant) -> MediaPacket {
+        MediaPacket {
+            channel: ChannelId(9),
+            kind: MediaKind::Video,
+            codec: CodecInfo::new(Codec::Vp8, 90_000),
+            seq: 70_000,
+            rtp_time: 123_456,
+            marker: true,
+            arrival: at,
+            wallclock: at,
+            orientation: None,
+            payload: Arc::from(&[1u8, 2, 3][..]),
+        }
+    }
+
+    fn round_trip(p: &MediaPacket, at: Instant) -> MediaPacket {
+        let mut bytes = Vec::new();
+        encode_media(p, &mut bytes);
+        let q = decode_media(p.channel, &bytes, at).unwrap();
+        let mut again = Vec::new();
+        encode_media(&q, &mut again);
+        assert_eq!(again, bytes, "canonical encoding");
+        q
+    }
+
+    #[test]
+    fn orientation_and_wallclock_travel_relative_to_arrival() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let mut p = packet(t0);
+        p.orientation = Some(3);
+        p.wallclock = t0 - Duration::from_millis(40);
+        // Another node receives it 5 ms later on its own clock.
+        let there = t0 + Duration::from_millis(5);
+        let q = round_trip(&p, there);
+        assert_eq!(q.orientation, Some(3));
+        assert_eq!(q.wallclock, there - Duration::from_millis(40));
+        assert_eq!((q.seq, q.rtp_time, q.marker), (70_000, 123_456, true));
+        assert_eq!(&q.payload[..], &[1, 2, 3]);
+        p.wallclock = t0 + Duration::from_millis(7);
+        p.orientation = Some(0);
+        let q = round_trip(&p, there);
+        assert_eq!(q.wallclock, there + Duration::from_millis(7));
+        assert_eq!(q.orientation, Some(0));
+    }
+
+    #[test]
+    fn without_extras_the_wallclock_is_the_arrival() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let q = round_trip(&packet(t0), t0);
+        assert_eq!(q.wallclock, q.arrival);
+        assert_eq!(q.orientation, None);
+        // A wallclock a minute and more away is not carried.
+        let mut p = packet(t0);
+        p.wallclock = t0 + Duration::from_secs(61);
+        assert_eq!(round_trip(&p, t0).wallclock, t0);
+    }
+
+    #[test]
+    fn stray_flags_and_zero_offsets_are_refused() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let mut bytes = Vec::new();
+        encode_media(&packet(t0), &mut bytes);
+        let flags_at = bytes.len() - 4;
+        for bad in [0x20u8, 0x40, 0x80, 0x04 | 1, 0x08] {
+            let mut b = bytes.clone();
+            b[flags_at] = bad;
+            assert_eq!(
+                decode_media(ChannelId(9), &b, t0).unwrap_err(),
+                WireError::Marker(bad)
+            );
+        }
+        let mut b = bytes[..flags_at].to_vec();
+        b.push(HAS_WALLCLOCK);
+        b.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            decode_media(ChannelId(9), &b, t0).unwrap_err(),
+            WireError::Wallclock(0)
+        );
+        let mut b = bytes.clone();
+        b[0] = 1;
+        assert_eq!(
+            decode_media(ChannelId(9), &b, t0).unwrap_err(),
+            WireError::Version(1)
+        );
+    }
 }

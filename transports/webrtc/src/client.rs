@@ -14,7 +14,7 @@ use corecast_media::{Codec, MediaKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec as RtcCodec, CodecConfig};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{ExtensionValues, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, Input, Rtc};
 
 use crate::endpoint::{udp_input, Output as EndpointOutput};
@@ -31,12 +31,31 @@ pub enum ClientEvent {
         rtp_time: u32,
         marker: bool,
         ssrc: u32,
+        /// The CVO rotation bits, when the packet carried them.
+        orientation: Option<u8>,
         payload: Arc<[u8]>,
         arrival: Instant,
+    },
+    /// An RTCP sender report of a received track (viewer): its RTP time ↔
+    /// the sender's NTP wallclock.
+    SenderReport {
+        kind: MediaKind,
+        ntp: std::time::SystemTime,
+        rtp_time: u32,
     },
     /// The server asked this publisher for a keyframe.
     KeyframeRequest(MediaKind),
     Closed,
+}
+
+/// Extras of one packet a publisher sends ([`Client::send_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SendMeta {
+    /// The capture time of the packet: the client's sender reports map RTP
+    /// time to it.
+    pub wallclock: Instant,
+    /// CVO rotation bits to send in the video orientation extension.
+    pub orientation: Option<u8>,
 }
 
 /// What [`Client::poll_output`] returns (same shape as the endpoint's).
@@ -184,6 +203,26 @@ impl Client {
         marker: bool,
         payload: &[u8],
     ) -> bool {
+        let meta = SendMeta {
+            wallclock: now,
+            orientation: None,
+        };
+        self.send_with(now, kind, seq, rtp_time, marker, payload, meta)
+    }
+
+    /// [`Client::send`] with the packet's capture wallclock (this client's
+    /// sender reports map RTP time to it) and a video orientation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        seq: u64,
+        rtp_time: u32,
+        marker: bool,
+        payload: &[u8],
+        meta: SendMeta,
+    ) -> bool {
         if !self.connected {
             return false;
         }
@@ -195,9 +234,12 @@ impl Client {
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
+        let mut ext_vals = ExtensionValues::default();
+        ext_vals.video_orientation = meta.orientation.map(VideoOrientation::from);
         stream.write_rtp(
-            RtpWrite::new(pt, seq.into(), rtp_time, now, payload.to_vec())
+            RtpWrite::new(pt, seq.into(), rtp_time, meta.wallclock, payload.to_vec())
                 .marker(marker)
+                .ext_vals(ext_vals)
                 .nackable(kind == MediaKind::Video),
         );
         // str0m queues the packet; time input lets its pacer release it now.
@@ -274,6 +316,7 @@ impl Client {
                     rtp_time: p.header.timestamp,
                     marker: p.header.marker,
                     ssrc: *p.header.ssrc,
+                    orientation: p.header.ext_vals.video_orientation.map(|o| o as u8),
                     payload: p.payload,
                     arrival: p.timestamp,
                 });
@@ -285,6 +328,18 @@ impl Client {
                     MediaKind::Video
                 };
                 self.events.push_back(ClientEvent::KeyframeRequest(kind));
+            }
+            Event::SenderFeedback(f) => {
+                let kind = if f.mid == self.audio {
+                    MediaKind::Audio
+                } else {
+                    MediaKind::Video
+                };
+                self.events.push_back(ClientEvent::SenderReport {
+                    kind,
+                    ntp: f.sender_info.ntp_time,
+                    rtp_time: f.sender_info.rtp_time.numer() as u32,
+                });
             }
             Event::Closed => self.events.push_back(ClientEvent::Closed),
             _ => {}

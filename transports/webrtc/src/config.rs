@@ -16,8 +16,12 @@ pub struct EndpointConfig {
     pub candidates: Vec<SocketAddr>,
     /// A session with no datagram for this long is closed (ICE consent).
     pub consent_timeout: Duration,
-    /// Keyframe requests toward one publisher track are sent at most this often.
+    /// Keyframe requests toward one publisher track are sent at most this
+    /// often, whoever asks (requests in between are sent when it ends).
     pub keyframe_interval: Duration,
+    /// One viewer's keyframe requests (its PLI/FIR, or waiting for the
+    /// keyframe that starts its video) are passed on at most this often.
+    pub viewer_keyframe_interval: Duration,
     pub(crate) crypto: Arc<CryptoProvider>,
     pub(crate) dtls_cert: DtlsCert,
 }
@@ -38,6 +42,7 @@ impl EndpointConfig {
             candidates,
             consent_timeout: Duration::from_secs(20),
             keyframe_interval: Duration::from_millis(500),
+            viewer_keyframe_interval: Duration::from_secs(2),
             crypto: Arc::new(crypto),
             dtls_cert,
         }
@@ -50,6 +55,7 @@ impl std::fmt::Debug for EndpointConfig {
             .field("candidates", &self.candidates)
             .field("consent_timeout", &self.consent_timeout)
             .field("keyframe_interval", &self.keyframe_interval)
+            .field("viewer_keyframe_interval", &self.viewer_keyframe_interval)
             .finish_non_exhaustive()
     }
 }

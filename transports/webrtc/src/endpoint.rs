@@ -4,15 +4,17 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use corecast_media::{ChannelId, CodecInfo, MediaKind, MediaPacket, Rewriter};
+use corecast_media::{is_keyframe_start, ChannelId, CodecInfo, MediaKind, MediaPacket, Rewriter};
 use str0m::change::SdpOffer;
 use str0m::format::CodecConfig;
+use str0m::media::SenderFeedback;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionMap, RtpPacket, RtpWrite};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Rtc};
 
 use crate::codecs::{codec_info, restricted_codecs, server_codecs};
+use crate::lipsync::{SenderClock, TrackReport};
 use crate::sdpfrag::IceFragment;
 use crate::{EndpointConfig, Error};
 
@@ -113,6 +115,12 @@ struct PublishedTrack {
     /// A keyframe was asked for before the track's first packet: send the
     /// request as soon as the receive stream exists.
     keyframe_pending: bool,
+    /// A keyframe was asked for within the keyframe interval of the last
+    /// request: it goes out when the interval ends (requests aggregate,
+    /// none is lost).
+    keyframe_deferred: bool,
+    /// The track's last RTCP sender report.
+    report: Option<TrackReport>,
 }
 
 /// A track we send to a viewer.
@@ -123,6 +131,22 @@ struct SentTrack {
     source: Option<ChannelId>,
     rewriter: Option<Rewriter>,
     pt_cache: Option<(CodecInfo, Pt)>,
+}
+
+/// Counters of one endpoint, for the engine's metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Media packets a viewer could not send (no payload type for the
+    /// packet's codec, no stream, or older than the start of its source's
+    /// run).
+    pub media_dropped: u64,
+    /// Video packets held back from a viewer until the keyframe that starts
+    /// its stream (new viewer, publisher switch).
+    pub waiting_keyframe: u64,
+    /// Keyframe requests that went out to a publisher.
+    pub keyframe_requests_sent: u64,
+    /// Keyframe requests of a viewer over its limit, not passed on.
+    pub keyframe_requests_limited: u64,
 }
 
 /// One WebRTC leg of the SFU, sans-IO.
@@ -141,9 +165,15 @@ pub struct Endpoint {
     last_now: Instant,
     consent_timeout: Duration,
     keyframe_interval: Duration,
+    viewer_keyframe_interval: Duration,
+    /// When this viewer last asked for a keyframe (its own PLI/FIR, or
+    /// waiting for the keyframe that starts its stream).
+    last_viewer_keyframe: Option<Instant>,
+    /// The publisher's NTP clock on ours (lip sync).
+    sender_clock: SenderClock,
     connected: bool,
     closed: bool,
-    media_dropped: u64,
+    stats: EndpointStats,
 }
 
 impl Endpoint {
@@ -264,9 +294,12 @@ impl Endpoint {
             last_now: now,
             consent_timeout: config.consent_timeout,
             keyframe_interval: config.keyframe_interval,
+            viewer_keyframe_interval: config.viewer_keyframe_interval,
+            last_viewer_keyframe: None,
+            sender_clock: SenderClock::default(),
             connected: false,
             closed: false,
-            media_dropped: 0,
+            stats: EndpointStats::default(),
         };
         for mid in offer_mids(offer_text) {
             let Some(media) = ep.rtc.media(mid) else {
@@ -331,7 +364,12 @@ impl Endpoint {
     /// Media packets given to this viewer that it could not send (no codec in
     /// common with the publisher, or before the start of a switched stream).
     pub fn media_dropped(&self) -> u64 {
-        self.media_dropped
+        self.stats.media_dropped
+    }
+
+    /// This endpoint's counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
     }
 
     /// The channel a viewer's track of `kind` follows.
@@ -402,6 +440,31 @@ impl Endpoint {
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!("timeout input refused: {e}");
         }
+        let deferred: Vec<MediaKind> = self
+            .published
+            .iter()
+            .filter(|t| t.keyframe_deferred)
+            .filter(|t| {
+                t.last_keyframe_request
+                    .is_none_or(|at| now >= at + self.keyframe_interval)
+            })
+            .map(|t| t.kind)
+            .collect();
+        for kind in deferred {
+            self.request_keyframe(now, kind);
+        }
+    }
+
+    /// When the next deferred keyframe request is due.
+    fn keyframe_due(&self) -> Option<Instant> {
+        self.published
+            .iter()
+            .filter(|t| t.keyframe_deferred)
+            .map(|t| {
+                t.last_keyframe_request
+                    .map_or(self.last_now, |at| at + self.keyframe_interval)
+            })
+            .min()
     }
 
     /// Points a viewer's track of `kind` at a channel; media from other
@@ -430,8 +493,17 @@ impl Endpoint {
     /// next [`Endpoint::flush_media`] (or any later time input). Queue a
     /// burst, then flush once: str0m's time input is the costly part.
     ///
-    /// Returns `false` when the packet was not queued (not connected yet, not
-    /// subscribed to the packet's channel, or no payload type for its codec).
+    /// The viewer's stream has its own sequence space (see [`Rewriter`]).
+    /// Video starts, for a new viewer and after a switch of publisher, only
+    /// at a keyframe: delta frames before it are held back (counted in
+    /// [`EndpointStats::waiting_keyframe`]), and while they are, the viewer
+    /// asks for a keyframe as often as its limit allows.
+    ///
+    /// Returns whether the endpoint has something to send or say: call
+    /// [`Endpoint::flush_media`] and drain [`Endpoint::poll_output`] then.
+    /// `false` when the packet was not queued (not connected yet, not
+    /// subscribed to the packet's channel, no payload type for its codec,
+    /// waiting for a keyframe).
     pub fn queue_media(&mut self, now: Instant, packet: &MediaPacket) -> bool {
         self.last_now = now;
         if self.closed || !self.connected || self.role != Role::Viewer {
@@ -445,24 +517,37 @@ impl Endpoint {
             return false;
         };
         let Some(pt) = self.pt_for(idx, packet.codec) else {
-            self.media_dropped += 1;
+            self.stats.media_dropped += 1;
             return false;
         };
         let track = &mut self.sent[idx];
-        let rewriter = track
-            .rewriter
-            .get_or_insert_with(|| Rewriter::new(packet.codec.clock_rate));
+        let rewriter = track.rewriter.get_or_insert_with(|| {
+            // A random start below 2^15 (RFC 3550 §5.1), ROC 0.
+            Rewriter::new(packet.codec.clock_rate, rand::random::<u16>() & 0x7fff)
+        });
+        if packet.kind == MediaKind::Video
+            && rewriter.starts_run(packet.channel, packet.seq)
+            && !is_keyframe_start(packet.codec.codec, &packet.payload)
+        {
+            self.stats.waiting_keyframe += 1;
+            return self.viewer_wants_keyframe(now, MediaKind::Video);
+        }
         let Some(out) =
             rewriter.rewrite(packet.channel, packet.seq, packet.rtp_time, packet.arrival)
         else {
-            self.media_dropped += 1;
+            self.stats.media_dropped += 1;
             return false;
         };
         let mid = track.mid;
         let nackable = packet.kind == MediaKind::Video;
+        let mut ext_vals = ExtensionValues::default();
+        ext_vals.video_orientation = packet.orientation.map(VideoOrientation::from);
+        // str0m builds this leg's sender reports from the last written
+        // (rtp time, wallclock); a wallclock after `now` would void them.
+        let wallclock = packet.wallclock.min(now);
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-            self.media_dropped += 1;
+            self.stats.media_dropped += 1;
             return false;
         };
         stream.write_rtp(
@@ -470,12 +555,28 @@ impl Endpoint {
                 pt,
                 out.seq.into(),
                 out.rtp_time,
-                packet.arrival,
+                wallclock,
                 packet.payload.clone(),
             )
             .marker(packet.marker)
+            .ext_vals(ext_vals)
             .nackable(nackable),
         );
+        true
+    }
+
+    /// A viewer asks for a keyframe, limited to one per
+    /// `viewer_keyframe_interval`. Returns whether an event was queued.
+    fn viewer_wants_keyframe(&mut self, now: Instant, kind: MediaKind) -> bool {
+        if self
+            .last_viewer_keyframe
+            .is_some_and(|at| now < at + self.viewer_keyframe_interval)
+        {
+            self.stats.keyframe_requests_limited += 1;
+            return false;
+        }
+        self.last_viewer_keyframe = Some(now);
+        self.events.push_back(EndpointEvent::KeyframeRequest(kind));
         true
     }
 
@@ -489,8 +590,11 @@ impl Endpoint {
         }
     }
 
-    /// Asks a publisher for a keyframe on its track of `kind`, at most once
-    /// per keyframe interval. Returns whether a request went out.
+    /// Asks a publisher for a keyframe on its track of `kind`. Requests
+    /// aggregate: at most one goes out per keyframe interval, and one asked
+    /// for within the interval goes out when it ends (from
+    /// [`Endpoint::handle_timeout`]), so no viewer waits for a keyframe that
+    /// was never requested. Returns whether a request went out now.
     pub fn request_keyframe(&mut self, now: Instant, kind: MediaKind) -> bool {
         if self.closed || self.role != Role::Publisher {
             return false;
@@ -509,6 +613,7 @@ impl Endpoint {
             .last_keyframe_request
             .is_some_and(|at| now < at + interval)
         {
+            track.keyframe_deferred = true;
             return false;
         }
         let mid = track.mid;
@@ -520,6 +625,8 @@ impl Endpoint {
         stream.request_keyframe(KeyframeRequestKind::Pli);
         track.last_keyframe_request = Some(now);
         track.keyframe_pending = false;
+        track.keyframe_deferred = false;
+        self.stats.keyframe_requests_sent += 1;
         true
     }
 
@@ -600,7 +707,8 @@ impl Endpoint {
                 Ok(str0m::Output::Event(e)) => self.on_rtc_event(e),
                 Ok(str0m::Output::Timeout(at)) => {
                     let consent = self.last_rx + self.consent_timeout;
-                    return Output::Timeout(at.min(consent));
+                    let keyframe = self.keyframe_due().unwrap_or(consent);
+                    return Output::Timeout(at.min(consent).min(keyframe));
                 }
                 Err(e) => {
                     tracing::debug!("endpoint {} failed: {e}", self.local_ufrag);
@@ -623,11 +731,11 @@ impl Endpoint {
             Event::MediaAdded(added) => self.on_media_added(added.mid, added.kind, added.direction),
             Event::RtpPacket(packet) => self.on_rtp(packet),
             Event::KeyframeRequest(req) => {
-                if let Some(t) = self.sent.iter().find(|t| t.mid == req.mid) {
-                    self.events
-                        .push_back(EndpointEvent::KeyframeRequest(t.kind));
+                if let Some(kind) = self.sent.iter().find(|t| t.mid == req.mid).map(|t| t.kind) {
+                    self.viewer_wants_keyframe(self.last_now, kind);
                 }
             }
+            Event::SenderFeedback(feedback) => self.on_sender_report(feedback),
             Event::Closed => self.close_with(CloseReason::PeerClosed),
             _ => {}
         }
@@ -649,6 +757,8 @@ impl Endpoint {
                         active: None,
                         last_keyframe_request: None,
                         keyframe_pending: false,
+                        keyframe_deferred: false,
+                        report: None,
                     });
                 }
             }
@@ -684,19 +794,53 @@ impl Endpoint {
                 .push_back(EndpointEvent::ActiveCodec(track.channel, codec));
         }
         let (kind, pending) = (track.kind, track.keyframe_pending);
+        let rtp_time = packet.header.timestamp;
+        let wallclock = match &track.report {
+            Some(report) => self
+                .sender_clock
+                .wallclock(report, rtp_time, packet.timestamp),
+            None => packet.timestamp,
+        };
+        let orientation = packet.header.ext_vals.video_orientation.map(|o| o as u8);
         self.events.push_back(EndpointEvent::Media(MediaPacket {
             channel: track.channel,
             kind,
             codec,
             seq: *packet.seq_no,
-            rtp_time: packet.header.timestamp,
+            rtp_time,
             marker: packet.header.marker,
             arrival: packet.timestamp,
+            wallclock,
+            orientation,
             payload: packet.payload,
         }));
         if pending {
             self.request_keyframe(packet.timestamp, kind);
         }
+    }
+
+    /// A publisher's RTCP sender report: the track's RTP ↔ NTP mapping.
+    fn on_sender_report(&mut self, feedback: SenderFeedback) {
+        if self.role != Role::Publisher {
+            return;
+        }
+        let Some(track) = self.published.iter_mut().find(|t| t.mid == feedback.mid) else {
+            return;
+        };
+        let clock_rate = track.active.map_or(
+            match track.kind {
+                MediaKind::Audio => 48_000,
+                MediaKind::Video => 90_000,
+            },
+            |c| c.clock_rate,
+        );
+        let info = feedback.sender_info;
+        track.report = Some(self.sender_clock.on_report(
+            info.ntp_time,
+            info.rtp_time.numer() as u32,
+            clock_rate,
+            feedback.received_at,
+        ));
     }
 
     fn codec_of(&mut self, pt: Pt) -> Option<CodecInfo> {

@@ -38,13 +38,16 @@ mod demux;
 mod dtls;
 mod endpoint;
 mod error;
+mod lipsync;
 mod sdpfrag;
 
-pub use client::{Client, ClientEvent, ClientOutput};
+pub use client::{Client, ClientEvent, ClientOutput, SendMeta};
 pub use codecs::{codec_info, server_codecs};
 pub use config::EndpointConfig;
 pub use demux::{classify, stun_local_ufrag, PacketClass};
-pub use endpoint::{CloseReason, Endpoint, EndpointEvent, Output, PublisherInfo, Role, Transmit};
+pub use endpoint::{
+    CloseReason, Endpoint, EndpointEvent, EndpointStats, Output, PublisherInfo, Role, Transmit,
+};
 pub use error::Error;
 pub use sdpfrag::{parse_sdpfrag, IceFragment};
 

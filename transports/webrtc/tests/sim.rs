@@ -44,6 +44,10 @@ struct World {
     lossy_count: usize,
     lossy_ssrc: Option<[u8; 4]>,
     keyframe_requests_sent: usize,
+    /// Keyframe requests of viewer legs, passed to publishers at the next drain.
+    keyframes: Vec<MediaKind>,
+    /// Media packets the publishers' legs published.
+    published: usize,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -63,6 +67,8 @@ impl World {
             lossy_count: 0,
             lossy_ssrc: None,
             keyframe_requests_sent: 0,
+            keyframes: Vec::new(),
+            published: 0,
         }
     }
 
@@ -203,7 +209,7 @@ impl World {
             }
         }
         let mut media = Vec::new();
-        let mut keyframes = Vec::new();
+        let mut keyframes = std::mem::take(&mut self.keyframes);
         for leg in &mut self.legs {
             loop {
                 match leg.endpoint.poll_output(now) {
@@ -219,6 +225,7 @@ impl World {
                 }
             }
         }
+        self.published += media.len();
         // str0m's rule holds for the SFU too: drain after every mutation.
         for m in &media {
             for i in 0..self.legs.len() {
@@ -244,6 +251,7 @@ impl World {
             match leg.endpoint.poll_output(now) {
                 Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
                 Output::Event(EndpointEvent::Closed(r)) => leg.closed = Some(r),
+                Output::Event(EndpointEvent::KeyframeRequest(k)) => self.keyframes.push(k),
                 Output::Event(_) => {}
                 Output::Timeout(_) => break,
             }
@@ -304,7 +312,7 @@ fn warm_up(w: &mut World, publisher: usize, viewers: &[usize], mut seq: u64) -> 
         let ts = (seq as u32) * 960;
         w.client(publisher)
             .client
-            .send(now, MediaKind::Video, seq, ts, true, &[0x10, 0xff]);
+            .send(now, MediaKind::Video, seq, ts, true, &[0x10, 0x00]);
         w.drain();
         w.client(publisher)
             .client
@@ -357,14 +365,15 @@ fn viewers_receive_every_payload_bit_exact_and_in_order() {
     for v in [v1, v2] {
         let video = w.received(v, MediaKind::Video);
         assert_eq!(video.len(), 200, "viewer {v} video packets");
+        let first = video[0].0;
+        assert!(
+            first < 1 << 16,
+            "the viewer's sequence space starts at ROC 0"
+        );
         for (i, (seq, ts, body)) in video.iter().enumerate() {
             assert_eq!(*body, payload(i as u64), "payload {i} differs");
-            assert_eq!(
-                *seq,
-                base + i as u64,
-                "first source passes sequence numbers through"
-            );
-            assert_eq!(*ts, i as u32 * 3000);
+            assert_eq!(*seq, first + i as u64, "one continuous sequence");
+            assert_eq!(*ts, i as u32 * 3000, "first source keeps its timestamps");
         }
         let audio = w.received(v, MediaKind::Audio);
         assert_eq!(audio.len(), 100, "viewer {v} audio packets");
@@ -375,14 +384,27 @@ fn viewers_receive_every_payload_bit_exact_and_in_order() {
     }
 }
 
-#[test]
-fn keyframe_requests_reach_the_publisher_at_most_every_500ms() {
-    let mut w = World::new();
+/// Keyframe requests the publisher's client saw.
+fn keyframe_requests_seen(w: &World, p: usize) -> usize {
+    w.clients[p]
+        .events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::KeyframeRequest(MediaKind::Video)))
+        .count()
+}
+
+/// Connects a publisher and `n` viewers and starts the publisher's video
+/// stream (the server's receive stream exists once media arrived).
+fn streaming(w: &mut World, n: usize) -> (usize, Vec<usize>) {
     let p = w.add_publisher("10.0.0.1:1000", "alice");
-    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
-    subscribe_all(&mut w, p, &[v]);
+    let viewers: Vec<usize> = (0..n)
+        .map(|i| {
+            w.add_viewer(&format!("10.0.1.{}:1000", i + 1), &[])
+                .unwrap()
+        })
+        .collect();
+    subscribe_all(w, p, &viewers);
     w.run_until(Duration::from_secs(5), World::all_connected);
-    // The receive stream on the server exists once media arrived.
     for i in 0..10u64 {
         let now = w.now;
         w.client(p).client.send(
@@ -395,20 +417,50 @@ fn keyframe_requests_reach_the_publisher_at_most_every_500ms() {
         );
         w.run(Duration::from_millis(10));
     }
+    w.run(Duration::from_millis(100));
+    w.clients[p].events.clear();
+    (p, viewers)
+}
+
+#[test]
+fn one_viewer_gets_at_most_one_keyframe_request_through_every_2s() {
+    let mut w = World::new();
+    let (p, v) = streaming(&mut w, 1);
     // The viewer asks 20 times in one second.
     for _ in 0..20 {
-        assert!(w.client(v).client.request_keyframe());
+        assert!(w.client(v[0]).client.request_keyframe());
         w.run(Duration::from_millis(50));
     }
     w.run(Duration::from_millis(100));
-    let got = w.clients[p]
-        .events
-        .iter()
-        .filter(|e| matches!(e, ClientEvent::KeyframeRequest(MediaKind::Video)))
-        .count();
-    assert!(got >= 2, "publisher saw {got} keyframe requests");
-    assert!(got <= 3, "publisher saw {got} keyframe requests in ~1.1 s");
-    assert_eq!(got, w.keyframe_requests_sent);
+    assert_eq!(keyframe_requests_seen(&w, p), 1, "one viewer, ~1.1 s");
+    assert!(w.legs[v[0]].endpoint.stats().keyframe_requests_limited >= 15);
+    // Two seconds after its first request, the next one passes.
+    w.run(Duration::from_millis(900));
+    assert!(w.client(v[0]).client.request_keyframe());
+    w.run(Duration::from_millis(100));
+    assert_eq!(keyframe_requests_seen(&w, p), 2);
+}
+
+#[test]
+fn keyframe_requests_of_many_viewers_aggregate_to_one_per_500ms_and_none_is_lost() {
+    let mut w = World::new();
+    let (p, viewers) = streaming(&mut w, 4);
+    // Four viewers ask, 100 ms apart: one request goes out at once, the
+    // other three are folded into one at the end of the 500 ms interval.
+    for v in &viewers {
+        assert!(w.client(*v).client.request_keyframe());
+        w.run(Duration::from_millis(100));
+    }
+    assert_eq!(keyframe_requests_seen(&w, p), 1);
+    w.run(Duration::from_millis(200));
+    assert_eq!(
+        keyframe_requests_seen(&w, p),
+        2,
+        "the deferred request went out"
+    );
+    w.run(Duration::from_secs(2));
+    assert_eq!(keyframe_requests_seen(&w, p), 2, "and nothing more");
+    assert_eq!(w.legs[p].endpoint.stats().keyframe_requests_sent, 2);
 }
 
 #[test]
@@ -620,5 +672,351 @@ fn closing_an_endpoint_tells_the_peer() {
             .any(|e| matches!(e, ClientEvent::Closed))
             || !w.clients[p].client.is_connected(),
         "the publisher learns that the server closed its session"
+    );
+}
+
+/// Sends video packet `i` (payload [`payload`], a VP8 keyframe start) with
+/// extended sequence number `seq`, and drains.
+fn send_video(w: &mut World, p: usize, seq: u64, i: u64) {
+    let now = w.now;
+    assert!(w.client(p).client.send(
+        now,
+        MediaKind::Video,
+        seq,
+        i as u32 * 3000,
+        true,
+        &payload(i)
+    ));
+    w.drain();
+}
+
+/// The video payloads viewer `v` received, checked to be one continuous
+/// run of sequence numbers that starts at ROC 0.
+fn continuous_video(w: &World, v: usize) -> Vec<Vec<u8>> {
+    let got = w.received(v, MediaKind::Video);
+    for pair in got.windows(2) {
+        assert_eq!(
+            pair[1].0,
+            pair[0].0 + 1,
+            "viewer {v}: sequence numbers continuous"
+        );
+    }
+    if let Some(first) = got.first() {
+        assert!(
+            first.0 < 1 << 15,
+            "viewer {v} starts below 2^15: {}",
+            first.0
+        );
+    }
+    got.into_iter().map(|x| x.2).collect()
+}
+
+#[test]
+fn viewers_joining_before_and_after_the_publishers_sequence_wrap_receive_everything() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    let early = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[early]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    // The publisher starts at 65,500, like a browser that has been sending
+    // for a while: its sequence numbers wrap after 36 packets.
+    let mut seq = warm_up(&mut w, p, &[early], 65_500);
+    for i in 0..100u64 {
+        send_video(&mut w, p, seq, i);
+        seq += 1;
+        w.run(Duration::from_millis(5));
+    }
+    assert!(seq > 1 << 16, "the publisher wrapped");
+    // A viewer joins after the wrap.
+    let late = w.add_viewer("10.0.0.3:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[late]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    w.run(Duration::from_millis(50));
+    for c in w.clients.iter_mut() {
+        c.events.clear();
+    }
+    for i in 100..300u64 {
+        send_video(&mut w, p, seq, i);
+        seq += 1;
+        w.run(Duration::from_millis(5));
+    }
+    w.run(Duration::from_millis(200));
+    for v in [early, late] {
+        let got = continuous_video(&w, v);
+        assert_eq!(got.len(), 200, "viewer {v} decrypted every packet");
+        for (k, body) in got.iter().enumerate() {
+            assert_eq!(*body, payload(100 + k as u64), "viewer {v} payload {k}");
+        }
+    }
+}
+
+#[test]
+fn one_viewer_leg_runs_past_two_to_the_sixteen_and_seventeen_packets() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[v]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    let base = warm_up(&mut w, p, &[v], 0);
+    const N: u64 = 140_000;
+    for i in 0..N {
+        let now = w.now;
+        w.client(p).client.send(
+            now,
+            MediaKind::Video,
+            base + i,
+            i as u32,
+            false,
+            &i.to_be_bytes(),
+        );
+        w.drain();
+        // One packet per step: the test client's str0m sends one packet
+        // per time input.
+        w.run(Duration::from_millis(1));
+    }
+    w.run(Duration::from_millis(200));
+    let got = w.received(v, MediaKind::Video);
+    assert_eq!(got.len() as u64, N, "every packet decrypted");
+    let first = got[0].0;
+    for (i, (seq, _, body)) in got.iter().enumerate() {
+        assert_eq!(*seq, first + i as u64);
+        assert_eq!(body[..], (i as u64).to_be_bytes());
+    }
+    let last = got[got.len() - 1].0;
+    assert!(
+        last >= 1 << 17,
+        "the leg's own rollover counter reached 2: {last}"
+    );
+}
+
+/// A VP8 payload: a keyframe start or a delta frame's first packet.
+fn vp8(key: bool, i: u64) -> Vec<u8> {
+    let mut p = vec![0x10, if key { 0x00 } else { 0x01 }];
+    p.extend_from_slice(&i.to_be_bytes());
+    p
+}
+
+#[test]
+fn a_new_viewer_starts_at_a_keyframe_and_asks_for_one() {
+    let mut w = World::new();
+    let (p, v) = streaming(&mut w, 1);
+    let late = w.add_viewer("10.0.0.9:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[late]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    for c in w.clients.iter_mut() {
+        c.events.clear();
+    }
+    // Delta frames, then a keyframe, then deltas.
+    let frames: Vec<bool> = (0..30).map(|i| i == 12).collect();
+    for (i, key) in frames.iter().enumerate() {
+        let now = w.now;
+        w.client(p).client.send(
+            now,
+            MediaKind::Video,
+            1000 + i as u64,
+            i as u32 * 3000,
+            true,
+            &vp8(*key, i as u64),
+        );
+        w.drain();
+        w.run(Duration::from_millis(30));
+    }
+    w.run(Duration::from_millis(200));
+    let old: Vec<Vec<u8>> = continuous_video(&w, v[0]);
+    assert_eq!(
+        old.len(),
+        30,
+        "a viewer that already plays gets every frame"
+    );
+    let got = continuous_video(&w, late);
+    assert_eq!(got.len(), 18, "the new viewer starts at the keyframe");
+    assert_eq!(got[0], vp8(true, 12));
+    assert_eq!(w.legs[late].endpoint.stats().waiting_keyframe, 12);
+    assert!(
+        keyframe_requests_seen(&w, p) >= 1,
+        "the waiting viewer asked the publisher for a keyframe"
+    );
+}
+
+#[test]
+fn a_switch_starts_at_the_new_publishers_keyframe_and_drops_its_older_packets() {
+    let mut w = World::new();
+    let p1 = w.add_publisher("10.0.0.1:1000", "alice");
+    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    let p2 = w.add_publisher("10.0.0.3:1000", "bob");
+    subscribe_all(&mut w, p1, &[v]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    for i in 0..10u64 {
+        let now = w.now;
+        w.client(p1).client.send(
+            now,
+            MediaKind::Video,
+            500 + i,
+            i as u32 * 3000,
+            true,
+            &vp8(i == 0, i),
+        );
+        w.drain();
+        w.run(Duration::from_millis(20));
+    }
+    w.run(Duration::from_millis(50));
+    subscribe_all(&mut w, p2, &[v]);
+    // bob: a delta frame (not forwarded), his keyframe at 40_002, then
+    // 40_001 arrives late (reordered across his start: dropped), then more.
+    let order = [
+        (40_000u64, false),
+        (40_002, true),
+        (40_001, false),
+        (40_003, false),
+        (40_004, false),
+    ];
+    for (seq, key) in order {
+        let now = w.now;
+        w.client(p2).client.send(
+            now,
+            MediaKind::Video,
+            seq,
+            seq as u32 * 3000,
+            true,
+            &vp8(key, seq),
+        );
+        w.drain();
+        w.run(Duration::from_millis(20));
+    }
+    w.run(Duration::from_millis(200));
+    let got = continuous_video(&w, v);
+    let bodies: Vec<Vec<u8>> = got[10..].to_vec();
+    assert_eq!(
+        bodies,
+        vec![vp8(true, 40_002), vp8(false, 40_003), vp8(false, 40_004)],
+        "bob's stream starts at his keyframe; nothing older follows"
+    );
+    assert_eq!(
+        w.legs[v].endpoint.stats().media_dropped,
+        1,
+        "40_001 dropped"
+    );
+}
+
+#[test]
+fn the_video_orientation_reaches_the_viewer() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[v]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    let base = warm_up(&mut w, p, &[v], 10);
+    for (i, o) in [Some(1u8), Some(3), None, Some(2)].into_iter().enumerate() {
+        let now = w.now;
+        let meta = corecast_webrtc::SendMeta {
+            wallclock: now,
+            orientation: o,
+        };
+        w.client(p).client.send_with(
+            now,
+            MediaKind::Video,
+            base + i as u64,
+            i as u32 * 3000,
+            true,
+            &payload(i as u64),
+            meta,
+        );
+        w.drain();
+        w.run(Duration::from_millis(20));
+    }
+    w.run(Duration::from_millis(100));
+    let seen: Vec<Option<u8>> = w.clients[v]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Media {
+                kind: MediaKind::Video,
+                orientation,
+                ..
+            } => Some(*orientation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seen, vec![Some(1), Some(3), None, Some(2)]);
+}
+
+#[test]
+fn viewers_sender_reports_keep_the_publishers_audio_video_sync() {
+    let mut w = World::new();
+    let p = w.add_publisher("10.0.0.1:1000", "alice");
+    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    subscribe_all(&mut w, p, &[v]);
+    w.run_until(Duration::from_secs(5), World::all_connected);
+    // Audio and video captured together every 20 ms; the video leaves the
+    // publisher 60 ms after its capture (encoding), the audio at once.
+    let start = w.now;
+    let encode = Duration::from_millis(60);
+    let mut frame = 0u64;
+    while w.now < start + Duration::from_secs(12) {
+        let capture = start + Duration::from_millis(20 * frame);
+        let now = w.now;
+        if capture <= now {
+            let ms = 20 * frame;
+            let meta = corecast_webrtc::SendMeta {
+                wallclock: capture,
+                orientation: None,
+            };
+            w.client(p).client.send_with(
+                now,
+                MediaKind::Audio,
+                100 + frame,
+                (ms * 48) as u32,
+                false,
+                &[0xfc, 1],
+                meta,
+            );
+            w.drain();
+        }
+        if capture + encode <= now {
+            let meta = corecast_webrtc::SendMeta {
+                wallclock: capture,
+                orientation: None,
+            };
+            let ms = 20 * frame;
+            w.client(p).client.send_with(
+                now,
+                MediaKind::Video,
+                100 + frame,
+                (ms * 90) as u32,
+                true,
+                &payload(frame),
+                meta,
+            );
+            w.drain();
+            frame += 1;
+        }
+        w.run(Duration::from_millis(1));
+    }
+    // The NTP time each track's last sender report gives RTP time 0: the
+    // publisher captured both at `start`, so they must agree.
+    let ntp_of_zero = |kind: MediaKind, rate: f64| {
+        w.clients[v]
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                ClientEvent::SenderReport {
+                    kind: k,
+                    ntp,
+                    rtp_time,
+                } if *k == kind => {
+                    let back = Duration::from_secs_f64(f64::from(*rtp_time) / rate);
+                    Some(*ntp - back)
+                }
+                _ => None,
+            })
+            .expect("the viewer got sender reports")
+    };
+    let audio = ntp_of_zero(MediaKind::Audio, 48_000.0);
+    let video = ntp_of_zero(MediaKind::Video, 90_000.0);
+    let skew = audio.duration_since(video).unwrap_or_else(|e| e.duration());
+    assert!(
+        skew < Duration::from_millis(3),
+        "audio and video reports disagree by {skew:?} (the publisher's: 0)"
     );
 }

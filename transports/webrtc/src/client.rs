@@ -234,8 +234,10 @@ impl Client {
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
-        let mut ext_vals = ExtensionValues::default();
-        ext_vals.video_orientation = meta.orientation.map(VideoOrientation::from);
+        let ext_vals = ExtensionValues {
+            video_orientation: meta.orientation.map(VideoOrientation::from),
+            ..Default::default()
+        };
         stream.write_rtp(
             RtpWrite::new(pt, seq.into(), rtp_time, meta.wallclock, payload.to_vec())
                 .marker(marker)

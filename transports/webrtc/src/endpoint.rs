@@ -540,8 +540,10 @@ impl Endpoint {
         };
         let mid = track.mid;
         let nackable = packet.kind == MediaKind::Video;
-        let mut ext_vals = ExtensionValues::default();
-        ext_vals.video_orientation = packet.orientation.map(VideoOrientation::from);
+        let ext_vals = ExtensionValues {
+            video_orientation: packet.orientation.map(VideoOrientation::from),
+            ..Default::default()
+        };
         // str0m builds this leg's sender reports from the last written
         // (rtp time, wallclock); a wallclock after `now` would void them.
         let wallclock = packet.wallclock.min(now);

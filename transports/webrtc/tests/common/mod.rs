@@ -1,0 +1,365 @@
+//! An in-memory network in simulated time for the endpoint tests.
+//!
+//! No sockets and no clock: a `World` steps every peer 1 ms at a time and
+//! carries datagrams between them with a fixed latency. Full ICE, DTLS and
+//! SRTP run on both sides; the "SFU" part forwards media and keyframe
+//! requests between server legs the way the engine does.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use corecast_media::{ChannelId, CodecInfo, MediaKind};
+use corecast_webrtc::{
+    Client, ClientEvent, CloseReason, Endpoint, EndpointConfig, EndpointEvent, Error, Output,
+    PublisherInfo, Transmit,
+};
+
+pub const SERVER: &str = "10.0.0.100:9000";
+pub const LATENCY: Duration = Duration::from_millis(5);
+
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub events: Vec<ClientEvent>,
+    pub next_timeout: Instant,
+}
+
+pub struct ServerLeg {
+    pub remote: SocketAddr,
+    pub endpoint: Endpoint,
+    pub closed: Option<CloseReason>,
+    pub next_timeout: Instant,
+}
+
+pub struct World {
+    pub now: Instant,
+    pub config: EndpointConfig,
+    pub clients: Vec<Peer>,
+    pub legs: Vec<ServerLeg>,
+    pub in_flight: VecDeque<(Instant, Transmit)>,
+    /// Datagrams from these addresses are lost (a peer that went away).
+    pub mute: Vec<SocketAddr>,
+    /// Drop every n-th RTP datagram sent to this address (loss on one leg).
+    pub lossy: Option<(SocketAddr, usize)>,
+    pub lossy_count: usize,
+    pub lossy_ssrc: Option<[u8; 4]>,
+    /// Datagrams dropped by `lossy`.
+    pub lossy_dropped: usize,
+    /// RTP datagrams toward the lossy address on other SSRCs (RTX).
+    pub lossy_other: usize,
+    pub keyframe_requests_sent: usize,
+    /// Keyframe requests of viewer legs, passed to publishers at the next drain.
+    pub keyframes: Vec<MediaKind>,
+    /// Media packets the publishers' legs published.
+    pub published: usize,
+    /// Datagrams from this address to the server are copied to `captured`.
+    pub capture_from: Option<SocketAddr>,
+    pub captured: Vec<Vec<u8>>,
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            now: Instant::now(),
+            config: EndpointConfig::new(vec![addr(SERVER)]),
+            clients: Vec::new(),
+            legs: Vec::new(),
+            in_flight: VecDeque::new(),
+            mute: Vec::new(),
+            lossy: None,
+            lossy_count: 0,
+            lossy_ssrc: None,
+            lossy_dropped: 0,
+            lossy_other: 0,
+            keyframe_requests_sent: 0,
+            keyframes: Vec::new(),
+            published: 0,
+            capture_from: None,
+            captured: Vec::new(),
+        }
+    }
+
+    /// Adds a publisher client and its server leg; returns the leg index.
+    pub fn add_publisher(&mut self, local: &str, peer: &str) -> usize {
+        let local = addr(local);
+        let (client, offer) = Client::publisher(&self.config, self.now, local).unwrap();
+        let who = PublisherInfo {
+            room: "room".into(),
+            peer: peer.into(),
+        };
+        let (endpoint, answer) = Endpoint::publisher(&self.config, self.now, &offer, who).unwrap();
+        self.connect(local, client, endpoint, &answer)
+    }
+
+    pub fn add_viewer(&mut self, local: &str, required: &[CodecInfo]) -> Result<usize, Error> {
+        let local = addr(local);
+        let (client, offer) = Client::viewer(&self.config, self.now, local).unwrap();
+        let (endpoint, answer) = Endpoint::viewer(&self.config, self.now, &offer, required)?;
+        Ok(self.connect(local, client, endpoint, &answer))
+    }
+
+    pub fn connect(
+        &mut self,
+        local: SocketAddr,
+        mut client: Client,
+        endpoint: Endpoint,
+        answer: &str,
+    ) -> usize {
+        client.accept_answer(answer).unwrap();
+        self.clients.push(Peer {
+            addr: local,
+            client,
+            events: Vec::new(),
+            next_timeout: self.now,
+        });
+        self.legs.push(ServerLeg {
+            remote: local,
+            endpoint,
+            closed: None,
+            next_timeout: self.now,
+        });
+        self.legs.len() - 1
+    }
+
+    pub fn client(&mut self, leg: usize) -> &mut Peer {
+        &mut self.clients[leg]
+    }
+
+    /// Advances time by `d` in 1 ms steps.
+    pub fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(1);
+            self.step();
+        }
+    }
+
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) {
+        let end = self.now + limit;
+        while !done(self) {
+            assert!(self.now < end, "condition not reached within {limit:?}");
+            self.now += Duration::from_millis(1);
+            self.step();
+        }
+    }
+
+    pub fn step(&mut self) {
+        let now = self.now;
+        while self.in_flight.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, t) = self.in_flight.pop_front().unwrap();
+            self.deliver(t);
+        }
+        for p in &mut self.clients {
+            if p.next_timeout <= now {
+                p.client.handle_timeout(now);
+            }
+        }
+        for leg in &mut self.legs {
+            if leg.next_timeout <= now {
+                leg.endpoint.handle_timeout(now);
+            }
+        }
+        self.drain();
+    }
+
+    pub fn deliver(&mut self, t: Transmit) {
+        if self.mute.contains(&t.source) {
+            return;
+        }
+        if let Some((to, n)) = self.lossy {
+            let rtp = t.contents.first().is_some_and(|b| (128..192).contains(b))
+                && t.contents
+                    .get(1)
+                    .is_some_and(|pt| *pt & 0x7f < 72 || *pt & 0x7f > 79);
+            // Only the first stream seen (the primary video SSRC): the
+            // retransmissions (RTX, another SSRC) get through.
+            let ssrc = t.contents.get(8..12).map(|b| [b[0], b[1], b[2], b[3]]);
+            let toward = t.destination == to && rtp;
+            if toward && self.lossy_ssrc.is_none() {
+                self.lossy_ssrc = ssrc;
+            }
+            if toward && ssrc != self.lossy_ssrc {
+                self.lossy_other += 1;
+            }
+            if toward && ssrc == self.lossy_ssrc {
+                self.lossy_count += 1;
+                if self.lossy_count.is_multiple_of(n) {
+                    self.lossy_dropped += 1;
+                }
+                if self.lossy_count.is_multiple_of(n) {
+                    return;
+                }
+            }
+        }
+        let now = self.now;
+        if t.destination == addr(SERVER) && self.capture_from == Some(t.source) {
+            self.captured.push(t.contents.clone());
+        }
+        if t.destination == addr(SERVER) {
+            if let Some(leg) = self.legs.iter_mut().find(|l| l.remote == t.source) {
+                let _ = leg
+                    .endpoint
+                    .handle_receive(now, t.source, t.destination, &t.contents);
+            }
+        } else if let Some(p) = self.clients.iter_mut().find(|p| p.addr == t.destination) {
+            let _ = p
+                .client
+                .handle_receive(now, t.source, t.destination, &t.contents);
+        }
+    }
+
+    /// Drains every peer's output; the "SFU" part forwards media and keyframe
+    /// requests between legs the way the engine does.
+    pub fn drain(&mut self) {
+        let now = self.now;
+        for p in &mut self.clients {
+            loop {
+                match p.client.poll_output(now) {
+                    Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                    Output::Event(e) => p.events.push(e),
+                    Output::Timeout(at) => {
+                        p.next_timeout = at;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut media = Vec::new();
+        let mut keyframes = std::mem::take(&mut self.keyframes);
+        for leg in &mut self.legs {
+            loop {
+                match leg.endpoint.poll_output(now) {
+                    Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                    Output::Event(EndpointEvent::Media(m)) => media.push(m),
+                    Output::Event(EndpointEvent::KeyframeRequest(k)) => keyframes.push(k),
+                    Output::Event(EndpointEvent::Closed(r)) => leg.closed = Some(r),
+                    Output::Event(_) => {}
+                    Output::Timeout(at) => {
+                        leg.next_timeout = at;
+                        break;
+                    }
+                }
+            }
+        }
+        self.published += media.len();
+        // str0m's rule holds for the SFU too: drain after every mutation.
+        for m in &media {
+            for i in 0..self.legs.len() {
+                if self.legs[i].endpoint.handle_media(now, m) {
+                    self.drain_leg(i);
+                }
+            }
+        }
+        for k in keyframes {
+            for i in 0..self.legs.len() {
+                if self.legs[i].endpoint.request_keyframe(now, k) {
+                    self.keyframe_requests_sent += 1;
+                    self.drain_leg(i);
+                }
+            }
+        }
+    }
+
+    pub fn drain_leg(&mut self, i: usize) {
+        let now = self.now;
+        let leg = &mut self.legs[i];
+        loop {
+            match leg.endpoint.poll_output(now) {
+                Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                Output::Event(EndpointEvent::Closed(r)) => leg.closed = Some(r),
+                Output::Event(EndpointEvent::KeyframeRequest(k)) => self.keyframes.push(k),
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+    }
+
+    /// A datagram from `from` arrives at the server now (a spoofed or
+    /// mangled one); returns whether the leg took it.
+    pub fn inject(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {
+        let now = self.now;
+        let Some(leg) = self.legs.iter_mut().find(|l| l.remote == from) else {
+            return false;
+        };
+        let ok = leg
+            .endpoint
+            .handle_receive(now, from, addr(SERVER), datagram)
+            .is_ok();
+        self.drain();
+        ok
+    }
+
+    pub fn all_connected(&self) -> bool {
+        self.clients.iter().all(|p| p.client.is_connected())
+            && self.legs.iter().all(|l| l.endpoint.is_connected())
+    }
+
+    pub fn received(&self, leg: usize, kind: MediaKind) -> Vec<(u64, u32, Vec<u8>)> {
+        self.clients[leg]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Media {
+                    kind: k,
+                    seq,
+                    rtp_time,
+                    payload,
+                    ..
+                } if *k == kind => Some((*seq, *rtp_time, payload.to_vec())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub fn payload(i: u64) -> Vec<u8> {
+    // VP8 payload descriptor (S bit, partition 0) + a recognizable body.
+    let mut p = vec![0x10];
+    p.extend_from_slice(&i.to_be_bytes());
+    p.extend((0..200).map(|b| (b as u64 ^ i) as u8));
+    p
+}
+
+pub fn subscribe_all(w: &mut World, publisher: usize, viewers: &[usize]) {
+    let channels: Vec<(MediaKind, ChannelId)> =
+        w.legs[publisher].endpoint.published_channels().collect();
+    for &v in viewers {
+        for (kind, ch) in &channels {
+            w.legs[v].endpoint.subscribe(*kind, Some(*ch));
+        }
+    }
+}
+
+/// Sends warm-up packets until every viewer receives media: the first packet
+/// of a new stream can arrive before the viewer's SRTP context is ready.
+/// Returns the next sequence number to use.
+pub fn warm_up(w: &mut World, publisher: usize, viewers: &[usize], mut seq: u64) -> u64 {
+    let end = w.now + Duration::from_secs(2);
+    while viewers.iter().any(|v| {
+        w.received(*v, MediaKind::Video).is_empty() || w.received(*v, MediaKind::Audio).is_empty()
+    }) {
+        assert!(w.now < end, "viewers got no media during warm-up");
+        let now = w.now;
+        let ts = (seq as u32) * 960;
+        w.client(publisher)
+            .client
+            .send(now, MediaKind::Video, seq, ts, true, &[0x10, 0x00]);
+        w.drain();
+        w.client(publisher)
+            .client
+            .send(now, MediaKind::Audio, seq, ts, false, &[0xff]);
+        w.run(Duration::from_millis(20));
+        seq += 1;
+    }
+    for p in w.clients.iter_mut() {
+        p.events.clear();
+    }
+    seq
+}

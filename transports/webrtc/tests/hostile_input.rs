@@ -15,7 +15,7 @@ use corecast_webrtc::{Client, Endpoint, EndpointConfig, PublisherInfo};
 use rand::{Rng, SeedableRng};
 
 /// Offers cost an SDP parse and up to two endpoints each.
-const OFFER_INPUTS: usize = 20_000;
+const OFFER_INPUTS: usize = 15_000;
 
 fn binding_request(username: &str) -> Vec<u8> {
     let mut attrs = vec![0x00, 0x06];

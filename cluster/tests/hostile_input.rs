@@ -14,7 +14,8 @@ use corecast_media::{ChannelId, Codec, CodecInfo, MediaKind};
 use corecast_twin::{run, Alphabet};
 
 /// What node 2 of the fuzzed cluster sends node 1 while they meet, share a
-/// room entry and a channel: sealed frames, as node 1 receives them.
+/// room entry and a channel: sealed frames, as node 1 receives them (each
+/// once).
 fn conversation() -> Vec<Vec<u8>> {
     let start = Instant::now();
     let mut nodes = [
@@ -83,18 +84,49 @@ fn record(channel: ChannelId) -> PeerRecord {
     }
 }
 
+/// The seed corpus of `cluster_port` (and the twin's seeds): twelve frames
+/// node 2 sent node 1 in [`conversation`], spread over it. They are stored,
+/// so that the twin's inputs are the same in every run: atm0s-sdn's hash maps
+/// order its messages differently from run to run. After a change of the
+/// presence or atm0s-sdn messages, write them again with
+/// `cargo test --release -p corecast-cluster --test hostile_input -- --ignored`.
+const CLUSTER_PORT_SEEDS: [&[u8]; 12] = [
+    include_bytes!("../fuzz/corpus/cluster_port/frame-00"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-01"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-02"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-03"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-04"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-05"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-06"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-07"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-08"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-09"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-10"),
+    include_bytes!("../fuzz/corpus/cluster_port/frame-11"),
+];
+
+#[test]
+#[ignore = "writes the seed corpus of cluster_port (fuzz/corpus/cluster_port)"]
+fn write_cluster_port_seeds() {
+    let frames = conversation();
+    assert!(frames.len() >= 12, "{} frames", frames.len());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/cluster_port");
+    std::fs::create_dir_all(dir).unwrap();
+    let stride = frames.len() / 12;
+    for (k, frame) in frames.iter().step_by(stride).take(12).enumerate() {
+        std::fs::write(format!("{dir}/frame-{k:02}"), frame).unwrap();
+    }
+}
+
 /// Twin of the fuzz target `cluster_port`. The seeds are real frames from
 /// node 2 (valid as they come), and their bodies behind a byte that picks
 /// the kind (which the harness seals again).
 #[test]
 fn cluster_port_twin() {
-    let frames = conversation();
-    assert!(frames.len() >= 4, "{} frames", frames.len());
     let mut seeds: Vec<Vec<u8>> = Vec::new();
-    // Every kind of frame, spread over the conversation.
-    let stride = frames.len().div_ceil(12);
-    for frame in frames.iter().step_by(stride) {
-        seeds.push(frame.clone());
+    for frame in CLUSTER_PORT_SEEDS {
+        assert!(frame.len() >= HEADER_LEN, "a stored seed is not a frame");
+        seeds.push(frame.to_vec());
         let presence = frame[3] == 2;
         let mut body = vec![u8::from(presence)];
         body.extend_from_slice(&frame[HEADER_LEN..]);

@@ -96,16 +96,44 @@ fn sdpfrag_twin() {
     assert!(parsed > 10_000, "{parsed} parsed");
 }
 
+/// The seed corpus of `offer` (and the twin's seeds): a publisher's and a
+/// viewer's offer from [`Client`]. They are stored, so that the twin's inputs
+/// are the same in every run (each offer has fresh ICE credentials, SSRCs and
+/// a fresh certificate fingerprint). After a change of what the client
+/// offers, write them again with
+/// `cargo test --release -p corecast-webrtc --test hostile_input -- --ignored`.
+const OFFER_SEEDS: [&[u8]; 2] = [
+    include_bytes!("../fuzz/corpus/offer/publisher"),
+    include_bytes!("../fuzz/corpus/offer/viewer"),
+];
+
+#[test]
+#[ignore = "writes the seed corpus of offer (fuzz/corpus/offer)"]
+fn write_offer_seeds() {
+    let config = EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]);
+    let now = Instant::now();
+    let (_, offer) = Client::publisher(&config, now, "127.0.0.1:5000".parse().unwrap()).unwrap();
+    let (_, view) = Client::viewer(&config, now, "127.0.0.1:5001".parse().unwrap()).unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/offer");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(format!("{dir}/publisher"), offer).unwrap();
+    std::fs::write(format!("{dir}/viewer"), view).unwrap();
+}
+
 /// Twin of the fuzz target `offer`: fewer inputs, as each builds endpoints.
 #[test]
 fn offer_twin() {
     let config = EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]);
     let now = Instant::now();
-    let (_, offer) = Client::publisher(&config, now, "127.0.0.1:5000".parse().unwrap()).unwrap();
-    let (_, view) = Client::viewer(&config, now, "127.0.0.1:5001".parse().unwrap()).unwrap();
-    let seeds: &[&[u8]] = &[offer.as_bytes(), view.as_bytes()];
+    for seed in OFFER_SEEDS {
+        assert_eq!(
+            harness::offer(&config, now, seed),
+            1,
+            "a stored offer is refused"
+        );
+    }
     let mut accepted = 0;
-    run(3, seeds, Alphabet::Text, 400, OFFER_INPUTS, |d| {
+    run(3, &OFFER_SEEDS, Alphabet::Text, 400, OFFER_INPUTS, |d| {
         accepted += harness::offer(&config, now, d);
     });
     eprintln!("offer: {OFFER_INPUTS} inputs, {accepted} accepted");

@@ -1,6 +1,6 @@
 //! The shard's state and handlers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,9 +9,19 @@ use corecast_media::{ChannelId, MediaKind, MediaPacket};
 use corecast_webrtc::{stun_local_ufrag, Endpoint, EndpointEvent, Output, Role, Transmit};
 
 use super::cluster::ClusterPort;
+use super::limiter::TokenBucket;
 use crate::mesh::ShardLinks;
 use crate::messages::{ControlEvent, Datagram, RingMsg, SessionId, ShardCommand};
 use crate::metrics::{add, inc, ShardMetrics};
+
+/// Addresses of endpoints on other shards that one shard forwards, at most.
+pub const MAX_ROUTES: usize = 16_384;
+/// Routed addresses per session, at most (candidate pairs of one client).
+pub const MAX_ROUTES_PER_SESSION: usize = 8;
+/// Lifecycle events waiting for room in the control queue, at most. The
+/// queue holds 4096 and the control thread drains it continuously; this
+/// bound is only reached if the control thread stops.
+pub const CONTROL_OUTBOX_CAP: usize = 65_536;
 
 /// An endpoint and what the shard knows about it.
 struct Slot {
@@ -48,6 +58,14 @@ pub struct Shard {
     /// Viewers with queued media, and when the oldest of it arrived.
     queued: Vec<SessionId>,
     oldest_queued: Option<Instant>,
+    /// Addresses of endpoints held by other shards: session and owner shard.
+    routes: HashMap<SocketAddr, (SessionId, usize)>,
+    routes_by_session: HashMap<SessionId, Vec<SocketAddr>>,
+    /// Lifecycle events (never dropped) that found the control queue full,
+    /// oldest first; retried every loop round ([`Shard::flush_control`]).
+    outbox: VecDeque<ControlEvent>,
+    /// STUN claims passed to the control thread per second.
+    claims: TokenBucket,
 }
 
 impl Shard {
@@ -57,6 +75,7 @@ impl Shard {
         control: flume::Sender<ControlEvent>,
         metrics: Arc<ShardMetrics>,
         cluster: Option<ClusterPort>,
+        claims_per_second: u32,
     ) -> Shard {
         Shard {
             id,
@@ -74,6 +93,10 @@ impl Shard {
             cluster,
             queued: Vec::new(),
             oldest_queued: None,
+            routes: HashMap::new(),
+            routes_by_session: HashMap::new(),
+            outbox: VecDeque::new(),
+            claims: TokenBucket::new(claims_per_second, claims_per_second.max(1)),
         }
     }
 
@@ -106,6 +129,19 @@ impl Shard {
             self.receive(now, session, source, destination, data);
             return;
         }
+        if let Some(&(session, owner)) = self.routes.get(&source) {
+            // A second address of a client whose endpoint another shard holds.
+            let datagram = Datagram {
+                at: now,
+                source,
+                destination,
+                contents: data.to_vec(),
+            };
+            if self.push_ring(owner, RingMsg::Ingress { session, datagram }) {
+                inc(&self.metrics.ingress_forwards_total);
+            }
+            return;
+        }
         let Some(ufrag) = stun_local_ufrag(data) else {
             inc(&self.metrics.bad_packets_total);
             return;
@@ -113,6 +149,12 @@ impl Shard {
         if let Some(&session) = self.by_ufrag.get(ufrag) {
             // A new address of an endpoint we hold (another candidate pair).
             self.receive(now, session, source, destination, data);
+            return;
+        }
+        // Claims are for unknown ufrags (spoofable): at most so many per
+        // second reach the control thread, the rest are dropped and counted.
+        if !self.claims.allow(now) {
+            inc(&self.metrics.claims_limited_total);
             return;
         }
         let claim = ControlEvent::Claim {
@@ -205,6 +247,10 @@ impl Shard {
                     self.endpoints.len() as u64,
                     std::sync::atomic::Ordering::Relaxed,
                 );
+                self.emit(ControlEvent::Adopted {
+                    session,
+                    shard: self.id,
+                });
                 for (kind, ch) in subscriptions {
                     self.subscribe(now, session, kind, Some(ch));
                 }
@@ -249,6 +295,12 @@ impl Shard {
                 }
                 self.drive(now, session);
             }
+            ShardCommand::Route {
+                session,
+                addr,
+                owner,
+            } => self.add_route(session, addr, owner),
+            ShardCommand::Unroute { session } => self.remove_routes(session),
             ShardCommand::Subscribe {
                 session,
                 kind,
@@ -287,9 +339,7 @@ impl Shard {
                         self.by_ufrag.remove(&slot.ufrag);
                         self.by_ufrag.insert(ufrag.clone(), session);
                         slot.ufrag = ufrag.clone();
-                        let _ = self
-                            .control
-                            .try_send(ControlEvent::UfragChanged { session, ufrag });
+                        self.emit(ControlEvent::UfragChanged { session, ufrag });
                     }
                 }
                 let _ = reply.send(result);
@@ -309,6 +359,16 @@ impl Shard {
                     RingMsg::Media(packet) => self.deliver_local(now, &packet),
                     RingMsg::Keyframe(channel) => self.keyframe_local(now, channel),
                     RingMsg::Export(packet) => self.export(now, &packet),
+                    RingMsg::Ingress { session, datagram } => {
+                        inc(&self.metrics.cross_shard_ingress_total);
+                        self.receive(
+                            now,
+                            session,
+                            datagram.source,
+                            datagram.destination,
+                            &datagram.contents,
+                        );
+                    }
                 }
             }
         }
@@ -367,17 +427,131 @@ impl Shard {
         self.deliver_local(now, &packet);
     }
 
-    fn push_ring(&mut self, j: usize, msg: RingMsg) {
+    /// Pushes onto the ring toward shard `j`; a full ring drops and counts.
+    fn push_ring(&mut self, j: usize, msg: RingMsg) -> bool {
         let Some(Some(ring)) = self.links.to.get_mut(j) else {
-            return;
+            return false;
         };
         match ring.push(msg) {
             Ok(()) => {
                 inc(&self.metrics.ring_forwards_total);
                 let _ = self.links.doorbells[j].try_send(());
+                true
             }
-            Err(_) => inc(&self.metrics.ring_drops_total),
+            Err(_) => {
+                inc(&self.metrics.ring_drops_total);
+                false
+            }
         }
+    }
+
+    // ---- routes: addresses of endpoints on other shards ----
+
+    fn add_route(&mut self, session: SessionId, addr: SocketAddr, owner: usize) {
+        if owner == self.id || owner >= self.links.to.len() || self.by_addr.contains_key(&addr) {
+            return;
+        }
+        if let Some(&(old, _)) = self.routes.get(&addr) {
+            if old == session {
+                self.routes.insert(addr, (session, owner));
+                return;
+            }
+            // The address now belongs to another session (a reused port).
+            self.unroute_addr(old, addr);
+        }
+        let per_session = self.routes_by_session.get(&session).map_or(0, Vec::len);
+        if self.routes.len() >= MAX_ROUTES || per_session >= MAX_ROUTES_PER_SESSION {
+            inc(&self.metrics.route_drops_total);
+            return;
+        }
+        self.routes.insert(addr, (session, owner));
+        self.routes_by_session.entry(session).or_default().push(addr);
+        self.store_routes();
+    }
+
+    fn unroute_addr(&mut self, session: SessionId, addr: SocketAddr) {
+        self.routes.remove(&addr);
+        if let Some(list) = self.routes_by_session.get_mut(&session) {
+            list.retain(|a| *a != addr);
+            if list.is_empty() {
+                self.routes_by_session.remove(&session);
+            }
+        }
+        self.store_routes();
+    }
+
+    fn remove_routes(&mut self, session: SessionId) {
+        for addr in self.routes_by_session.remove(&session).unwrap_or_default() {
+            self.routes.remove(&addr);
+        }
+        self.store_routes();
+    }
+
+    fn store_routes(&self) {
+        self.metrics.routes.store(
+            self.routes.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    // ---- events to the control thread ----
+
+    /// Sends a lifecycle event to the control thread; never drops it: a full
+    /// queue puts it in the outbox, which keeps the order.
+    fn emit(&mut self, event: ControlEvent) {
+        if self.outbox.is_empty() {
+            match self.control.try_send(event) {
+                Ok(()) => return,
+                Err(flume::TrySendError::Full(event)) => {
+                    inc(&self.metrics.control_queued_total);
+                    self.queue_event(event);
+                }
+                // The control thread is gone: shutdown.
+                Err(flume::TrySendError::Disconnected(_)) => {}
+            }
+        } else {
+            inc(&self.metrics.control_queued_total);
+            self.queue_event(event);
+            self.flush_control();
+        }
+    }
+
+    fn queue_event(&mut self, event: ControlEvent) {
+        if self.outbox.len() >= CONTROL_OUTBOX_CAP {
+            inc(&self.metrics.control_outbox_drops_total);
+            tracing::error!("shard {}: control outbox full, event dropped", self.id);
+        } else {
+            self.outbox.push_back(event);
+        }
+        self.store_outbox();
+    }
+
+    /// Retries the outbox (the shard loop calls this every round).
+    pub fn flush_control(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        while let Some(event) = self.outbox.pop_front() {
+            match self.control.try_send(event) {
+                Ok(()) => inc(&self.metrics.control_retries_total),
+                Err(flume::TrySendError::Full(event)) => {
+                    self.outbox.push_front(event);
+                    break;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => {
+                    self.outbox.clear();
+                    break;
+                }
+            }
+        }
+        self.store_outbox();
+    }
+
+    fn store_outbox(&self) {
+        self.metrics.control_outbox.store(
+            self.outbox.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Queues a packet in every local viewer of its channel; it leaves at the
@@ -424,15 +598,21 @@ impl Shard {
             slot.endpoint.flush_media(now);
             self.drive(now, session);
         }
-        if self.queued.is_empty() {
-            if let Some(oldest) = self.oldest_queued.take() {
-                self.metrics
-                    .forward_latency
-                    .record(Instant::now().saturating_duration_since(oldest));
-            }
-            return false;
+        !self.queued.is_empty()
+    }
+
+    /// Records the forward latency of the batch that [`Shard::flush_media`]
+    /// finished: from its oldest packet's arrival to `now` (the caller reads
+    /// the clock once the last viewer's media is handed off).
+    pub fn record_forward_latency(&mut self, now: Instant) {
+        if !self.queued.is_empty() {
+            return;
         }
-        true
+        if let Some(oldest) = self.oldest_queued.take() {
+            self.metrics
+                .forward_latency
+                .record(now.saturating_duration_since(oldest));
+        }
     }
 
     /// Returns a taken subscriber list, without sessions that ended meanwhile
@@ -515,7 +695,7 @@ impl Shard {
                 }
             }
             EndpointEvent::ActiveCodec(channel, codec) => {
-                let _ = self.control.try_send(ControlEvent::ActiveCodec {
+                self.emit(ControlEvent::ActiveCodec {
                     session,
                     channel,
                     codec,
@@ -524,9 +704,7 @@ impl Shard {
             EndpointEvent::Connected => {}
             EndpointEvent::Closed(reason) => {
                 self.remove(session);
-                let _ = self
-                    .control
-                    .try_send(ControlEvent::Closed { session, reason });
+                self.emit(ControlEvent::Closed { session, reason });
             }
         }
     }

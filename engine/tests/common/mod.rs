@@ -23,6 +23,8 @@ pub fn test_settings(shards: usize) -> Settings {
         socket_buffer: 4 << 20,
         gso: true,
         max_endpoints_per_shard: 10_000,
+        max_pending: 2000,
+        stun_claims_per_second: 1000,
         consent_timeout: Duration::from_secs(20),
         cluster: None,
     }

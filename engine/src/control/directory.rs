@@ -917,7 +917,9 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::Datagram;
     use corecast_media::Codec;
+    use corecast_webrtc::{Client, EndpointConfig, PublisherInfo};
 
     #[test]
     fn required_codecs_are_chosen_per_kind() {
@@ -933,5 +935,288 @@ mod tests {
         assert_eq!(d.required_codecs("s"), vec![opus, vp8, vp9]);
         d.set_codecs("s", vec![opus, vp8, vp9], vec![opus, vp9]);
         assert_eq!(d.required_codecs("s"), vec![opus, vp9]);
+    }
+
+    /// Endpoints made from the test client's offers; no sockets.
+    struct Fixture {
+        config: EndpointConfig,
+        t0: Instant,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                config: EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]),
+                t0: Instant::now(),
+            }
+        }
+
+        fn publisher(&self, d: &mut Directory, stream: &str, video: Codec) -> (SessionId, String) {
+            let local = "127.0.0.1:5000".parse().unwrap();
+            let (_, offer) =
+                Client::with_video_codec(&self.config, self.t0, local, true, video).unwrap();
+            let session = SessionId::random();
+            let who = PublisherInfo {
+                room: stream.to_string(),
+                peer: session.to_string(),
+            };
+            let (ep, _) = Endpoint::publisher(&self.config, self.t0, &offer, who).unwrap();
+            let ufrag = ep.local_ufrag().to_string();
+            d.add_publisher(stream, session, ep, self.t0);
+            (session, ufrag)
+        }
+
+        fn viewer(&self, d: &mut Directory, stream: &str, video: Codec) -> (SessionId, String) {
+            let local = "127.0.0.1:5001".parse().unwrap();
+            let (_, offer) =
+                Client::with_video_codec(&self.config, self.t0, local, false, video).unwrap();
+            let required = d.required_codecs(stream);
+            let (ep, _) = Endpoint::viewer(&self.config, self.t0, &offer, &required).unwrap();
+            let ufrag = ep.local_ufrag().to_string();
+            (d.add_viewer(stream, ep, self.t0), ufrag)
+        }
+    }
+
+    fn claim(d: &mut Directory, now: Instant, shard: usize, ufrag: &str) {
+        let datagram = Datagram {
+            at: now,
+            source: "127.0.0.1:5000".parse().unwrap(),
+            destination: "127.0.0.1:9000".parse().unwrap(),
+            contents: Vec::new(),
+        };
+        d.on_event(
+            now,
+            ControlEvent::Claim {
+                shard,
+                ufrag: ufrag.to_string(),
+                datagram,
+            },
+            &[],
+        );
+    }
+
+    /// What a shard received, in order, as short strings.
+    fn describe(cmd: &ShardCommand) -> String {
+        match cmd {
+            ShardCommand::Adopt { session, .. } => format!("adopt {session}"),
+            ShardCommand::Close { session } => format!("close {session}"),
+            ShardCommand::Subscribe {
+                session, channel, ..
+            } => format!("subscribe {session} {}", channel.is_some()),
+            ShardCommand::Fanout { channel, shards } => format!("fanout {} {shards}", channel.0),
+            ShardCommand::Export { .. } => "export".into(),
+            ShardCommand::Ingress { .. } => "ingress".into(),
+            ShardCommand::Route { session, .. } => format!("route {session}"),
+            ShardCommand::Unroute { session } => format!("unroute {session}"),
+            ShardCommand::Cluster(_) => "cluster".into(),
+            ShardCommand::Fragment { .. } => "fragment".into(),
+        }
+    }
+
+    #[test]
+    fn lifecycle_commands_survive_full_shard_queues() {
+        let f = Fixture::new();
+        // Queues of one command: almost everything goes through the outboxes.
+        let (tx0, rx0) = flume::bounded(1);
+        let (tx1, rx1) = flume::bounded(1);
+        let rx = [rx0, rx1];
+        let mut d = Directory::new(vec![tx0, tx1], false);
+        let mut now = f.t0;
+        let (publisher, pu) = f.publisher(&mut d, "s", Codec::Vp8);
+        claim(&mut d, now, 0, &pu);
+        let mut viewers = Vec::new();
+        for i in 0..6 {
+            let (v, u) = f.viewer(&mut d, "s", Codec::Vp8);
+            claim(&mut d, now, i % 2, &u);
+            viewers.push(v);
+        }
+        // Viewer 5 (on shard 1) leaves; a second address of viewer 0 (shard
+        // 0) reaches shard 1.
+        assert!(d.remove(now, viewers[5]));
+        let u0 = d.sessions[&viewers[0]].ufrag.clone();
+        claim(&mut d, now, 1, &u0);
+
+        // The shards drain one command at a time; the control thread ticks
+        // every 100 ms in between.
+        let mut got: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..10_000 {
+            let mut any = false;
+            for (i, r) in rx.iter().enumerate() {
+                if let Ok(cmd) = r.try_recv() {
+                    got[i].push(describe(&cmd));
+                    any = true;
+                }
+            }
+            now += Duration::from_millis(100);
+            // Every adoption is acknowledged at once (no reconciliation here).
+            for (i, list) in got.iter().enumerate() {
+                for line in list.iter().filter(|l| l.starts_with("adopt ")) {
+                    let session = SessionId::parse(&line[6..]).unwrap();
+                    d.on_event(now, ControlEvent::Adopted { session, shard: i }, &[]);
+                }
+            }
+            d.tick(now);
+            if !any && d.outbox_len().iter().all(|n| *n == 0) {
+                break;
+            }
+        }
+        assert_eq!(d.outbox_len(), vec![0, 0]);
+        let count = |i: usize, what: &str| got[i].iter().filter(|l| *l == what).count();
+        assert_eq!(count(0, &format!("adopt {publisher}")), 1);
+        for (n, v) in viewers.iter().enumerate() {
+            assert_eq!(count(n % 2, &format!("adopt {v}")), 1, "viewer {n}");
+        }
+        let stats = d.stats();
+        assert_eq!(stats.outbox_drops, 0);
+        assert_eq!(stats.adopt_unacknowledged, 0);
+        assert!(stats.commands_retried >= stats.commands_queued - 1, "{stats:?}");
+        assert!(stats.commands_queued > 10, "{stats:?}");
+        // The close of viewer 5 comes after its adoption, on its shard.
+        let pos = |i: usize, what: String| got[i].iter().position(|l| *l == what);
+        assert!(pos(1, format!("close {}", viewers[5])) > pos(1, format!("adopt {}", viewers[5])));
+        // Shard 1 learned viewer 0's second address; the others stay as they were.
+        assert_eq!(count(1, &format!("route {}", viewers[0])), 1);
+        // The last fan-out mask each shard heard is the final one: viewers
+        // on both shards.
+        for list in &got {
+            let last = list.iter().rev().find(|l| l.starts_with("fanout ")).unwrap();
+            assert!(last.ends_with(" 3"), "{last}");
+        }
+        // Viewer 0 ends: shard 0 closes it, shard 1 forgets its route.
+        d.on_event(
+            now,
+            ControlEvent::Closed {
+                session: viewers[0],
+                reason: CloseReason::PeerClosed,
+            },
+            &[],
+        );
+        let unroute = rx[1].try_recv().map(|c| describe(&c));
+        assert_eq!(unroute.ok(), Some(format!("unroute {}", viewers[0])));
+    }
+
+    #[test]
+    fn an_unacknowledged_adoption_is_closed() {
+        let f = Fixture::new();
+        let (tx, rx) = flume::bounded(64);
+        let mut d = Directory::new(vec![tx], false);
+        let (publisher, pu) = f.publisher(&mut d, "s", Codec::Vp8);
+        let (viewer, vu) = f.viewer(&mut d, "s", Codec::Vp8);
+        let t0 = f.t0;
+        claim(&mut d, t0, 0, &pu);
+        claim(&mut d, t0, 0, &vu);
+        // The shard took both, but the viewer's acknowledgement never came.
+        d.on_event(
+            t0,
+            ControlEvent::Adopted {
+                session: publisher,
+                shard: 0,
+            },
+            &[],
+        );
+        while rx.try_recv().is_ok() {}
+        d.tick(t0 + ADOPT_DEADLINE - Duration::from_millis(1));
+        assert_eq!(d.stats().adopt_unacknowledged, 0);
+        assert!(d.session_stream(viewer).is_some());
+        d.tick(t0 + ADOPT_DEADLINE);
+        assert_eq!(d.stats().adopt_unacknowledged, 1);
+        assert!(d.session_stream(viewer).is_none(), "the viewer is closed");
+        assert!(d.session_stream(publisher).is_some(), "the publisher stays");
+        let sent: Vec<String> = rx.try_iter().map(|c| describe(&c)).collect();
+        assert!(sent.contains(&format!("close {viewer}")), "{sent:?}");
+        let last = d.recently_closed().next().unwrap();
+        assert_eq!((last.session, last.reason.as_str()), (viewer, "not_adopted"));
+        let mut out = String::new();
+        d.render_metrics(&mut out);
+        assert!(out.contains("corecast_adopt_unacknowledged_total 1"), "{out}");
+    }
+
+    #[test]
+    fn pending_endpoints_are_limited_and_count_toward_capacity() {
+        let f = Fixture::new();
+        let mut d = Directory::new(Vec::new(), false);
+        assert_eq!(d.admit(0, 100, 2), Ok(()));
+        f.publisher(&mut d, "a", Codec::Vp8);
+        f.viewer(&mut d, "a", Codec::Vp8);
+        assert_eq!(d.pending(), 2);
+        assert_eq!(d.admit(0, 100, 2), Err(Refusal::Pending));
+        assert_eq!(d.admit(0, 100, 3), Ok(()));
+        // 97 connected + 2 pending + this one would exceed 100... at 98 it does.
+        assert_eq!(d.admit(97, 100, 3), Ok(()));
+        assert_eq!(d.admit(98, 100, 3), Err(Refusal::Capacity));
+        let st = d.stats();
+        assert_eq!((st.refused_pending, st.refused_capacity), (1, 1));
+    }
+
+    #[test]
+    fn viewers_that_cannot_receive_the_new_codec_are_closed() {
+        let f = Fixture::new();
+        let (tx, rx) = flume::bounded(256);
+        let mut d = Directory::new(vec![tx], false);
+        let now = f.t0;
+        let active = |d: &mut Directory, session: SessionId, stream: &str, kind: MediaKind| {
+            let (channel, codec) = {
+                let st = &d.streams[stream];
+                let channel = st.channels.iter().find(|(k, _)| *k == kind).unwrap().1;
+                let codec = *st.negotiated.iter().find(|c| c.kind() == kind).unwrap();
+                (channel, codec)
+            };
+            d.on_event(
+                now,
+                ControlEvent::ActiveCodec {
+                    session,
+                    channel,
+                    codec,
+                },
+                &[],
+            );
+        };
+        // An H264 stream with an H264 viewer on a shard and one pending.
+        let (p1, u1) = f.publisher(&mut d, "s", Codec::H264);
+        claim(&mut d, now, 0, &u1);
+        let (placed, vu) = f.viewer(&mut d, "s", Codec::H264);
+        claim(&mut d, now, 0, &vu);
+        let (pending, _) = f.viewer(&mut d, "s", Codec::H264);
+        active(&mut d, p1, "s", MediaKind::Audio);
+        active(&mut d, p1, "s", MediaKind::Video);
+        assert_eq!(d.stats().viewers_closed_codec_changed, 0, "H264 fits");
+        // A VP8 publisher replaces it: both viewers stay until its codec is
+        // known (it may still send what they take) ...
+        let (p2, u2) = f.publisher(&mut d, "s", Codec::Vp8);
+        claim(&mut d, now, 0, &u2);
+        assert!(d.session_stream(placed).is_some());
+        // ... audio (Opus) still fits ...
+        active(&mut d, p2, "s", MediaKind::Audio);
+        assert!(d.session_stream(placed).is_some());
+        // ... VP8 video does not: both are closed, the placed one on its shard.
+        while rx.try_recv().is_ok() {}
+        active(&mut d, p2, "s", MediaKind::Video);
+        assert_eq!(d.stats().viewers_closed_codec_changed, 2);
+        assert!(d.session_stream(placed).is_none());
+        assert!(d.session_stream(pending).is_none());
+        let sent: Vec<String> = rx.try_iter().map(|c| describe(&c)).collect();
+        assert!(sent.contains(&format!("close {placed}")), "{sent:?}");
+        let reasons: Vec<(SessionId, &str)> = d
+            .recently_closed()
+            .map(|c| (c.session, c.reason.as_str()))
+            .collect();
+        assert!(reasons.contains(&(placed, "codec_changed")), "{reasons:?}");
+        assert!(reasons.contains(&(pending, "codec_changed")));
+        assert!(reasons.contains(&(p1, "replaced")));
+        // A VP8 viewer of the VP8 stream keeps playing when another VP8
+        // publisher takes over.
+        let (vp8_viewer, vu8) = f.viewer(&mut d, "s", Codec::Vp8);
+        claim(&mut d, now, 0, &vu8);
+        let (p3, u3) = f.publisher(&mut d, "s", Codec::Vp8);
+        claim(&mut d, now, 0, &u3);
+        active(&mut d, p3, "s", MediaKind::Video);
+        assert!(d.session_stream(vp8_viewer).is_some());
+        assert_eq!(d.stats().viewers_closed_codec_changed, 2);
+        let mut out = String::new();
+        d.render_metrics(&mut out);
+        assert!(
+            out.contains("corecast_viewers_closed_total{reason=\"codec_changed\"} 2"),
+            "{out}"
+        );
     }
 }

@@ -386,11 +386,13 @@ impl Shard {
         let Some(slot) = self.endpoints.get_mut(&session) else {
             return;
         };
-        for (k, old) in slot.subscriptions.iter().filter(|(k, _)| *k == kind) {
+        for (_, old) in slot.subscriptions.iter().filter(|(k, _)| *k == kind) {
             if let Some(list) = self.subscribers.get_mut(old) {
                 list.retain(|s| *s != session);
+                if list.is_empty() {
+                    self.subscribers.remove(old);
+                }
             }
-            let _ = k;
         }
         slot.subscriptions.retain(|(k, _)| *k != kind);
         slot.endpoint.subscribe(kind, channel);
@@ -735,5 +737,356 @@ impl Shard {
             self.endpoints.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh;
+    use std::sync::atomic::Ordering;
+    use corecast_media::{Codec, CodecInfo};
+    use corecast_webrtc::{Client, EndpointConfig};
+
+    /// Shard 0 of a mesh, without sockets: the other shards' ends of the
+    /// rings and the control channel stay with the test.
+    struct Rig {
+        shard: Shard,
+        /// `others[j - 1]`: shard j's ends of the mesh.
+        others: Vec<ShardLinks>,
+        control: flume::Receiver<ControlEvent>,
+        config: EndpointConfig,
+        t0: Instant,
+        next_port: u16,
+    }
+
+    fn rig(shards: usize, control_capacity: usize, claims_per_second: u32) -> Rig {
+        let mut links = mesh::wire(shards);
+        let mine = links.remove(0);
+        let (tx, rx) = flume::bounded(control_capacity);
+        Rig {
+            shard: Shard::new(0, mine, tx, Arc::default(), None, claims_per_second),
+            others: links,
+            control: rx,
+            config: EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]),
+            t0: Instant::now(),
+            next_port: 5000,
+        }
+    }
+
+    impl Rig {
+        /// Adopts a viewer endpoint (its first datagram is empty: refused
+        /// and counted, the endpoint stays).
+        fn viewer(&mut self) -> SessionId {
+            self.next_port += 1;
+            let local: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
+            let (_, offer) = Client::viewer(&self.config, self.t0, local).unwrap();
+            let (endpoint, _) = Endpoint::viewer(&self.config, self.t0, &offer, &[]).unwrap();
+            let session = SessionId::random();
+            self.shard.on_command(
+                self.t0,
+                ShardCommand::Adopt {
+                    session,
+                    endpoint: Box::new(endpoint),
+                    first: Datagram {
+                        at: self.t0,
+                        source: local,
+                        destination: "127.0.0.1:9000".parse().unwrap(),
+                        contents: Vec::new(),
+                    },
+                    subscriptions: Vec::new(),
+                },
+            );
+            session
+        }
+
+        fn subscribe(&mut self, session: SessionId, kind: MediaKind, channel: Option<u64>) {
+            self.shard.on_command(
+                self.t0,
+                ShardCommand::Subscribe {
+                    session,
+                    kind,
+                    channel: channel.map(ChannelId),
+                },
+            );
+        }
+
+        fn subscribers(&self, channel: u64) -> Vec<SessionId> {
+            self.shard
+                .subscribers
+                .get(&ChannelId(channel))
+                .cloned()
+                .unwrap_or_default()
+        }
+
+        /// Media messages that reached shard `j` from shard 0.
+        fn media_at(&mut self, j: usize) -> usize {
+            let ring = self.others[j - 1].from[0].as_mut().unwrap();
+            let mut n = 0;
+            while let Ok(msg) = ring.pop() {
+                if matches!(msg, RingMsg::Media(_)) {
+                    n += 1;
+                }
+            }
+            n
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.control
+                .try_iter()
+                .map(|e| match e {
+                    ControlEvent::Adopted { session, .. } => format!("adopted {session}"),
+                    ControlEvent::Closed { session, .. } => format!("closed {session}"),
+                    ControlEvent::Claim { ufrag, .. } => format!("claim {ufrag}"),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        }
+    }
+
+    fn packet(channel: u64, at: Instant) -> MediaPacket {
+        MediaPacket {
+            channel: ChannelId(channel),
+            kind: MediaKind::Video,
+            codec: CodecInfo::new(Codec::Vp8, 90_000),
+            seq: 1,
+            rtp_time: 0,
+            marker: true,
+            arrival: at,
+            payload: Arc::from(&[0x10u8, 0][..]),
+        }
+    }
+
+    fn binding_request(ufrag: &str) -> Vec<u8> {
+        let user = format!("{ufrag}:client");
+        let mut attrs = vec![0x00, 0x06, 0x00, user.len() as u8];
+        attrs.extend_from_slice(user.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut s = vec![0x00, 0x01, 0x00, attrs.len() as u8, 0x21, 0x12, 0xa4, 0x42];
+        s.extend_from_slice(&[7; 12]);
+        s.extend_from_slice(&attrs);
+        s
+    }
+
+    #[test]
+    fn subscriber_lists_follow_subscriptions() {
+        let mut r = rig(2, 64, 0);
+        let (a, b) = (r.viewer(), r.viewer());
+        r.subscribe(a, MediaKind::Video, Some(1));
+        r.subscribe(b, MediaKind::Video, Some(1));
+        r.subscribe(a, MediaKind::Audio, Some(2));
+        assert_eq!(r.subscribers(1), vec![a, b]);
+        assert_eq!(r.subscribers(2), vec![a]);
+        // Moving a's video moves it between lists; its audio stays.
+        r.subscribe(a, MediaKind::Video, Some(3));
+        assert_eq!(r.subscribers(1), vec![b]);
+        assert_eq!(r.subscribers(3), vec![a]);
+        assert_eq!(r.subscribers(2), vec![a]);
+        // The last viewer of a channel leaves: no empty list stays behind.
+        r.subscribe(b, MediaKind::Video, None);
+        assert!(!r.shard.subscribers.contains_key(&ChannelId(1)));
+        // Subscribing an unknown session does nothing.
+        r.subscribe(SessionId(12345), MediaKind::Video, Some(1));
+        assert!(r.subscribers(1).is_empty());
+    }
+
+    #[test]
+    fn fanout_masks_pick_the_rings() {
+        let mut r = rig(3, 64, 0);
+        let t = r.t0;
+        let fanout = |r: &mut Rig, shards: u64| {
+            r.shard.on_command(
+                t,
+                ShardCommand::Fanout {
+                    channel: ChannelId(7),
+                    shards,
+                },
+            )
+        };
+        // Without a mask the packet stays here.
+        r.shard.publish(t, packet(7, t));
+        assert_eq!((r.media_at(1), r.media_at(2)), (0, 0));
+        // Every shard, this one included: once per other shard, never to itself.
+        fanout(&mut r, 0b111);
+        r.shard.publish(t, packet(7, t));
+        assert_eq!((r.media_at(1), r.media_at(2)), (1, 1));
+        fanout(&mut r, 0b100);
+        r.shard.publish(t, packet(7, t));
+        r.shard.publish(t, packet(8, t));
+        assert_eq!((r.media_at(1), r.media_at(2)), (0, 1));
+        fanout(&mut r, 0);
+        assert!(!r.shard.fanout.contains_key(&ChannelId(7)));
+        r.shard.publish(t, packet(7, t));
+        assert_eq!((r.media_at(1), r.media_at(2)), (0, 0));
+        assert_eq!(r.shard.metrics.ring_forwards_total.load(Ordering::Relaxed), 3);
+        assert_eq!(r.shard.metrics.ring_drops_total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_closed_viewer_leaves_every_list_and_is_reported() {
+        let mut r = rig(2, 64, 0);
+        let (a, b) = (r.viewer(), r.viewer());
+        r.subscribe(a, MediaKind::Video, Some(1));
+        r.subscribe(a, MediaKind::Audio, Some(2));
+        r.subscribe(b, MediaKind::Video, Some(1));
+        assert_eq!(r.shard.metrics.endpoints.load(Ordering::Relaxed), 2);
+        r.shard
+            .on_command(r.t0, ShardCommand::Close { session: a });
+        assert_eq!(r.subscribers(1), vec![b]);
+        assert!(!r.shard.subscribers.contains_key(&ChannelId(2)));
+        assert!(!r.shard.endpoints.contains_key(&a));
+        assert!(r.shard.by_addr.values().all(|s| *s != a));
+        assert!(r.shard.by_ufrag.values().all(|s| *s != a));
+        assert_eq!(r.shard.metrics.endpoints.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            r.events(),
+            vec![
+                format!("adopted {a}"),
+                format!("adopted {b}"),
+                format!("closed {a}")
+            ]
+        );
+        // Media for the channel reaches b only (and nothing panics).
+        r.shard.publish(r.t0, packet(1, r.t0));
+    }
+
+    #[test]
+    fn a_taken_list_is_put_back_without_the_ended_and_with_the_new() {
+        let mut r = rig(2, 64, 0);
+        let (a, b, c) = (r.viewer(), r.viewer(), r.viewer());
+        r.subscribe(a, MediaKind::Video, Some(1));
+        r.subscribe(b, MediaKind::Video, Some(1));
+        // As deliver_local does: the list is taken while endpoints run ...
+        let taken = r.shard.subscribers.remove(&ChannelId(1)).unwrap();
+        // ... meanwhile b ends and c subscribes ...
+        r.shard
+            .on_command(r.t0, ShardCommand::Close { session: b });
+        r.subscribe(c, MediaKind::Video, Some(1));
+        // ... and the list that goes back has a and c.
+        r.shard.put_back_subscribers(ChannelId(1), taken);
+        assert_eq!(r.subscribers(1), vec![a, c]);
+        // A list whose viewers all ended is not put back.
+        let taken = r.shard.subscribers.remove(&ChannelId(1)).unwrap();
+        r.shard
+            .on_command(r.t0, ShardCommand::Close { session: a });
+        r.shard
+            .on_command(r.t0, ShardCommand::Close { session: c });
+        r.shard.put_back_subscribers(ChannelId(1), taken);
+        assert!(!r.shard.subscribers.contains_key(&ChannelId(1)));
+    }
+
+    #[test]
+    fn lifecycle_events_wait_in_the_outbox_and_keep_their_order() {
+        // A control queue of one event.
+        let mut r = rig(2, 1, 0);
+        let viewers: Vec<SessionId> = (0..3).map(|_| r.viewer()).collect();
+        for v in &viewers {
+            r.shard
+                .on_command(r.t0, ShardCommand::Close { session: *v });
+        }
+        let m = r.shard.metrics.clone();
+        let waiting = m.control_outbox.load(Ordering::Relaxed);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got.extend(r.events());
+            r.shard.flush_control();
+        }
+        let mut expected: Vec<String> = viewers.iter().map(|v| format!("adopted {v}")).collect();
+        expected.extend(viewers.iter().map(|v| format!("closed {v}")));
+        assert_eq!(got, expected, "every event arrives, in order");
+        assert_eq!(waiting, 5, "5 of the 6 events waited in the outbox");
+        assert_eq!(m.control_outbox.load(Ordering::Relaxed), 0);
+        assert_eq!(m.control_queued_total.load(Ordering::Relaxed), 5);
+        assert_eq!(m.control_retries_total.load(Ordering::Relaxed), 5);
+        assert_eq!(m.control_outbox_drops_total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn routed_addresses_go_to_their_shard_over_the_ring() {
+        let mut r = rig(3, 64, 0);
+        let t = r.t0;
+        let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let client: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let session = SessionId(99);
+        let route = |r: &mut Rig, port: u16, owner: usize| {
+            r.shard.on_command(
+                t,
+                ShardCommand::Route {
+                    session,
+                    addr: SocketAddr::new(client.ip(), port),
+                    owner,
+                },
+            )
+        };
+        route(&mut r, 6000, 2);
+        r.shard.on_datagram(t, client, local, &[0x17, 0xfe, 0xfd, 1, 2]);
+        let ring = r.others[1].from[0].as_mut().unwrap();
+        match ring.pop() {
+            Ok(RingMsg::Ingress { session: s, datagram }) => {
+                assert_eq!(s, session);
+                assert_eq!(datagram.source, client);
+                assert_eq!(datagram.contents, vec![0x17, 0xfe, 0xfd, 1, 2]);
+            }
+            _ => panic!("the datagram went to shard 2"),
+        }
+        let m = r.shard.metrics.clone();
+        assert_eq!(m.ingress_forwards_total.load(Ordering::Relaxed), 1);
+        assert_eq!(m.bad_packets_total.load(Ordering::Relaxed), 0);
+        // A route to this shard itself or to no shard is refused.
+        route(&mut r, 6001, 0);
+        route(&mut r, 6002, 9);
+        assert_eq!(m.routes.load(Ordering::Relaxed), 1);
+        // At most MAX_ROUTES_PER_SESSION addresses per session.
+        for port in 6100..6100 + MAX_ROUTES_PER_SESSION as u16 {
+            route(&mut r, port, 1);
+        }
+        assert_eq!(
+            m.routes.load(Ordering::Relaxed),
+            MAX_ROUTES_PER_SESSION as u64
+        );
+        assert_eq!(m.route_drops_total.load(Ordering::Relaxed), 1);
+        // The session ends: its routes go, its datagrams are bad again.
+        r.shard.on_command(t, ShardCommand::Unroute { session });
+        assert_eq!(m.routes.load(Ordering::Relaxed), 0);
+        assert!(r.shard.routes_by_session.is_empty());
+        r.shard.on_datagram(t, client, local, &[0x17, 0xfe, 0xfd]);
+        assert_eq!(m.bad_packets_total.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn stun_claims_are_limited_per_second() {
+        let mut r = rig(2, 1024, 5);
+        let t = r.t0;
+        let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let spoof = |r: &mut Rig, at: Instant, n: u16| {
+            for i in 0..n {
+                let from = SocketAddr::from(([10, 0, 0, 1], 1000 + i));
+                r.shard
+                    .on_datagram(at, from, local, &binding_request(&format!("u{i}")));
+            }
+        };
+        spoof(&mut r, t, 20);
+        assert_eq!(r.events().len(), 5, "a burst of 5");
+        let m = r.shard.metrics.clone();
+        assert_eq!(m.claims_limited_total.load(Ordering::Relaxed), 15);
+        // 400 ms later: 2 more (5 per second).
+        spoof(&mut r, t + Duration::from_millis(400), 20);
+        assert_eq!(r.events().len(), 2);
+        // A STUN request of an endpoint this shard holds is no claim: never limited.
+        let v = r.viewer();
+        let ufrag = r.shard.endpoints[&v].ufrag.clone();
+        let before = m.claims_limited_total.load(Ordering::Relaxed);
+        let from = SocketAddr::from(([10, 0, 0, 2], 1));
+        for _ in 0..10 {
+            r.shard.on_datagram(
+                t + Duration::from_millis(400),
+                from,
+                local,
+                &binding_request(&ufrag),
+            );
+        }
+        assert_eq!(m.claims_limited_total.load(Ordering::Relaxed), before);
     }
 }

@@ -134,10 +134,7 @@ impl Split {
 
 fn two_address_settings() -> Settings {
     Settings {
-        ice_ips: vec![
-            "127.0.0.1".parse().unwrap(),
-            "127.0.0.2".parse().unwrap(),
-        ],
+        ice_ips: vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()],
         ..test_settings(2)
     }
 }
@@ -162,12 +159,14 @@ fn media_from_a_second_address_reaches_the_endpoint_on_the_other_shard() {
         let other = 1 - owner;
 
         // Now the media pair: connect, then publish.
-        let connected =
-            client.pump_for(Duration::from_secs(6), |c| c.client.is_connected());
+        let connected = client.pump_for(Duration::from_secs(6), |c| c.client.is_connected());
         let other_rx = per_shard(h, "corecast_rx_packets_total")[other];
         if other_rx == 0 {
             // The media pair's 4-tuple hashed to the owner too: no split.
-            assert!(connected, "attempt {attempt}: a session on one shard connects");
+            assert!(
+                connected,
+                "attempt {attempt}: a session on one shard connects"
+            );
             node.shutdown();
             continue;
         }
@@ -183,8 +182,14 @@ fn media_from_a_second_address_reaches_the_endpoint_on_the_other_shard() {
         let mut seq = 1u64;
         let flowed = client.pump_for(Duration::from_secs(5), |c| {
             let now = Instant::now();
-            c.client
-                .send(now, MediaKind::Video, seq, seq as u32 * 3000, true, &[0x10, 1]);
+            c.client.send(
+                now,
+                MediaKind::Video,
+                seq,
+                seq as u32 * 3000,
+                true,
+                &[0x10, 1],
+            );
             c.drain(now);
             seq += 1;
             std::thread::sleep(Duration::from_millis(5));

@@ -749,7 +749,12 @@ impl Directory {
             }
             ControlEvent::Adopted { session, shard } => {
                 if let Some(Session {
-                    place: Place::Shard { shard: owner, acked, .. },
+                    place:
+                        Place::Shard {
+                            shard: owner,
+                            acked,
+                            ..
+                        },
                     ..
                 }) = self.sessions.get_mut(&session)
                 {
@@ -780,7 +785,9 @@ impl Directory {
                 if let Some((name, st)) =
                     stream.and_then(|name| self.streams.get_mut(&name).map(|st| (name, st)))
                 {
-                    if st.publisher == Some(session) && st.channels.iter().any(|(_, c)| *c == channel) {
+                    if st.publisher == Some(session)
+                        && st.channels.iter().any(|(_, c)| *c == channel)
+                    {
                         st.active.retain(|c| c.kind() != codec.kind());
                         st.active.push(codec);
                         changed = Some(name);
@@ -885,10 +892,20 @@ impl Directory {
             let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", q.len());
         }
         let name = "corecast_viewers_closed_total";
-        let _ = writeln!(out, "# HELP {name} Viewers the node closed, by reason.\n# TYPE {name} counter");
-        let _ = writeln!(out, "{name}{{reason=\"codec_changed\"}} {}", st.viewers_closed_codec_changed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} Viewers the node closed, by reason.\n# TYPE {name} counter"
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"codec_changed\"}} {}",
+            st.viewers_closed_codec_changed
+        );
         let name = "corecast_sessions_refused_total";
-        let _ = writeln!(out, "# HELP {name} WHIP/WHEP requests refused with 503, by reason.\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP {name} WHIP/WHEP requests refused with 503, by reason.\n# TYPE {name} counter"
+        );
         let _ = writeln!(out, "{name}{{reason=\"pending\"}} {}", st.refused_pending);
         let _ = writeln!(out, "{name}{{reason=\"capacity\"}} {}", st.refused_capacity);
     }
@@ -1069,7 +1086,10 @@ mod tests {
         let stats = d.stats();
         assert_eq!(stats.outbox_drops, 0);
         assert_eq!(stats.adopt_unacknowledged, 0);
-        assert!(stats.commands_retried >= stats.commands_queued - 1, "{stats:?}");
+        assert!(
+            stats.commands_retried >= stats.commands_queued - 1,
+            "{stats:?}"
+        );
         assert!(stats.commands_queued > 10, "{stats:?}");
         // The close of viewer 5 comes after its adoption, on its shard.
         let pos = |i: usize, what: String| got[i].iter().position(|l| *l == what);
@@ -1079,7 +1099,11 @@ mod tests {
         // The last fan-out mask each shard heard is the final one: viewers
         // on both shards.
         for list in &got {
-            let last = list.iter().rev().find(|l| l.starts_with("fanout ")).unwrap();
+            let last = list
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("fanout "))
+                .unwrap();
             assert!(last.ends_with(" 3"), "{last}");
         }
         // Viewer 0 ends: shard 0 closes it, shard 1 forgets its route.
@@ -1125,10 +1149,16 @@ mod tests {
         let sent: Vec<String> = rx.try_iter().map(|c| describe(&c)).collect();
         assert!(sent.contains(&format!("close {viewer}")), "{sent:?}");
         let last = d.recently_closed().next().unwrap();
-        assert_eq!((last.session, last.reason.as_str()), (viewer, "not_adopted"));
+        assert_eq!(
+            (last.session, last.reason.as_str()),
+            (viewer, "not_adopted")
+        );
         let mut out = String::new();
         d.render_metrics(&mut out);
-        assert!(out.contains("corecast_adopt_unacknowledged_total 1"), "{out}");
+        assert!(
+            out.contains("corecast_adopt_unacknowledged_total 1"),
+            "{out}"
+        );
     }
 
     #[test]

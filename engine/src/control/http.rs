@@ -171,7 +171,8 @@ fn admit(control: &Control) -> Result<(), Reject> {
         .iter()
         .map(|m| m.endpoints.load(Ordering::Relaxed))
         .sum();
-    let capacity = (control.metrics.len() as u64).saturating_mul(control.max_endpoints_per_shard as u64);
+    let capacity =
+        (control.metrics.len() as u64).saturating_mul(control.max_endpoints_per_shard as u64);
     let Ok(mut d) = control.directory.lock() else {
         return Err((
             StatusCode::INTERNAL_SERVER_ERROR,

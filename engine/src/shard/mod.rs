@@ -9,6 +9,6 @@ mod run;
 mod state;
 
 pub use cluster::ClusterPort;
-pub use run::{spawn_shard, ClusterSetup, ShardSetup};
 pub use limiter::TokenBucket;
+pub use run::{spawn_shard, ClusterSetup, ShardSetup};
 pub use state::Shard;

@@ -467,7 +467,10 @@ impl Shard {
             return;
         }
         self.routes.insert(addr, (session, owner));
-        self.routes_by_session.entry(session).or_default().push(addr);
+        self.routes_by_session
+            .entry(session)
+            .or_default()
+            .push(addr);
         self.store_routes();
     }
 
@@ -503,7 +506,7 @@ impl Shard {
     fn emit(&mut self, event: ControlEvent) {
         if self.outbox.is_empty() {
             match self.control.try_send(event) {
-                Ok(()) => return,
+                Ok(()) => {}
                 Err(flume::TrySendError::Full(event)) => {
                     inc(&self.metrics.control_queued_total);
                     self.queue_event(event);
@@ -744,9 +747,9 @@ impl Shard {
 mod tests {
     use super::*;
     use crate::mesh;
-    use std::sync::atomic::Ordering;
     use corecast_media::{Codec, CodecInfo};
     use corecast_webrtc::{Client, EndpointConfig};
+    use std::sync::atomic::Ordering;
 
     /// Shard 0 of a mesh, without sockets: the other shards' ends of the
     /// rings and the control channel stay with the test.
@@ -920,7 +923,10 @@ mod tests {
         assert!(!r.shard.fanout.contains_key(&ChannelId(7)));
         r.shard.publish(t, packet(7, t));
         assert_eq!((r.media_at(1), r.media_at(2)), (0, 0));
-        assert_eq!(r.shard.metrics.ring_forwards_total.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            r.shard.metrics.ring_forwards_total.load(Ordering::Relaxed),
+            3
+        );
         assert_eq!(r.shard.metrics.ring_drops_total.load(Ordering::Relaxed), 0);
     }
 
@@ -932,8 +938,7 @@ mod tests {
         r.subscribe(a, MediaKind::Audio, Some(2));
         r.subscribe(b, MediaKind::Video, Some(1));
         assert_eq!(r.shard.metrics.endpoints.load(Ordering::Relaxed), 2);
-        r.shard
-            .on_command(r.t0, ShardCommand::Close { session: a });
+        r.shard.on_command(r.t0, ShardCommand::Close { session: a });
         assert_eq!(r.subscribers(1), vec![b]);
         assert!(!r.shard.subscribers.contains_key(&ChannelId(2)));
         assert!(!r.shard.endpoints.contains_key(&a));
@@ -961,18 +966,15 @@ mod tests {
         // As deliver_local does: the list is taken while endpoints run ...
         let taken = r.shard.subscribers.remove(&ChannelId(1)).unwrap();
         // ... meanwhile b ends and c subscribes ...
-        r.shard
-            .on_command(r.t0, ShardCommand::Close { session: b });
+        r.shard.on_command(r.t0, ShardCommand::Close { session: b });
         r.subscribe(c, MediaKind::Video, Some(1));
         // ... and the list that goes back has a and c.
         r.shard.put_back_subscribers(ChannelId(1), taken);
         assert_eq!(r.subscribers(1), vec![a, c]);
         // A list whose viewers all ended is not put back.
         let taken = r.shard.subscribers.remove(&ChannelId(1)).unwrap();
-        r.shard
-            .on_command(r.t0, ShardCommand::Close { session: a });
-        r.shard
-            .on_command(r.t0, ShardCommand::Close { session: c });
+        r.shard.on_command(r.t0, ShardCommand::Close { session: a });
+        r.shard.on_command(r.t0, ShardCommand::Close { session: c });
         r.shard.put_back_subscribers(ChannelId(1), taken);
         assert!(!r.shard.subscribers.contains_key(&ChannelId(1)));
     }
@@ -1021,10 +1023,14 @@ mod tests {
             )
         };
         route(&mut r, 6000, 2);
-        r.shard.on_datagram(t, client, local, &[0x17, 0xfe, 0xfd, 1, 2]);
+        r.shard
+            .on_datagram(t, client, local, &[0x17, 0xfe, 0xfd, 1, 2]);
         let ring = r.others[1].from[0].as_mut().unwrap();
         match ring.pop() {
-            Ok(RingMsg::Ingress { session: s, datagram }) => {
+            Ok(RingMsg::Ingress {
+                session: s,
+                datagram,
+            }) => {
                 assert_eq!(s, session);
                 assert_eq!(datagram.source, client);
                 assert_eq!(datagram.contents, vec![0x17, 0xfe, 0xfd, 1, 2]);

@@ -362,6 +362,8 @@ mod tests {
         assert!(s.pin);
         assert!(s.gso);
         assert_eq!(s.socket_buffer, 8 << 20);
+        assert_eq!(s.max_pending, 2000);
+        assert_eq!(s.stun_claims_per_second, 1000);
         assert!(s.cluster.is_none());
     }
 

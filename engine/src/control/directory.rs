@@ -137,6 +137,11 @@ pub struct Directory {
     outbox: Vec<VecDeque<ShardCommand>>,
     stats: DirectoryStats,
     closed: VecDeque<ClosedSession>,
+    /// Placements waiting for the shard's acknowledgement, oldest first
+    /// (entries of sessions acknowledged or gone meanwhile are skipped).
+    awaiting_ack: VecDeque<(Instant, SessionId)>,
+    /// Sessions in `Place::Pending`.
+    pending: usize,
     sessions: HashMap<SessionId, Session>,
     by_ufrag: HashMap<String, SessionId>,
     streams: HashMap<String, Stream>,
@@ -151,6 +156,8 @@ impl Directory {
             shards,
             stats: DirectoryStats::default(),
             closed: VecDeque::new(),
+            awaiting_ack: VecDeque::new(),
+            pending: 0,
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
             streams: HashMap::new(),
@@ -299,6 +306,8 @@ impl Directory {
         self.shards.clear();
         self.outbox.clear();
         self.sessions.clear();
+        self.awaiting_ack.clear();
+        self.pending = 0;
     }
 
     pub fn stats(&self) -> DirectoryStats {
@@ -332,10 +341,7 @@ impl Directory {
     }
 
     pub fn pending(&self) -> usize {
-        self.sessions
-            .values()
-            .filter(|s| matches!(s.place, Place::Pending { .. }))
-            .count()
+        self.pending
     }
 
     /// The codecs a new viewer of `stream` must accept, per kind: the codec
@@ -416,6 +422,7 @@ impl Directory {
     }
 
     fn insert(&mut self, session: SessionId, stream: &str, endpoint: Endpoint, now: Instant) {
+        self.pending += 1;
         let ufrag = endpoint.local_ufrag().to_string();
         self.by_ufrag.insert(ufrag.clone(), session);
         self.sessions.insert(
@@ -455,6 +462,9 @@ impl Directory {
     /// What every end of a session does once it left `sessions`: routes,
     /// the stream, the record of recently closed sessions.
     fn ended(&mut self, now: Instant, session: SessionId, s: Session, reason: &str) {
+        if matches!(s.place, Place::Pending { .. }) {
+            self.pending = self.pending.saturating_sub(1);
+        }
         for shard in 0..self.shards.len() {
             if s.routed & (1 << shard) != 0 {
                 self.send(shard, ShardCommand::Unroute { session });
@@ -628,18 +638,27 @@ impl Directory {
         for shard in 0..self.shards.len() {
             self.flush(shard);
         }
-        let late: Vec<(SessionId, usize)> = self
-            .sessions
-            .iter()
-            .filter_map(|(id, s)| match s.place {
-                Place::Shard {
-                    shard,
-                    since,
-                    acked: false,
-                } if now >= since + ADOPT_DEADLINE => Some((*id, shard)),
-                _ => None,
-            })
-            .collect();
+        let mut late = Vec::new();
+        while let Some(&(since, session)) = self.awaiting_ack.front() {
+            if now < since + ADOPT_DEADLINE {
+                break;
+            }
+            self.awaiting_ack.pop_front();
+            if let Some(Session {
+                place:
+                    Place::Shard {
+                        shard,
+                        since: placed,
+                        acked: false,
+                    },
+                ..
+            }) = self.sessions.get(&session)
+            {
+                if *placed == since {
+                    late.push((session, *shard));
+                }
+            }
+        }
         for (session, shard) in late {
             tracing::warn!(
                 "session {session}: shard {shard} did not acknowledge its adoption within {ADOPT_DEADLINE:?}: closed"
@@ -701,6 +720,8 @@ impl Directory {
                 };
                 match std::mem::replace(&mut s.place, placed) {
                     Place::Pending { endpoint, .. } => {
+                        self.pending = self.pending.saturating_sub(1);
+                        self.awaiting_ack.push_back((now, session));
                         let stream = s.stream.clone();
                         let subscriptions = match s.role {
                             Role::Viewer => self
@@ -1052,6 +1073,7 @@ mod tests {
         assert!(d.remove(now, viewers[5]));
         let u0 = d.sessions[&viewers[0]].ufrag.clone();
         claim(&mut d, now, 1, &u0);
+        assert_eq!(d.pending(), 0, "every session is placed");
 
         // The shards drain one command at a time; the control thread ticks
         // every 100 ms in between.
@@ -1207,6 +1229,7 @@ mod tests {
         let (placed, vu) = f.viewer(&mut d, "s", Codec::H264);
         claim(&mut d, now, 0, &vu);
         let (pending, _) = f.viewer(&mut d, "s", Codec::H264);
+        assert_eq!(d.pending(), 1);
         active(&mut d, p1, "s", MediaKind::Audio);
         active(&mut d, p1, "s", MediaKind::Video);
         assert_eq!(d.stats().viewers_closed_codec_changed, 0, "H264 fits");
@@ -1224,6 +1247,11 @@ mod tests {
         assert_eq!(d.stats().viewers_closed_codec_changed, 2);
         assert!(d.session_stream(placed).is_none());
         assert!(d.session_stream(pending).is_none());
+        assert_eq!(
+            d.pending(),
+            0,
+            "the closed pending viewer is no longer counted"
+        );
         let sent: Vec<String> = rx.try_iter().map(|c| describe(&c)).collect();
         assert!(sent.contains(&format!("close {placed}")), "{sent:?}");
         let reasons: Vec<(SessionId, &str)> = d

@@ -157,6 +157,16 @@ fn viewers_that_cannot_receive_a_new_publishers_codec_are_closed_with_a_reason()
     assert!(pump_until(&mut peers, Duration::from_secs(10), |ps| ps[2]
         .client
         .is_connected()));
+    // A PATCH of a placed session goes to its shard and comes back.
+    let frag = [("Content-Type", "application/trickle-ice-sdpfrag")];
+    let r = http(
+        h,
+        "PATCH",
+        &peers[2].location,
+        &frag,
+        b"a=end-of-candidates\r\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
     let mut seq_b = 1u64;
     let closed = (0..200).any(|_| {
         // An H264 IDR slice NAL unit.

@@ -127,7 +127,9 @@ pub struct StreamInfo {
 /// Where a PATCH goes.
 pub enum FragmentTarget<'a> {
     Pending(&'a mut Endpoint),
-    Shard(flume::Sender<ShardCommand>),
+    /// The shard that holds the session: send it a command with
+    /// [`Directory::command`].
+    Shard(usize),
 }
 
 /// Sessions, streams and the shards' command channels.
@@ -583,6 +585,12 @@ impl Directory {
         }
     }
 
+    /// Sends a command to a shard the way lifecycle commands go (in order,
+    /// never dropped).
+    pub fn command(&mut self, shard: usize, cmd: ShardCommand) {
+        self.send(shard, cmd);
+    }
+
     /// Sends a lifecycle command; never drops it: a full queue (or older
     /// commands still waiting) puts it in the shard's outbox, in order.
     fn send(&mut self, shard: usize, cmd: ShardCommand) {
@@ -682,9 +690,7 @@ impl Directory {
     pub fn fragment_target(&mut self, session: SessionId) -> Option<FragmentTarget<'_>> {
         match &mut self.sessions.get_mut(&session)?.place {
             Place::Pending { endpoint, .. } => Some(FragmentTarget::Pending(endpoint)),
-            Place::Shard { shard, .. } => {
-                self.shards.get(*shard).cloned().map(FragmentTarget::Shard)
-            }
+            Place::Shard { shard, .. } => Some(FragmentTarget::Shard(*shard)),
         }
     }
 

@@ -23,6 +23,8 @@ use crate::metrics::ShardMetrics;
 
 /// Largest SDP or sdpfrag body accepted, in bytes.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a PATCH waits for the session's shard.
+const FRAGMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Seconds a client refused with 503 is told to wait.
 const RETRY_AFTER_S: &str = "2";
 
@@ -391,28 +393,34 @@ async fn patch(
                 d.set_ufrag(id, ufrag);
                 Ok(r)
             }
-            Some(FragmentTarget::Shard(tx)) => Err(tx),
+            Some(FragmentTarget::Shard(shard)) => {
+                // Through the Directory's outbox: after the Adopt of this
+                // session, never dropped on a full queue.
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                d.command(
+                    shard,
+                    ShardCommand::Fragment {
+                        session: id,
+                        fragment,
+                        reply,
+                    },
+                );
+                Err(rx)
+            }
         }
     };
     let result = match result {
         Ok(r) => r,
-        Err(tx) => {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            if tx
-                .try_send(ShardCommand::Fragment {
-                    session: id,
-                    fragment,
-                    reply,
-                })
-                .is_err()
-            {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "shard busy");
+        Err(rx) => match tokio::time::timeout(FRAGMENT_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => return text(StatusCode::NOT_FOUND, "session ended"),
+            Err(_) => {
+                return refuse((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the session's shard did not answer in time".to_string(),
+                ))
             }
-            match rx.await {
-                Ok(r) => r,
-                Err(_) => return text(StatusCode::NOT_FOUND, "session ended"),
-            }
-        }
+        },
     };
     match result {
         Ok(None) => StatusCode::NO_CONTENT.into_response(),

@@ -124,3 +124,89 @@ fn viewers_wait_for_and_follow_the_current_publisher() {
     assert_eq!(metric(h, "corecast_endpoints"), 2);
     node.shutdown();
 }
+
+#[test]
+fn viewers_that_cannot_receive_a_new_publishers_codec_are_closed_with_a_reason() {
+    let node = start_node(2);
+    let h = node.http_addr;
+    let config = EndpointConfig::new(vec![]);
+
+    // A VP8 stream and a VP8 viewer.
+    let mut peers = vec![
+        Peer::join(&config, h, "whip", "recodec"),
+        Peer::join(&config, h, "whep", "recodec"),
+    ];
+    assert!(pump_until(&mut peers, Duration::from_secs(10), |ps| ps
+        .iter()
+        .all(|p| p.client.is_connected())));
+    let mut seq = 1u64;
+    let got = (0..100).any(|_| {
+        send_video(&mut peers, 0, &mut seq, 1, 0xa0);
+        !video_seen(&peers[1]).is_empty()
+    });
+    assert!(got, "the VP8 viewer plays the VP8 publisher");
+
+    // An H264 publisher replaces it.
+    peers.push(Peer::join_with(
+        &config,
+        h,
+        "whip",
+        "recodec",
+        corecast_media::Codec::H264,
+    ));
+    assert!(pump_until(&mut peers, Duration::from_secs(10), |ps| ps[2]
+        .client
+        .is_connected()));
+    // A PATCH of a placed session goes to its shard and comes back.
+    let frag = [("Content-Type", "application/trickle-ice-sdpfrag")];
+    let r = http(
+        h,
+        "PATCH",
+        &peers[2].location,
+        &frag,
+        b"a=end-of-candidates\r\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let mut seq_b = 1u64;
+    let closed = (0..200).any(|_| {
+        // An H264 IDR slice NAL unit.
+        send_video(&mut peers, 2, &mut seq_b, 1, 0x65);
+        peers[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Closed))
+    });
+    assert!(closed, "the VP8 viewer is told its session ended");
+    let viewer = peers[1].location.rsplit('/').next().unwrap().to_string();
+    let r = http(h, "GET", "/api/closed", &[], b"");
+    assert_eq!(r.status, 200);
+    let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["session"] == viewer.as_str())
+        .unwrap_or_else(|| panic!("the viewer is in /api/closed: {}", r.body));
+    assert_eq!(entry["reason"], "codec_changed");
+    assert_eq!(entry["stream"], "recodec");
+    assert_eq!(metric(h, "corecast_viewers_closed_total"), 1);
+
+    // An H264 viewer of the new publisher plays (and is not closed).
+    peers.push(Peer::join_with(
+        &config,
+        h,
+        "whep",
+        "recodec",
+        corecast_media::Codec::H264,
+    ));
+    assert!(pump_until(&mut peers, Duration::from_secs(10), |ps| ps[3]
+        .client
+        .is_connected()));
+    let plays = (0..100).any(|_| {
+        send_video(&mut peers, 2, &mut seq_b, 1, 0x65);
+        !video_seen(&peers[3]).is_empty()
+    });
+    assert!(plays, "an H264 viewer receives the H264 publisher");
+    assert_eq!(metric(h, "corecast_viewers_closed_total"), 1);
+    node.shutdown();
+}

@@ -284,7 +284,7 @@ fn garbage_datagrams_are_dropped_and_media_keeps_flowing() {
         let now = Instant::now();
         peers[0]
             .client
-            .send(now, MediaKind::Video, seq, 0, true, &[0x10]);
+            .send(now, MediaKind::Video, seq, 0, true, &[0x10, 0x00]);
         peers[0].drain(now);
         seq += 1;
         pump_until(&mut peers, Duration::from_millis(20), |ps| {

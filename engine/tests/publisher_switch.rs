@@ -10,6 +10,18 @@ use common::{http, metric, pump_until, start_node, Peer};
 use corecast_media::MediaKind;
 use corecast_webrtc::{ClientEvent, EndpointConfig};
 
+/// A video payload: an H264 IDR slice for tag 0x65 (its NAL header), else
+/// VP8 with the descriptor's S bit, whose payload header is `tag` (its low
+/// bit is VP8's inverse keyframe flag: 0xa0/0xb0 start keyframes, 0xaa
+/// keyframes too, 0xbb delta frames).
+fn payload(tag: u8, i: u8) -> Vec<u8> {
+    if tag == 0x65 {
+        vec![0x65, 0x88, i]
+    } else {
+        vec![0x10, tag, i]
+    }
+}
+
 fn send_video(peers: &mut [Peer], publisher: usize, seq: &mut u64, count: u32, tag: u8) {
     for i in 0..count {
         let now = Instant::now();
@@ -19,7 +31,7 @@ fn send_video(peers: &mut [Peer], publisher: usize, seq: &mut u64, count: u32, t
             *seq,
             *seq as u32 * 3000,
             true,
-            &[0x10, tag, i as u8],
+            &payload(tag, i as u8),
         );
         peers[publisher].drain(now);
         *seq += 1;

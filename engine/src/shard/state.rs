@@ -856,6 +856,8 @@ mod tests {
             rtp_time: 0,
             marker: true,
             arrival: at,
+            wallclock: at,
+            orientation: None,
             payload: Arc::from(&[0x10u8, 0][..]),
         }
     }

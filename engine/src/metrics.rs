@@ -53,6 +53,10 @@ shard_metrics! {
     send_errors_total, "counter", "Datagrams the socket refused to send (buffer full or error).";
     bad_packets_total, "counter", "Datagrams dropped as unknown, malformed or refused.";
     media_packets_total, "counter", "RTP packets published by the shard's publishers.";
+    media_dropped_total, "counter", "Media packets a viewer could not send: no payload type for the packet's codec, or older than the start of its source's run (reordered across a switch).";
+    media_waiting_keyframe_total, "counter", "Video packets held back from viewers until the keyframe that starts their stream (new viewer, publisher switch).";
+    keyframe_requests_total, "counter", "Keyframe requests (PLI) sent to publishers: at most one per track per keyframe interval, however many viewers ask.";
+    keyframe_requests_limited_total, "counter", "Keyframe requests of viewers over their limit (one per 2 s per viewer), not passed on.";
     control_drops_total, "counter", "STUN claims to the control thread dropped because its queue was full (clients retransmit).";
     claims_limited_total, "counter", "STUN claims for unknown ufrags dropped by the shard's rate limit (--stun-claims-per-second).";
     control_queued_total, "counter", "Lifecycle events to the control thread queued in the shard's outbox because the queue was full (retried, not lost).";

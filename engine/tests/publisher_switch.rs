@@ -100,6 +100,15 @@ fn viewers_wait_for_and_follow_the_current_publisher() {
 
     let before = video_seen(&peers[0]).len();
     let mut seq_b = 50_000u64;
+    // The new publisher's first frames are delta frames: the viewer's video
+    // resumes at its keyframe, not before.
+    send_video(&mut peers, 2, &mut seq_b, 5, 0xbb);
+    pump_until(&mut peers, Duration::from_millis(100), |_| false);
+    assert_eq!(
+        video_seen(&peers[0]).len(),
+        before,
+        "no delta frame before the keyframe"
+    );
     let got_second = (0..100).any(|_| {
         send_video(&mut peers, 2, &mut seq_b, 1, 0xb0);
         video_seen(&peers[0])
@@ -133,6 +142,8 @@ fn viewers_wait_for_and_follow_the_current_publisher() {
         .iter()
         .any(|e| matches!(e, ClientEvent::KeyframeRequest(MediaKind::Video)));
     assert!(asked, "the new publisher was asked for a keyframe");
+    assert!(metric(h, "corecast_media_waiting_keyframe_total") >= 5);
+    assert!(metric(h, "corecast_keyframe_requests_total") >= 1);
     assert_eq!(metric(h, "corecast_endpoints"), 2);
     node.shutdown();
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corecast_media::{ChannelId, MediaKind, MediaPacket};
-use corecast_webrtc::{stun_local_ufrag, Endpoint, EndpointEvent, Output, Role, Transmit};
+use corecast_webrtc::{
+    stun_local_ufrag, Endpoint, EndpointEvent, EndpointStats, Output, Role, Transmit,
+};
 
 use super::cluster::ClusterPort;
 use super::limiter::TokenBucket;
@@ -32,6 +34,8 @@ struct Slot {
     subscriptions: Vec<(MediaKind, ChannelId)>,
     /// Media queued in the endpoint, waiting for [`Shard::flush_media`].
     queued: bool,
+    /// The endpoint's counters as last added to the shard's metrics.
+    reported: EndpointStats,
 }
 
 /// One shard's state. Owned by its executor; never shared, never locked.
@@ -241,6 +245,7 @@ impl Shard {
                         ufrag,
                         subscriptions: Vec::new(),
                         queued: false,
+                        reported: EndpointStats::default(),
                     },
                 );
                 self.metrics.endpoints.store(
@@ -571,7 +576,11 @@ impl Shard {
             let Some(slot) = self.endpoints.get_mut(session) else {
                 continue;
             };
-            if slot.endpoint.queue_media(now, packet) && !slot.queued {
+            if !slot.endpoint.queue_media(now, packet) {
+                // Not sent (held for a keyframe, dropped, not connected):
+                // the rare path counts at once.
+                report_stats(&self.metrics, slot);
+            } else if !slot.queued {
                 slot.queued = true;
                 self.queued.push(*session);
             }
@@ -680,6 +689,7 @@ impl Shard {
                 Output::Transmit(t) => self.out.push(t),
                 Output::Timeout(at) => {
                     slot.next_timeout = at;
+                    report_stats(&self.metrics, slot);
                     return;
                 }
                 Output::Event(event) => self.on_event(now, session, event),
@@ -723,6 +733,7 @@ impl Shard {
         while let Output::Transmit(t) = slot.endpoint.poll_output(now) {
             self.out.push(t);
         }
+        report_stats(&self.metrics, &mut slot);
         for addr in &slot.addrs {
             self.by_addr.remove(addr);
         }
@@ -741,6 +752,30 @@ impl Shard {
             std::sync::atomic::Ordering::Relaxed,
         );
     }
+}
+
+/// Adds what an endpoint counted since the last report to the shard's
+/// metrics: after each drive of the endpoint, when a packet was not sent,
+/// and when it is removed.
+fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
+    let now = slot.endpoint.stats();
+    let was = std::mem::replace(&mut slot.reported, now);
+    add(
+        &metrics.media_dropped_total,
+        now.media_dropped - was.media_dropped,
+    );
+    add(
+        &metrics.media_waiting_keyframe_total,
+        now.waiting_keyframe - was.waiting_keyframe,
+    );
+    add(
+        &metrics.keyframe_requests_total,
+        now.keyframe_requests_sent - was.keyframe_requests_sent,
+    );
+    add(
+        &metrics.keyframe_requests_limited_total,
+        now.keyframe_requests_limited - was.keyframe_requests_limited,
+    );
 }
 
 #[cfg(test)]

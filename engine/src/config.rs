@@ -50,6 +50,16 @@ pub struct ServeArgs {
     /// Endpoints per shard before new sessions are refused with 503. [default: 10000]
     #[arg(long)]
     pub max_endpoints_per_shard: Option<usize>,
+    /// Endpoints answered but not yet connected (each holds a full WebRTC
+    /// state for up to the consent timeout), node-wide, before new sessions
+    /// are refused with 503 and Retry-After. [default: 2000]
+    #[arg(long)]
+    pub max_pending: Option<usize>,
+    /// STUN requests for unknown ufrags (first packets of new sessions) each
+    /// shard passes to the control thread per second; the rest are dropped
+    /// and counted, and clients retransmit. 0: no limit. [default: 1000]
+    #[arg(long)]
+    pub stun_claims_per_second: Option<u32>,
     /// This node's id in the cluster; keep it across restarts. [default: random]
     #[arg(long)]
     pub node_id: Option<u32>,
@@ -97,6 +107,8 @@ struct FileConfig {
     socket_buffer: Option<usize>,
     no_gso: Option<bool>,
     max_endpoints_per_shard: Option<usize>,
+    max_pending: Option<usize>,
+    stun_claims_per_second: Option<u32>,
     node_id: Option<u32>,
     zone: Option<String>,
     seeds: Option<Vec<String>>,
@@ -136,7 +148,13 @@ pub struct Settings {
     pub socket_buffer: usize,
     /// Runs of datagrams to one peer leave as UDP GSO messages.
     pub gso: bool,
+    /// Capacity of the node: `shards × max_endpoints_per_shard` endpoints,
+    /// connected and pending together.
     pub max_endpoints_per_shard: usize,
+    /// Pending endpoints (answered, not yet claimed by a shard), node-wide.
+    pub max_pending: usize,
+    /// STUN claims per second and shard passed to the control thread (0: no limit).
+    pub stun_claims_per_second: u32,
     pub consent_timeout: Duration,
     /// None: a single node, no cluster port.
     pub cluster: Option<ClusterSettings>,
@@ -208,6 +226,11 @@ impl Settings {
                 .max_endpoints_per_shard
                 .or(file.max_endpoints_per_shard)
                 .unwrap_or(10_000),
+            max_pending: args.max_pending.or(file.max_pending).unwrap_or(2000),
+            stun_claims_per_second: args
+                .stun_claims_per_second
+                .or(file.stun_claims_per_second)
+                .unwrap_or(1000),
             consent_timeout: Duration::from_secs(20),
             cluster: None,
         })
@@ -339,6 +362,8 @@ mod tests {
         assert!(s.pin);
         assert!(s.gso);
         assert_eq!(s.socket_buffer, 8 << 20);
+        assert_eq!(s.max_pending, 2000);
+        assert_eq!(s.stun_claims_per_second, 1000);
         assert!(s.cluster.is_none());
     }
 
@@ -350,6 +375,8 @@ mod tests {
         assert!(s.shards >= 1);
         assert!(s.gso);
         assert!(!s.ice_ips.is_empty());
+        assert_eq!(s.max_pending, 2000);
+        assert_eq!(s.stun_claims_per_second, 1000);
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub enum ShardCommand {
     },
     /// Close an endpoint now (DELETE, replaced publisher).
     Close { session: SessionId },
+    /// Datagrams from `addr` belong to `session`, held by shard `owner`:
+    /// forward them there over the ring instead of dropping them (a second
+    /// address of a client that the kernel hashed to this shard).
+    Route {
+        session: SessionId,
+        addr: SocketAddr,
+        owner: usize,
+    },
+    /// The session ended: forget its routes.
+    Unroute { session: SessionId },
     /// Point a viewer's track at another channel (or none).
     Subscribe {
         session: SessionId,
@@ -106,6 +116,8 @@ pub enum ControlEvent {
         ufrag: String,
         datagram: Datagram,
     },
+    /// This shard took over the session of an [`ShardCommand::Adopt`].
+    Adopted { session: SessionId, shard: usize },
     /// An endpoint ended on its own (consent, peer closed).
     Closed {
         session: SessionId,
@@ -133,4 +145,11 @@ pub enum RingMsg {
     Keyframe(ChannelId),
     /// A local publisher's packet for the cluster (toward shard 0).
     Export(MediaPacket),
+    /// A datagram from a routed address of an endpoint that the receiving
+    /// shard holds (see [`ShardCommand::Route`]); handled like
+    /// [`ShardCommand::Ingress`].
+    Ingress {
+        session: SessionId,
+        datagram: Datagram,
+    },
 }

@@ -46,11 +46,23 @@ shard_metrics! {
     tx_gso_packets_total, "counter", "Datagrams of tx_packets_total that left in UDP GSO messages (runs to one peer).";
     ring_forwards_total, "counter", "Messages pushed onto rings toward other shards.";
     ring_drops_total, "counter", "Messages dropped because a ring toward another shard was full.";
-    cross_shard_ingress_total, "counter", "Datagrams received here for an endpoint held by another shard.";
+    cross_shard_ingress_total, "counter", "Datagrams handled here for an endpoint of this shard that arrived at another shard (forwarded by it or by the control thread).";
+    ingress_forwards_total, "counter", "Datagrams from a routed address forwarded over a ring to the shard that holds their endpoint.";
+    routes, "gauge", "Addresses this shard forwards to an endpoint on another shard.";
+    route_drops_total, "counter", "Routes refused because the shard's or the session's route table was full (their datagrams are dropped).";
     send_errors_total, "counter", "Datagrams the socket refused to send (buffer full or error).";
     bad_packets_total, "counter", "Datagrams dropped as unknown, malformed or refused.";
     media_packets_total, "counter", "RTP packets published by the shard's publishers.";
-    control_drops_total, "counter", "Events to the control thread dropped because its queue was full.";
+    media_dropped_total, "counter", "Media packets a viewer could not send: no payload type for the packet's codec, or older than the start of its source's run (reordered across a switch).";
+    media_waiting_keyframe_total, "counter", "Video packets held back from viewers until the keyframe that starts their stream (new viewer, publisher switch).";
+    keyframe_requests_total, "counter", "Keyframe requests (PLI) sent to publishers: at most one per track per keyframe interval, however many viewers ask.";
+    keyframe_requests_limited_total, "counter", "Keyframe requests of viewers over their limit (one per 2 s per viewer), not passed on.";
+    control_drops_total, "counter", "STUN claims to the control thread dropped because its queue was full (clients retransmit).";
+    claims_limited_total, "counter", "STUN claims for unknown ufrags dropped by the shard's rate limit (--stun-claims-per-second).";
+    control_queued_total, "counter", "Lifecycle events to the control thread queued in the shard's outbox because the queue was full (retried, not lost).";
+    control_retries_total, "counter", "Lifecycle events delivered from the shard's outbox on a retry.";
+    control_outbox, "gauge", "Lifecycle events waiting in the shard's outbox.";
+    control_outbox_drops_total, "counter", "Lifecycle events dropped because the shard's outbox was full (never expected).";
     timer_wakeups_total, "counter", "Wake-ups of the shard's timer task.";
     endpoint_timeouts_total, "counter", "Time inputs given to endpoints whose timeout was due.";
 }

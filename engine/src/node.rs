@@ -109,6 +109,7 @@ impl Node {
                 control: control_tx.clone(),
                 metrics: metrics[id].clone(),
                 cluster: if id == 0 { cluster.take() } else { None },
+                claims_per_second: settings.stun_claims_per_second,
             };
             shards
                 .push(spawn_shard(setup).map_err(|source| NodeError::Shard { shard: id, source })?);

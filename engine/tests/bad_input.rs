@@ -209,7 +209,8 @@ fn a_token_is_required_when_set() {
     settings_node.stop();
 }
 
-/// Garbage of every shape the media port may see.
+/// Garbage of every shape the media port may see. `ufrags` are live
+/// sessions' server ufrags: half the binding requests name one of them.
 fn garbage(rng: &mut impl Rng, ufrags: &[String]) -> Vec<u8> {
     let len = rng.random_range(0..1500);
     let mut d: Vec<u8> = (0..len).map(|_| rng.random()).collect();
@@ -283,7 +284,7 @@ fn garbage_datagrams_are_dropped_and_media_keeps_flowing() {
         let now = Instant::now();
         peers[0]
             .client
-            .send(now, MediaKind::Video, seq, 0, true, &[0x10]);
+            .send(now, MediaKind::Video, seq, 0, true, &[0x10, 0x00]);
         peers[0].drain(now);
         seq += 1;
         pump_until(&mut peers, Duration::from_millis(20), |ps| {
@@ -294,13 +295,19 @@ fn garbage_datagrams_are_dropped_and_media_keeps_flowing() {
     peers[1].events.clear();
 
     // Flood from several sockets (several 4-tuples, so both shards get some)
-    // while the publisher sends 300 packets.
+    // while the publisher sends 300 packets. Binding requests name the live
+    // sessions' ufrags half the time, and every 8th datagram comes from the
+    // viewer's own socket: garbage at the live session's address, which the
+    // shard hands to its endpoint.
     let flooders: Vec<UdpSocket> = (0..8)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let ufrags: Vec<String> = Vec::new();
+    let ufrags: Vec<String> = peers.iter().map(|p| p.server_ufrag()).collect();
+    assert!(ufrags.iter().all(|u| !u.is_empty()));
     let mut sent_garbage = 0;
+    let mut from_the_viewer = 0;
+    let mut naming_a_session = 0;
     const PACKETS: u32 = 300;
     for i in 0..PACKETS {
         let now = Instant::now();
@@ -313,9 +320,21 @@ fn garbage_datagrams_are_dropped_and_media_keeps_flowing() {
         seq += 1;
         for _ in 0..40 {
             let d = garbage(&mut rng, &ufrags);
-            let f = &flooders[sent_garbage % flooders.len()];
+            if ufrags
+                .iter()
+                .any(|u| d.windows(u.len()).any(|w| w == u.as_bytes()))
+            {
+                naming_a_session += 1;
+            }
+            let from_viewer = sent_garbage % 8 == 7;
+            let f = if from_viewer {
+                &peers[1].socket
+            } else {
+                &flooders[sent_garbage % flooders.len()]
+            };
             if f.send_to(&d, media).is_ok() {
                 sent_garbage += 1;
+                from_the_viewer += usize::from(from_viewer);
             }
         }
         pump_until(&mut peers, Duration::from_millis(2), |_| false);
@@ -323,6 +342,14 @@ fn garbage_datagrams_are_dropped_and_media_keeps_flowing() {
     assert!(
         sent_garbage >= 10_000,
         "sent {sent_garbage} garbage datagrams"
+    );
+    assert!(
+        naming_a_session >= 500,
+        "{naming_a_session} binding requests named a live session's ufrag"
+    );
+    assert!(
+        from_the_viewer >= 1000,
+        "{from_the_viewer} datagrams came from the live viewer's address"
     );
     pump_until(&mut peers, Duration::from_secs(5), |ps| {
         ps[1].payloads(MediaKind::Video).len() >= PACKETS as usize

@@ -1,5 +1,6 @@
 //! Three corecast nodes in one process on loopback, clustered: a publisher on
-//! one media node reaches viewers on another bit-exact and in order, the
+//! one media node reaches viewers on another bit-exact and in order (two of
+//! them joined before the stream existed anywhere, two after), the
 //! gateway redirects to a media node, garbage and wrong-secret datagrams at
 //! the cluster port are counted and change nothing, and a publisher that
 //! leaves is gone from every node within two seconds.
@@ -116,12 +117,23 @@ fn a_publisher_on_one_node_reaches_viewers_on_another() {
     );
 
     let config = EndpointConfig::new(vec![]);
-    // Two viewers before the stream exists anywhere, two after.
-    let mut peers = vec![
-        Peer::join(&config, a.http_addr, "whip", "cl"),
+    // Two viewers join B before the stream exists anywhere: they connect
+    // and wait.
+    let mut early = vec![
         Peer::join(&config, b.http_addr, "whep", "cl"),
         Peer::join(&config, b.http_addr, "whep", "cl"),
     ];
+    assert!(pump_until(&mut early, Duration::from_secs(10), |ps| ps
+        .iter()
+        .all(|p| p.client.is_connected())));
+    let streams = http(b.http_addr, "GET", "/api/streams", &[], b"").body;
+    assert!(
+        streams.contains("\"stream\":\"cl\"") && streams.contains("\"live\":false"),
+        "B holds the waiting viewers of a stream that is not live: {streams}"
+    );
+    // The publisher joins A; two more viewers join B after it.
+    let mut peers = vec![Peer::join(&config, a.http_addr, "whip", "cl")];
+    peers.append(&mut early);
     // The remote stream becomes known on B through the rooms map.
     assert!(wait_until(Duration::from_secs(5), || {
         http(b.http_addr, "GET", "/api/streams", &[], b"")

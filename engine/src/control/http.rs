@@ -16,13 +16,17 @@ use corecast_cluster::{ClusterView, NodeRole};
 use corecast_webrtc::{parse_sdpfrag, Endpoint, Error as RtcError, PublisherInfo};
 use tower_http::cors::{Any, CorsLayer};
 
-use super::directory::FragmentTarget;
+use super::directory::{FragmentTarget, Refusal};
 use super::Control;
 use crate::messages::{SessionId, ShardCommand};
 use crate::metrics::ShardMetrics;
 
 /// Largest SDP or sdpfrag body accepted, in bytes.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a PATCH waits for the session's shard.
+const FRAGMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Seconds a client refused with 503 is told to wait.
+const RETRY_AFTER_S: &str = "2";
 
 pub fn router(control: Arc<Control>) -> Router {
     let cors = CorsLayer::new()
@@ -45,6 +49,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/streams", get(streams))
         .route("/api/cluster", get(cluster))
+        .route("/api/closed", get(closed))
         .route("/whip/{stream}", post(whip).options(options))
         .route("/whep/{stream}", post(whep).options(options))
         .route(
@@ -86,8 +91,27 @@ async fn options() -> Response {
 /// A refused request: status and reason.
 type Reject = (StatusCode, String);
 
+/// A refusal; a 503 says when to retry.
 fn refuse(r: Reject) -> Response {
-    text(r.0, r.1)
+    let unavailable = r.0 == StatusCode::SERVICE_UNAVAILABLE;
+    let mut response = text(r.0, r.1);
+    if unavailable {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+    }
+    response
+}
+
+/// Compares two byte strings in time that depends on their lengths only,
+/// not on where they differ (the bearer token).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keep the compiler from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 /// Checks the token and the content type; returns the body as text.
@@ -118,8 +142,9 @@ fn check_auth(control: &Control, headers: &HeaderMap) -> Result<(), Reject> {
         let expected = format!("Bearer {token}");
         let given = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !constant_time_eq(given, expected.as_bytes()) {
             return Err((
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong Authorization: Bearer token".to_string(),
@@ -137,11 +162,39 @@ fn valid_stream(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
 }
 
-fn has_capacity(control: &Control) -> bool {
-    control
+/// Admission: the kernel, not the control thread, picks a session's shard,
+/// so capacity is node-wide: connected endpoints (as the shards count them)
+/// plus pending ones (each a full WebRTC state held until claimed or the
+/// consent timeout) below `shards × --max-endpoints-per-shard`, and pending
+/// ones below `--max-pending`.
+fn admit(control: &Control) -> Result<(), Reject> {
+    let placed: u64 = control
         .metrics
         .iter()
-        .any(|m| (m.endpoints.load(Ordering::Relaxed) as usize) < control.max_endpoints_per_shard)
+        .map(|m| m.endpoints.load(Ordering::Relaxed))
+        .sum();
+    let capacity =
+        (control.metrics.len() as u64).saturating_mul(control.max_endpoints_per_shard as u64);
+    let Ok(mut d) = control.directory.lock() else {
+        return Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "control state poisoned".to_string(),
+        ));
+    };
+    match d.admit(placed, capacity, control.max_pending) {
+        Ok(()) => Ok(()),
+        Err(Refusal::Pending) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} sessions are waiting to connect (--max-pending); retry shortly",
+                control.max_pending
+            ),
+        )),
+        Err(Refusal::Capacity) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node is at its endpoint limit (shards × --max-endpoints-per-shard)".to_string(),
+        )),
+    }
 }
 
 fn created(location: String, answer: String) -> Response {
@@ -178,12 +231,7 @@ fn check_offer(
             "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~".to_string(),
         ));
     }
-    if !has_capacity(control) {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "every shard is at its endpoint limit".to_string(),
-        ));
-    }
+    admit(control)?;
     Ok(offer)
 }
 
@@ -308,7 +356,7 @@ async fn delete(
         return text(StatusCode::NOT_FOUND, "no such session");
     };
     if let Ok(mut d) = control.directory.lock() {
-        d.remove(id);
+        d.remove(Instant::now(), id);
     }
     tracing::info!("session {id} deleted");
     text(StatusCode::OK, "session ended")
@@ -345,28 +393,34 @@ async fn patch(
                 d.set_ufrag(id, ufrag);
                 Ok(r)
             }
-            Some(FragmentTarget::Shard(tx)) => Err(tx),
+            Some(FragmentTarget::Shard(shard)) => {
+                // Through the Directory's outbox: after the Adopt of this
+                // session, never dropped on a full queue.
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                d.command(
+                    shard,
+                    ShardCommand::Fragment {
+                        session: id,
+                        fragment,
+                        reply,
+                    },
+                );
+                Err(rx)
+            }
         }
     };
     let result = match result {
         Ok(r) => r,
-        Err(tx) => {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            if tx
-                .try_send(ShardCommand::Fragment {
-                    session: id,
-                    fragment,
-                    reply,
-                })
-                .is_err()
-            {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "shard busy");
+        Err(rx) => match tokio::time::timeout(FRAGMENT_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => return text(StatusCode::NOT_FOUND, "session ended"),
+            Err(_) => {
+                return refuse((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the session's shard did not answer in time".to_string(),
+                ))
             }
-            match rx.await {
-                Ok(r) => r,
-                Err(_) => return text(StatusCode::NOT_FOUND, "session ended"),
-            }
-        }
+        },
     };
     match result {
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
@@ -383,7 +437,13 @@ async fn patch(
 async fn metrics(State(control): State<Arc<Control>>) -> Response {
     let mut out = String::with_capacity(4096);
     ShardMetrics::render(&control.metrics, &mut out);
-    let pending = control.directory.lock().map(|d| d.pending()).unwrap_or(0);
+    let pending = match control.directory.lock() {
+        Ok(d) => {
+            d.render_metrics(&mut out);
+            d.pending()
+        }
+        Err(_) => 0,
+    };
     out.push_str(
         "# HELP corecast_pending_endpoints Endpoints answered but not yet claimed by a shard.\n",
     );
@@ -474,5 +534,48 @@ async fn streams(State(control): State<Arc<Control>>) -> Response {
     match control.directory.lock() {
         Ok(d) => Json(d.streams()).into_response(),
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),
+    }
+}
+
+/// `GET /api/closed`: sessions that ended lately (newest first, at most
+/// 128), with why: `deleted`, `replaced`, `codec_changed`, `consent_expired`,
+/// `peer_closed`, `closed`, `never_connected`, `not_adopted`.
+async fn closed(State(control): State<Arc<Control>>) -> Response {
+    let now = Instant::now();
+    match control.directory.lock() {
+        Ok(d) => Json(
+            d.recently_closed()
+                .map(|c| {
+                    serde_json::json!({
+                        "session": c.session.to_string(),
+                        "stream": c.stream,
+                        "role": match c.role {
+                            corecast_webrtc::Role::Publisher => "publisher",
+                            corecast_webrtc::Role::Viewer => "viewer",
+                        },
+                        "reason": c.reason,
+                        "seconds_ago": now.saturating_duration_since(c.at).as_secs(),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_compare_is_exact() {
+        assert!(constant_time_eq(b"Bearer s3cret", b"Bearer s3cret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"Bearer s3cret", b"Bearer s3creT"));
+        assert!(!constant_time_eq(b"Bearer s3cret", b"bearer s3cret"));
+        assert!(!constant_time_eq(b"Bearer s3cret", b"Bearer s3cre"));
+        assert!(!constant_time_eq(b"Bearer s3cret", b"Bearer s3cret "));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -32,6 +32,8 @@ pub struct Control {
     pub directory: Mutex<Directory>,
     pub metrics: Vec<Arc<ShardMetrics>>,
     pub max_endpoints_per_shard: usize,
+    /// Pending endpoints, node-wide, before new sessions get 503.
+    pub max_pending: usize,
     /// The cluster part of the settings, when clustered.
     pub cluster: Option<ClusterSettings>,
     /// The gateways' zone table.
@@ -79,6 +81,7 @@ pub fn start(
         directory: Mutex::new(Directory::new(shards, settings.cluster.is_some())),
         metrics,
         max_endpoints_per_shard: settings.max_endpoints_per_shard,
+        max_pending: settings.max_pending,
         zones: settings
             .cluster
             .as_ref()
@@ -148,24 +151,34 @@ async fn handle_events(control: Arc<Control>, events: flume::Receiver<ControlEve
         let Ok(mut d) = control.directory.lock() else {
             return;
         };
-        d.on_event(event, &control.metrics);
+        d.on_event(Instant::now(), event, &control.metrics);
     }
 }
 
-/// Each second: pending endpoints that no shard claimed within the consent
-/// timeout go away, and a clustered node reports its load.
+/// Every 100 ms: commands waiting in the outboxes are retried and
+/// unacknowledged adoptions reconciled ([`Directory::tick`]). Each second:
+/// pending endpoints that no shard claimed within the consent timeout go
+/// away, and a clustered node reports its load.
 async fn sweep_pending(control: Arc<Control>, consent: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut cpu = load::CpuMeter::new(Instant::now());
+    let mut next_second = Instant::now();
     loop {
         tick.tick().await;
-        let cpu_percent = cpu.sample(Instant::now());
-        if let Ok(mut d) = control.directory.lock() {
-            d.expire_pending(Instant::now(), consent);
-            if control.cluster.is_some() {
-                let load = load::node_load(&control, &d, cpu_percent);
-                d.report_load(load);
-            }
+        let now = Instant::now();
+        let Ok(mut d) = control.directory.lock() else {
+            return;
+        };
+        d.tick(now);
+        if now < next_second {
+            continue;
+        }
+        next_second = now + Duration::from_secs(1);
+        let cpu_percent = cpu.sample(now);
+        d.expire_pending(now, consent);
+        if control.cluster.is_some() {
+            let load = load::node_load(&control, &d, cpu_percent);
+            d.report_load(load);
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct ShardSetup {
     pub metrics: Arc<ShardMetrics>,
     /// Shard 0 of a clustered node: the cluster socket and configuration.
     pub cluster: Option<ClusterSetup>,
+    /// STUN claims for unknown ufrags passed to the control thread per
+    /// second (0: no limit).
+    pub claims_per_second: u32,
 }
 
 /// What shard 0 needs to drive the cluster.
@@ -77,10 +80,13 @@ struct Senders {
 impl Senders {
     /// Releases the batch's queued media a few viewers at a time, sending
     /// after each group, then sends the rest of the shard's datagrams.
+    /// Also retries the lifecycle events waiting for the control queue.
     fn send_all(&self, shard: &mut Shard) {
+        shard.flush_control();
         while shard.flush_media(Instant::now(), FLUSH_GROUP) {
             self.send_media(shard);
         }
+        shard.record_forward_latency(Instant::now());
         self.send_cluster(shard);
         self.send_media(shard);
     }
@@ -148,6 +154,7 @@ async fn run(setup: ShardSetup) {
         control,
         metrics,
         cluster,
+        claims_per_second,
         ..
     } = setup;
     let mut senders = Vec::new();
@@ -185,6 +192,7 @@ async fn run(setup: ShardSetup) {
         control,
         metrics,
         cluster_port,
+        claims_per_second,
     )));
     let senders = Rc::new(Senders {
         sockets: senders,

@@ -1,17 +1,29 @@
 //! The shard's state and handlers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corecast_media::{ChannelId, MediaKind, MediaPacket};
-use corecast_webrtc::{stun_local_ufrag, Endpoint, EndpointEvent, Output, Role, Transmit};
+use corecast_webrtc::{
+    stun_local_ufrag, Endpoint, EndpointEvent, EndpointStats, Output, Role, Transmit,
+};
 
 use super::cluster::ClusterPort;
+use super::limiter::TokenBucket;
 use crate::mesh::ShardLinks;
 use crate::messages::{ControlEvent, Datagram, RingMsg, SessionId, ShardCommand};
 use crate::metrics::{add, inc, ShardMetrics};
+
+/// Addresses of endpoints on other shards that one shard forwards, at most.
+pub const MAX_ROUTES: usize = 16_384;
+/// Routed addresses per session, at most (candidate pairs of one client).
+pub const MAX_ROUTES_PER_SESSION: usize = 8;
+/// Lifecycle events waiting for room in the control queue, at most. The
+/// queue holds 4096 and the control thread drains it continuously; this
+/// bound is only reached if the control thread stops.
+pub const CONTROL_OUTBOX_CAP: usize = 65_536;
 
 /// An endpoint and what the shard knows about it.
 struct Slot {
@@ -22,6 +34,8 @@ struct Slot {
     subscriptions: Vec<(MediaKind, ChannelId)>,
     /// Media queued in the endpoint, waiting for [`Shard::flush_media`].
     queued: bool,
+    /// The endpoint's counters as last added to the shard's metrics.
+    reported: EndpointStats,
 }
 
 /// One shard's state. Owned by its executor; never shared, never locked.
@@ -48,6 +62,14 @@ pub struct Shard {
     /// Viewers with queued media, and when the oldest of it arrived.
     queued: Vec<SessionId>,
     oldest_queued: Option<Instant>,
+    /// Addresses of endpoints held by other shards: session and owner shard.
+    routes: HashMap<SocketAddr, (SessionId, usize)>,
+    routes_by_session: HashMap<SessionId, Vec<SocketAddr>>,
+    /// Lifecycle events (never dropped) that found the control queue full,
+    /// oldest first; retried every loop round ([`Shard::flush_control`]).
+    outbox: VecDeque<ControlEvent>,
+    /// STUN claims passed to the control thread per second.
+    claims: TokenBucket,
 }
 
 impl Shard {
@@ -57,6 +79,7 @@ impl Shard {
         control: flume::Sender<ControlEvent>,
         metrics: Arc<ShardMetrics>,
         cluster: Option<ClusterPort>,
+        claims_per_second: u32,
     ) -> Shard {
         Shard {
             id,
@@ -74,6 +97,10 @@ impl Shard {
             cluster,
             queued: Vec::new(),
             oldest_queued: None,
+            routes: HashMap::new(),
+            routes_by_session: HashMap::new(),
+            outbox: VecDeque::new(),
+            claims: TokenBucket::new(claims_per_second, claims_per_second.max(1)),
         }
     }
 
@@ -106,6 +133,19 @@ impl Shard {
             self.receive(now, session, source, destination, data);
             return;
         }
+        if let Some(&(session, owner)) = self.routes.get(&source) {
+            // A second address of a client whose endpoint another shard holds.
+            let datagram = Datagram {
+                at: now,
+                source,
+                destination,
+                contents: data.to_vec(),
+            };
+            if self.push_ring(owner, RingMsg::Ingress { session, datagram }) {
+                inc(&self.metrics.ingress_forwards_total);
+            }
+            return;
+        }
         let Some(ufrag) = stun_local_ufrag(data) else {
             inc(&self.metrics.bad_packets_total);
             return;
@@ -113,6 +153,12 @@ impl Shard {
         if let Some(&session) = self.by_ufrag.get(ufrag) {
             // A new address of an endpoint we hold (another candidate pair).
             self.receive(now, session, source, destination, data);
+            return;
+        }
+        // Claims are for unknown ufrags (spoofable): at most so many per
+        // second reach the control thread, the rest are dropped and counted.
+        if !self.claims.allow(now) {
+            inc(&self.metrics.claims_limited_total);
             return;
         }
         let claim = ControlEvent::Claim {
@@ -199,12 +245,17 @@ impl Shard {
                         ufrag,
                         subscriptions: Vec::new(),
                         queued: false,
+                        reported: EndpointStats::default(),
                     },
                 );
                 self.metrics.endpoints.store(
                     self.endpoints.len() as u64,
                     std::sync::atomic::Ordering::Relaxed,
                 );
+                self.emit(ControlEvent::Adopted {
+                    session,
+                    shard: self.id,
+                });
                 for (kind, ch) in subscriptions {
                     self.subscribe(now, session, kind, Some(ch));
                 }
@@ -249,6 +300,12 @@ impl Shard {
                 }
                 self.drive(now, session);
             }
+            ShardCommand::Route {
+                session,
+                addr,
+                owner,
+            } => self.add_route(session, addr, owner),
+            ShardCommand::Unroute { session } => self.remove_routes(session),
             ShardCommand::Subscribe {
                 session,
                 kind,
@@ -287,9 +344,7 @@ impl Shard {
                         self.by_ufrag.remove(&slot.ufrag);
                         self.by_ufrag.insert(ufrag.clone(), session);
                         slot.ufrag = ufrag.clone();
-                        let _ = self
-                            .control
-                            .try_send(ControlEvent::UfragChanged { session, ufrag });
+                        self.emit(ControlEvent::UfragChanged { session, ufrag });
                     }
                 }
                 let _ = reply.send(result);
@@ -309,6 +364,16 @@ impl Shard {
                     RingMsg::Media(packet) => self.deliver_local(now, &packet),
                     RingMsg::Keyframe(channel) => self.keyframe_local(now, channel),
                     RingMsg::Export(packet) => self.export(now, &packet),
+                    RingMsg::Ingress { session, datagram } => {
+                        inc(&self.metrics.cross_shard_ingress_total);
+                        self.receive(
+                            now,
+                            session,
+                            datagram.source,
+                            datagram.destination,
+                            &datagram.contents,
+                        );
+                    }
                 }
             }
         }
@@ -326,11 +391,13 @@ impl Shard {
         let Some(slot) = self.endpoints.get_mut(&session) else {
             return;
         };
-        for (k, old) in slot.subscriptions.iter().filter(|(k, _)| *k == kind) {
+        for (_, old) in slot.subscriptions.iter().filter(|(k, _)| *k == kind) {
             if let Some(list) = self.subscribers.get_mut(old) {
                 list.retain(|s| *s != session);
+                if list.is_empty() {
+                    self.subscribers.remove(old);
+                }
             }
-            let _ = k;
         }
         slot.subscriptions.retain(|(k, _)| *k != kind);
         slot.endpoint.subscribe(kind, channel);
@@ -367,17 +434,134 @@ impl Shard {
         self.deliver_local(now, &packet);
     }
 
-    fn push_ring(&mut self, j: usize, msg: RingMsg) {
+    /// Pushes onto the ring toward shard `j`; a full ring drops and counts.
+    fn push_ring(&mut self, j: usize, msg: RingMsg) -> bool {
         let Some(Some(ring)) = self.links.to.get_mut(j) else {
-            return;
+            return false;
         };
         match ring.push(msg) {
             Ok(()) => {
                 inc(&self.metrics.ring_forwards_total);
                 let _ = self.links.doorbells[j].try_send(());
+                true
             }
-            Err(_) => inc(&self.metrics.ring_drops_total),
+            Err(_) => {
+                inc(&self.metrics.ring_drops_total);
+                false
+            }
         }
+    }
+
+    // ---- routes: addresses of endpoints on other shards ----
+
+    fn add_route(&mut self, session: SessionId, addr: SocketAddr, owner: usize) {
+        if owner == self.id || owner >= self.links.to.len() || self.by_addr.contains_key(&addr) {
+            return;
+        }
+        if let Some(&(old, _)) = self.routes.get(&addr) {
+            if old == session {
+                self.routes.insert(addr, (session, owner));
+                return;
+            }
+            // The address now belongs to another session (a reused port).
+            self.unroute_addr(old, addr);
+        }
+        let per_session = self.routes_by_session.get(&session).map_or(0, Vec::len);
+        if self.routes.len() >= MAX_ROUTES || per_session >= MAX_ROUTES_PER_SESSION {
+            inc(&self.metrics.route_drops_total);
+            return;
+        }
+        self.routes.insert(addr, (session, owner));
+        self.routes_by_session
+            .entry(session)
+            .or_default()
+            .push(addr);
+        self.store_routes();
+    }
+
+    fn unroute_addr(&mut self, session: SessionId, addr: SocketAddr) {
+        self.routes.remove(&addr);
+        if let Some(list) = self.routes_by_session.get_mut(&session) {
+            list.retain(|a| *a != addr);
+            if list.is_empty() {
+                self.routes_by_session.remove(&session);
+            }
+        }
+        self.store_routes();
+    }
+
+    fn remove_routes(&mut self, session: SessionId) {
+        for addr in self.routes_by_session.remove(&session).unwrap_or_default() {
+            self.routes.remove(&addr);
+        }
+        self.store_routes();
+    }
+
+    fn store_routes(&self) {
+        self.metrics.routes.store(
+            self.routes.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    // ---- events to the control thread ----
+
+    /// Sends a lifecycle event to the control thread; never drops it: a full
+    /// queue puts it in the outbox, which keeps the order.
+    fn emit(&mut self, event: ControlEvent) {
+        if self.outbox.is_empty() {
+            match self.control.try_send(event) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(event)) => {
+                    inc(&self.metrics.control_queued_total);
+                    self.queue_event(event);
+                }
+                // The control thread is gone: shutdown.
+                Err(flume::TrySendError::Disconnected(_)) => {}
+            }
+        } else {
+            inc(&self.metrics.control_queued_total);
+            self.queue_event(event);
+            self.flush_control();
+        }
+    }
+
+    fn queue_event(&mut self, event: ControlEvent) {
+        if self.outbox.len() >= CONTROL_OUTBOX_CAP {
+            inc(&self.metrics.control_outbox_drops_total);
+            tracing::error!("shard {}: control outbox full, event dropped", self.id);
+        } else {
+            self.outbox.push_back(event);
+        }
+        self.store_outbox();
+    }
+
+    /// Retries the outbox (the shard loop calls this every round).
+    pub fn flush_control(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        while let Some(event) = self.outbox.pop_front() {
+            match self.control.try_send(event) {
+                Ok(()) => inc(&self.metrics.control_retries_total),
+                Err(flume::TrySendError::Full(event)) => {
+                    self.outbox.push_front(event);
+                    break;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => {
+                    self.outbox.clear();
+                    break;
+                }
+            }
+        }
+        self.store_outbox();
+    }
+
+    fn store_outbox(&self) {
+        self.metrics.control_outbox.store(
+            self.outbox.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Queues a packet in every local viewer of its channel; it leaves at the
@@ -392,7 +576,11 @@ impl Shard {
             let Some(slot) = self.endpoints.get_mut(session) else {
                 continue;
             };
-            if slot.endpoint.queue_media(now, packet) && !slot.queued {
+            if !slot.endpoint.queue_media(now, packet) {
+                // Not sent (held for a keyframe, dropped, not connected):
+                // the rare path counts at once.
+                report_stats(&self.metrics, slot);
+            } else if !slot.queued {
                 slot.queued = true;
                 self.queued.push(*session);
             }
@@ -424,15 +612,21 @@ impl Shard {
             slot.endpoint.flush_media(now);
             self.drive(now, session);
         }
-        if self.queued.is_empty() {
-            if let Some(oldest) = self.oldest_queued.take() {
-                self.metrics
-                    .forward_latency
-                    .record(Instant::now().saturating_duration_since(oldest));
-            }
-            return false;
+        !self.queued.is_empty()
+    }
+
+    /// Records the forward latency of the batch that [`Shard::flush_media`]
+    /// finished: from its oldest packet's arrival to `now` (the caller reads
+    /// the clock once the last viewer's media is handed off).
+    pub fn record_forward_latency(&mut self, now: Instant) {
+        if !self.queued.is_empty() {
+            return;
         }
-        true
+        if let Some(oldest) = self.oldest_queued.take() {
+            self.metrics
+                .forward_latency
+                .record(now.saturating_duration_since(oldest));
+        }
     }
 
     /// Returns a taken subscriber list, without sessions that ended meanwhile
@@ -495,6 +689,7 @@ impl Shard {
                 Output::Transmit(t) => self.out.push(t),
                 Output::Timeout(at) => {
                     slot.next_timeout = at;
+                    report_stats(&self.metrics, slot);
                     return;
                 }
                 Output::Event(event) => self.on_event(now, session, event),
@@ -515,7 +710,7 @@ impl Shard {
                 }
             }
             EndpointEvent::ActiveCodec(channel, codec) => {
-                let _ = self.control.try_send(ControlEvent::ActiveCodec {
+                self.emit(ControlEvent::ActiveCodec {
                     session,
                     channel,
                     codec,
@@ -524,9 +719,7 @@ impl Shard {
             EndpointEvent::Connected => {}
             EndpointEvent::Closed(reason) => {
                 self.remove(session);
-                let _ = self
-                    .control
-                    .try_send(ControlEvent::Closed { session, reason });
+                self.emit(ControlEvent::Closed { session, reason });
             }
         }
     }
@@ -540,6 +733,7 @@ impl Shard {
         while let Output::Transmit(t) = slot.endpoint.poll_output(now) {
             self.out.push(t);
         }
+        report_stats(&self.metrics, &mut slot);
         for addr in &slot.addrs {
             self.by_addr.remove(addr);
         }
@@ -557,5 +751,385 @@ impl Shard {
             self.endpoints.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+}
+
+/// Adds what an endpoint counted since the last report to the shard's
+/// metrics: after each drive of the endpoint, when a packet was not sent,
+/// and when it is removed.
+fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
+    let now = slot.endpoint.stats();
+    let was = std::mem::replace(&mut slot.reported, now);
+    add(
+        &metrics.media_dropped_total,
+        now.media_dropped - was.media_dropped,
+    );
+    add(
+        &metrics.media_waiting_keyframe_total,
+        now.waiting_keyframe - was.waiting_keyframe,
+    );
+    add(
+        &metrics.keyframe_requests_total,
+        now.keyframe_requests_sent - was.keyframe_requests_sent,
+    );
+    add(
+        &metrics.keyframe_requests_limited_total,
+        now.keyframe_requests_limited - was.keyframe_requests_limited,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh;
+    use corecast_media::{Codec, CodecInfo};
+    use corecast_webrtc::{Client, EndpointConfig};
+    use std::sync::atomic::Ordering;
+
+    /// Shard 0 of a mesh, without sockets: the other shards' ends of the
+    /// rings and the control channel stay with the test.
+    struct Rig {
+        shard: Shard,
+        /// `others[j - 1]`: shard j's ends of the mesh.
+        others: Vec<ShardLinks>,
+        control: flume::Receiver<ControlEvent>,
+        config: EndpointConfig,
+        t0: Instant,
+        next_port: u16,
+    }
+
+    fn rig(shards: usize, control_capacity: usize, claims_per_second: u32) -> Rig {
+        let mut links = mesh::wire(shards);
+        let mine = links.remove(0);
+        let (tx, rx) = flume::bounded(control_capacity);
+        Rig {
+            shard: Shard::new(0, mine, tx, Arc::default(), None, claims_per_second),
+            others: links,
+            control: rx,
+            config: EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]),
+            t0: Instant::now(),
+            next_port: 5000,
+        }
+    }
+
+    impl Rig {
+        /// Adopts a viewer endpoint (its first datagram is empty: refused
+        /// and counted, the endpoint stays).
+        fn viewer(&mut self) -> SessionId {
+            self.next_port += 1;
+            let local: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
+            let (_, offer) = Client::viewer(&self.config, self.t0, local).unwrap();
+            let (endpoint, _) = Endpoint::viewer(&self.config, self.t0, &offer, &[]).unwrap();
+            let session = SessionId::random();
+            self.shard.on_command(
+                self.t0,
+                ShardCommand::Adopt {
+                    session,
+                    endpoint: Box::new(endpoint),
+                    first: Datagram {
+                        at: self.t0,
+                        source: local,
+                        destination: "127.0.0.1:9000".parse().unwrap(),
+                        contents: Vec::new(),
+                    },
+                    subscriptions: Vec::new(),
+                },
+            );
+            session
+        }
+
+        fn subscribe(&mut self, session: SessionId, kind: MediaKind, channel: Option<u64>) {
+            self.shard.on_command(
+                self.t0,
+                ShardCommand::Subscribe {
+                    session,
+                    kind,
+                    channel: channel.map(ChannelId),
+                },
+            );
+        }
+
+        fn subscribers(&self, channel: u64) -> Vec<SessionId> {
+            self.shard
+                .subscribers
+                .get(&ChannelId(channel))
+                .cloned()
+                .unwrap_or_default()
+        }
+
+        /// Media messages that reached shard `j` from shard 0.
+        fn media_at(&mut self, j: usize) -> usize {
+            let ring = self.others[j - 1].from[0].as_mut().unwrap();
+            let mut n = 0;
+            while let Ok(msg) = ring.pop() {
+                if matches!(msg, RingMsg::Media(_)) {
+                    n += 1;
+                }
+            }
+            n
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.control
+                .try_iter()
+                .map(|e| match e {
+                    ControlEvent::Adopted { session, .. } => format!("adopted {session}"),
+                    ControlEvent::Closed { session, .. } => format!("closed {session}"),
+                    ControlEvent::Claim { ufrag, .. } => format!("claim {ufrag}"),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        }
+    }
+
+    fn packet(channel: u64, at: Instant) -> MediaPacket {
+        MediaPacket {
+            channel: ChannelId(channel),
+            kind: MediaKind::Video,
+            codec: CodecInfo::new(Codec::Vp8, 90_000),
+            seq: 1,
+            rtp_time: 0,
+            marker: true,
+            arrival: at,
+            wallclock: at,
+            orientation: None,
+            payload: Arc::from(&[0x10u8, 0][..]),
+        }
+    }
+
+    fn binding_request(ufrag: &str) -> Vec<u8> {
+        let user = format!("{ufrag}:client");
+        let mut attrs = vec![0x00, 0x06, 0x00, user.len() as u8];
+        attrs.extend_from_slice(user.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut s = vec![0x00, 0x01, 0x00, attrs.len() as u8, 0x21, 0x12, 0xa4, 0x42];
+        s.extend_from_slice(&[7; 12]);
+        s.extend_from_slice(&attrs);
+        s
+    }
+
+    #[test]
+    fn subscriber_lists_follow_subscriptions() {
+        let mut r = rig(2, 64, 0);
+        let (a, b) = (r.viewer(), r.viewer());
+        r.subscribe(a, MediaKind::Video, Some(1));
+        r.subscribe(b, MediaKind::Video, Some(1));
+        r.subscribe(a, MediaKind::Audio, Some(2));
+        assert_eq!(r.subscribers(1), vec![a, b]);
+        assert_eq!(r.subscribers(2), vec![a]);
+        // Moving a's video moves it between lists; its audio stays.
+        r.subscribe(a, MediaKind::Video, Some(3));
+        assert_eq!(r.subscribers(1), vec![b]);
+        assert_eq!(r.subscribers(3), vec![a]);
+        assert_eq!(r.subscribers(2), vec![a]);
+        // The last viewer of a channel leaves: no empty list stays behind.
+        r.subscribe(b, MediaKind::Video, None);
+        assert!(!r.shard.subscribers.contains_key(&ChannelId(1)));
+        // Subscribing an unknown session does nothing.
+        r.subscribe(SessionId(12345), MediaKind::Video, Some(1));
+        assert!(r.subscribers(1).is_empty());
+    }
+
+    #[test]
+    fn fanout_masks_pick_the_rings() {
+        let mut r = rig(3, 64, 0);
+        let t = r.t0;
+        let fanout = |r: &mut Rig, shards: u64| {
+            r.shard.on_command(
+                t,
+                ShardCommand::Fanout {
+                    channel: ChannelId(7),
+                    shards,
+                },
+            )
+        };
+        // Without a mask the packet stays here.
+        r.shard.publish(t, packet(7, t));
+        assert_eq!((r.media_at(1), r.media_at(2)), (0, 0));
+        // Every shard, this one included: once per other shard, never to itself.
+        fanout(&mut r, 0b111);
+        r.shard.publish(t, packet(7, t));
+        assert_eq!((r.media_at(1), r.media_at(2)), (1, 1));
+        fanout(&mut r, 0b100);
+        r.shard.publish(t, packet(7, t));
+        r.shard.publish(t, packet(8, t));
+        assert_eq!((r.media_at(1), r.media_at(2)), (0, 1));
+        fanout(&mut r, 0);
+        assert!(!r.shard.fanout.contains_key(&ChannelId(7)));
+        r.shard.publish(t, packet(7, t));
+        assert_eq!((r.media_at(1), r.media_at(2)), (0, 0));
+        assert_eq!(
+            r.shard.metrics.ring_forwards_total.load(Ordering::Relaxed),
+            3
+        );
+        assert_eq!(r.shard.metrics.ring_drops_total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_closed_viewer_leaves_every_list_and_is_reported() {
+        let mut r = rig(2, 64, 0);
+        let (a, b) = (r.viewer(), r.viewer());
+        r.subscribe(a, MediaKind::Video, Some(1));
+        r.subscribe(a, MediaKind::Audio, Some(2));
+        r.subscribe(b, MediaKind::Video, Some(1));
+        assert_eq!(r.shard.metrics.endpoints.load(Ordering::Relaxed), 2);
+        r.shard.on_command(r.t0, ShardCommand::Close { session: a });
+        assert_eq!(r.subscribers(1), vec![b]);
+        assert!(!r.shard.subscribers.contains_key(&ChannelId(2)));
+        assert!(!r.shard.endpoints.contains_key(&a));
+        assert!(r.shard.by_addr.values().all(|s| *s != a));
+        assert!(r.shard.by_ufrag.values().all(|s| *s != a));
+        assert_eq!(r.shard.metrics.endpoints.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            r.events(),
+            vec![
+                format!("adopted {a}"),
+                format!("adopted {b}"),
+                format!("closed {a}")
+            ]
+        );
+        // Media for the channel reaches b only (and nothing panics).
+        r.shard.publish(r.t0, packet(1, r.t0));
+    }
+
+    #[test]
+    fn a_taken_list_is_put_back_without_the_ended_and_with_the_new() {
+        let mut r = rig(2, 64, 0);
+        let (a, b, c) = (r.viewer(), r.viewer(), r.viewer());
+        r.subscribe(a, MediaKind::Video, Some(1));
+        r.subscribe(b, MediaKind::Video, Some(1));
+        // As deliver_local does: the list is taken while endpoints run ...
+        let taken = r.shard.subscribers.remove(&ChannelId(1)).unwrap();
+        // ... meanwhile b ends and c subscribes ...
+        r.shard.on_command(r.t0, ShardCommand::Close { session: b });
+        r.subscribe(c, MediaKind::Video, Some(1));
+        // ... and the list that goes back has a and c.
+        r.shard.put_back_subscribers(ChannelId(1), taken);
+        assert_eq!(r.subscribers(1), vec![a, c]);
+        // A list whose viewers all ended is not put back.
+        let taken = r.shard.subscribers.remove(&ChannelId(1)).unwrap();
+        r.shard.on_command(r.t0, ShardCommand::Close { session: a });
+        r.shard.on_command(r.t0, ShardCommand::Close { session: c });
+        r.shard.put_back_subscribers(ChannelId(1), taken);
+        assert!(!r.shard.subscribers.contains_key(&ChannelId(1)));
+    }
+
+    #[test]
+    fn lifecycle_events_wait_in_the_outbox_and_keep_their_order() {
+        // A control queue of one event.
+        let mut r = rig(2, 1, 0);
+        let viewers: Vec<SessionId> = (0..3).map(|_| r.viewer()).collect();
+        for v in &viewers {
+            r.shard
+                .on_command(r.t0, ShardCommand::Close { session: *v });
+        }
+        let m = r.shard.metrics.clone();
+        let waiting = m.control_outbox.load(Ordering::Relaxed);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got.extend(r.events());
+            r.shard.flush_control();
+        }
+        let mut expected: Vec<String> = viewers.iter().map(|v| format!("adopted {v}")).collect();
+        expected.extend(viewers.iter().map(|v| format!("closed {v}")));
+        assert_eq!(got, expected, "every event arrives, in order");
+        assert_eq!(waiting, 5, "5 of the 6 events waited in the outbox");
+        assert_eq!(m.control_outbox.load(Ordering::Relaxed), 0);
+        assert_eq!(m.control_queued_total.load(Ordering::Relaxed), 5);
+        assert_eq!(m.control_retries_total.load(Ordering::Relaxed), 5);
+        assert_eq!(m.control_outbox_drops_total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn routed_addresses_go_to_their_shard_over_the_ring() {
+        let mut r = rig(3, 64, 0);
+        let t = r.t0;
+        let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let client: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let session = SessionId(99);
+        let route = |r: &mut Rig, port: u16, owner: usize| {
+            r.shard.on_command(
+                t,
+                ShardCommand::Route {
+                    session,
+                    addr: SocketAddr::new(client.ip(), port),
+                    owner,
+                },
+            )
+        };
+        route(&mut r, 6000, 2);
+        r.shard
+            .on_datagram(t, client, local, &[0x17, 0xfe, 0xfd, 1, 2]);
+        let ring = r.others[1].from[0].as_mut().unwrap();
+        match ring.pop() {
+            Ok(RingMsg::Ingress {
+                session: s,
+                datagram,
+            }) => {
+                assert_eq!(s, session);
+                assert_eq!(datagram.source, client);
+                assert_eq!(datagram.contents, vec![0x17, 0xfe, 0xfd, 1, 2]);
+            }
+            _ => panic!("the datagram went to shard 2"),
+        }
+        let m = r.shard.metrics.clone();
+        assert_eq!(m.ingress_forwards_total.load(Ordering::Relaxed), 1);
+        assert_eq!(m.bad_packets_total.load(Ordering::Relaxed), 0);
+        // A route to this shard itself or to no shard is refused.
+        route(&mut r, 6001, 0);
+        route(&mut r, 6002, 9);
+        assert_eq!(m.routes.load(Ordering::Relaxed), 1);
+        // At most MAX_ROUTES_PER_SESSION addresses per session.
+        for port in 6100..6100 + MAX_ROUTES_PER_SESSION as u16 {
+            route(&mut r, port, 1);
+        }
+        assert_eq!(
+            m.routes.load(Ordering::Relaxed),
+            MAX_ROUTES_PER_SESSION as u64
+        );
+        assert_eq!(m.route_drops_total.load(Ordering::Relaxed), 1);
+        // The session ends: its routes go, its datagrams are bad again.
+        r.shard.on_command(t, ShardCommand::Unroute { session });
+        assert_eq!(m.routes.load(Ordering::Relaxed), 0);
+        assert!(r.shard.routes_by_session.is_empty());
+        r.shard.on_datagram(t, client, local, &[0x17, 0xfe, 0xfd]);
+        assert_eq!(m.bad_packets_total.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn stun_claims_are_limited_per_second() {
+        let mut r = rig(2, 1024, 5);
+        let t = r.t0;
+        let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let spoof = |r: &mut Rig, at: Instant, n: u16| {
+            for i in 0..n {
+                let from = SocketAddr::from(([10, 0, 0, 1], 1000 + i));
+                r.shard
+                    .on_datagram(at, from, local, &binding_request(&format!("u{i}")));
+            }
+        };
+        spoof(&mut r, t, 20);
+        assert_eq!(r.events().len(), 5, "a burst of 5");
+        let m = r.shard.metrics.clone();
+        assert_eq!(m.claims_limited_total.load(Ordering::Relaxed), 15);
+        // 400 ms later: 2 more (5 per second).
+        spoof(&mut r, t + Duration::from_millis(400), 20);
+        assert_eq!(r.events().len(), 2);
+        // A STUN request of an endpoint this shard holds is no claim: never limited.
+        let v = r.viewer();
+        let ufrag = r.shard.endpoints[&v].ufrag.clone();
+        let before = m.claims_limited_total.load(Ordering::Relaxed);
+        let from = SocketAddr::from(([10, 0, 0, 2], 1));
+        for _ in 0..10 {
+            r.shard.on_datagram(
+                t + Duration::from_millis(400),
+                from,
+                local,
+                &binding_request(&ufrag),
+            );
+        }
+        assert_eq!(m.claims_limited_total.load(Ordering::Relaxed), before);
     }
 }

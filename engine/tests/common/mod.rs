@@ -23,6 +23,8 @@ pub fn test_settings(shards: usize) -> Settings {
         socket_buffer: 4 << 20,
         gso: true,
         max_endpoints_per_shard: 10_000,
+        max_pending: 2000,
+        stun_claims_per_second: 1000,
         consent_timeout: Duration::from_secs(20),
         cluster: None,
     }
@@ -115,20 +117,42 @@ pub struct Peer {
     pub client: Client,
     pub events: Vec<ClientEvent>,
     pub location: String,
+    /// The server's SDP answer (its ICE ufrag, candidates).
+    pub answer: String,
     next_timeout: Instant,
+}
+
+impl Peer {
+    /// The server-side ICE ufrag of this peer's session.
+    pub fn server_ufrag(&self) -> String {
+        self.answer
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .expect("the answer has an ICE ufrag")
+            .to_string()
+    }
 }
 
 impl Peer {
     /// Creates a publisher (`whip`) or viewer (`whep`) and does the offer/answer.
     pub fn join(config: &EndpointConfig, http_addr: SocketAddr, kind: &str, stream: &str) -> Peer {
+        Peer::join_with(config, http_addr, kind, stream, corecast_media::Codec::Vp8)
+    }
+
+    /// [`Peer::join`] with another video codec than VP8.
+    pub fn join_with(
+        config: &EndpointConfig,
+        http_addr: SocketAddr,
+        kind: &str,
+        stream: &str,
+        video: corecast_media::Codec,
+    ) -> Peer {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let local = socket.local_addr().unwrap();
         let now = Instant::now();
-        let (client, offer) = match kind {
-            "whip" => Client::publisher(config, now, local).unwrap(),
-            _ => Client::viewer(config, now, local).unwrap(),
-        };
+        let (client, offer) =
+            Client::with_video_codec(config, now, local, kind == "whip", video).unwrap();
         let r = http(
             http_addr,
             "POST",
@@ -138,7 +162,9 @@ impl Peer {
         );
         assert_eq!(r.status, 201, "{kind} POST: {}", r.body);
         let location = r.header("location").expect("Location header").to_string();
+        let answer = r.body.clone();
         let mut peer = Peer {
+            answer,
             socket,
             local,
             client,

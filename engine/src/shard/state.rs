@@ -176,6 +176,19 @@ impl Shard {
         }
     }
 
+    /// A datagram of one of this shard's endpoints that arrived at another
+    /// shard (forwarded by the control thread or over a ring).
+    fn cross_shard_ingress(&mut self, now: Instant, session: SessionId, datagram: &Datagram) {
+        inc(&self.metrics.cross_shard_ingress_total);
+        self.receive(
+            now,
+            session,
+            datagram.source,
+            datagram.destination,
+            &datagram.contents,
+        );
+    }
+
     fn receive(
         &mut self,
         now: Instant,
@@ -285,14 +298,7 @@ impl Shard {
                 }
             }
             ShardCommand::Ingress { session, datagram } => {
-                inc(&self.metrics.cross_shard_ingress_total);
-                self.receive(
-                    now,
-                    session,
-                    datagram.source,
-                    datagram.destination,
-                    &datagram.contents,
-                );
+                self.cross_shard_ingress(now, session, &datagram)
             }
             ShardCommand::Close { session } => {
                 if let Some(slot) = self.endpoints.get_mut(&session) {
@@ -365,14 +371,7 @@ impl Shard {
                     RingMsg::Keyframe(channel) => self.keyframe_local(now, channel),
                     RingMsg::Export(packet) => self.export(now, &packet),
                     RingMsg::Ingress { session, datagram } => {
-                        inc(&self.metrics.cross_shard_ingress_total);
-                        self.receive(
-                            now,
-                            session,
-                            datagram.source,
-                            datagram.destination,
-                            &datagram.contents,
-                        );
+                        self.cross_shard_ingress(now, session, &datagram)
                     }
                 }
             }

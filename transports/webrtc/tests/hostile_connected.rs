@@ -12,41 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use corecast_media::MediaKind;
-use rand::{Rng, SeedableRng};
-
-fn mutate(rng: &mut impl Rng, input: &[u8]) -> Vec<u8> {
-    let mut d = input.to_vec();
-    match rng.random_range(0..5) {
-        0 => d.truncate(rng.random_range(0..=d.len())),
-        1 => {
-            for _ in 0..rng.random_range(1..8) {
-                if !d.is_empty() {
-                    let i = rng.random_range(0..d.len());
-                    d[i] = rng.random();
-                }
-            }
-        }
-        2 => {
-            let at = rng.random_range(0..=d.len());
-            let junk: Vec<u8> = (0..rng.random_range(1..64)).map(|_| rng.random()).collect();
-            d.splice(at..at, junk);
-        }
-        3 => {
-            // Keep the header, garble the rest (a forged payload).
-            for b in d.iter_mut().skip(12) {
-                *b = rng.random();
-            }
-        }
-        _ => {
-            if d.len() > 4 {
-                let a = rng.random_range(0..d.len());
-                let b = rng.random_range(a..d.len());
-                d.drain(a..b);
-            }
-        }
-    }
-    d
-}
+use corecast_twin::{Alphabet, Inputs};
 
 #[test]
 fn a_connected_session_carries_media_through_mangled_and_replayed_input() {
@@ -60,16 +26,7 @@ fn a_connected_session_carries_media_through_mangled_and_replayed_input() {
     let mut seq = warm_up(&mut w, p, &[v], 3000);
     // Real traffic of every kind from the publisher: media, then its RTCP.
     for i in 0..50u64 {
-        let now = w.now;
-        w.client(p).client.send(
-            now,
-            MediaKind::Video,
-            seq,
-            i as u32 * 3000,
-            true,
-            &payload(i),
-        );
-        w.drain();
+        w.send_video(p, seq, i as u32 * 3000, &payload(i));
         seq += 1;
         w.run(Duration::from_millis(20));
     }
@@ -84,20 +41,20 @@ fn a_connected_session_carries_media_through_mangled_and_replayed_input() {
     for c in w.clients.iter_mut() {
         c.events.clear();
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let seed_refs: Vec<&[u8]> = seeds.iter().map(|d| d.as_slice()).collect();
+    let mut inputs = Inputs::new(13, &seed_refs, Alphabet::Binary, 300);
+    let mut d = Vec::new();
     let mut refused = 0usize;
-    for n in 0..20_000u32 {
-        let d = if n % 5 == 4 {
-            (0..rng.random_range(0..300))
-                .map(|_| rng.random())
-                .collect()
+    for n in 0..20_000usize {
+        if n % 5 == 4 {
+            inputs.random(&mut d);
         } else if n % 7 == 3 {
             // A replay, unchanged.
-            seeds[rng.random_range(0..seeds.len())].clone()
+            d.clear();
+            d.extend_from_slice(&seeds[n % seeds.len()]);
         } else {
-            let k = rng.random_range(0..seeds.len());
-            mutate(&mut rng, &seeds[k])
-        };
+            inputs.mutated(&mut d);
+        }
         refused += usize::from(!w.inject(from, &d));
         if n % 100 == 0 {
             w.run(Duration::from_millis(1));
@@ -119,16 +76,7 @@ fn a_connected_session_carries_media_through_mangled_and_replayed_input() {
         c.events.clear();
     }
     for i in 0..100u64 {
-        let now = w.now;
-        assert!(w.client(p).client.send(
-            now,
-            MediaKind::Video,
-            seq,
-            (1000 + i) as u32 * 3000,
-            true,
-            &payload(1000 + i)
-        ));
-        w.drain();
+        assert!(w.send_video(p, seq, (1000 + i) as u32 * 3000, &payload(1000 + i)));
         seq += 1;
         w.run(Duration::from_millis(10));
     }

@@ -92,15 +92,7 @@ fn streaming(w: &mut World, n: usize) -> (usize, Vec<usize>) {
     subscribe_all(w, p, &viewers);
     w.run_until(Duration::from_secs(5), World::all_connected);
     for i in 0..10u64 {
-        let now = w.now;
-        w.client(p).client.send(
-            now,
-            MediaKind::Video,
-            100 + i,
-            i as u32 * 3000,
-            true,
-            &payload(i),
-        );
+        w.send_video(p, 100 + i, i as u32 * 3000, &payload(i));
         w.run(Duration::from_millis(10));
     }
     w.run(Duration::from_millis(100));
@@ -172,29 +164,13 @@ fn a_new_publisher_continues_the_viewers_sequence() {
     subscribe_all(&mut w, p1, &[v]);
     w.run_until(Duration::from_secs(5), World::all_connected);
     for i in 0..20u64 {
-        let now = w.now;
-        w.client(p1).client.send(
-            now,
-            MediaKind::Video,
-            1000 + i,
-            i as u32 * 3000,
-            true,
-            &payload(i),
-        );
+        w.send_video(p1, 1000 + i, i as u32 * 3000, &payload(i));
         w.run(Duration::from_millis(5));
     }
     w.run(Duration::from_millis(50));
     subscribe_all(&mut w, p2, &[v]);
     for i in 0..20u64 {
-        let now = w.now;
-        w.client(p2).client.send(
-            now,
-            MediaKind::Video,
-            60_000 + i,
-            77 + i as u32 * 3000,
-            true,
-            &payload(100 + i),
-        );
+        w.send_video(p2, 60_000 + i, 77 + i as u32 * 3000, &payload(100 + i));
         w.run(Duration::from_millis(5));
     }
     w.run(Duration::from_millis(100));
@@ -283,15 +259,7 @@ fn a_keyframe_asked_for_before_the_first_packet_is_requested_on_it() {
         "no stream yet"
     );
     for i in 0..5u64 {
-        let now = w.now;
-        w.client(p).client.send(
-            now,
-            MediaKind::Video,
-            10 + i,
-            i as u32 * 3000,
-            true,
-            &payload(i),
-        );
+        w.send_video(p, 10 + i, i as u32 * 3000, &payload(i));
         w.run(Duration::from_millis(20));
     }
     let got = w.clients[p]
@@ -313,15 +281,7 @@ fn a_lossy_viewer_leg_is_repaired_by_nack_and_rtx() {
     // Every 20th video packet toward the viewer is lost; the publisher's leg is clean.
     w.lossy = Some((w.clients[v].addr, 20));
     for i in 0..200u64 {
-        let now = w.now;
-        w.client(p).client.send(
-            now,
-            MediaKind::Video,
-            base + i,
-            i as u32 * 3000,
-            true,
-            &payload(i),
-        );
+        w.send_video(p, base + i, i as u32 * 3000, &payload(i));
         w.run(Duration::from_millis(5));
     }
     w.lossy = None;
@@ -367,17 +327,8 @@ fn closing_an_endpoint_tells_the_peer() {
 
 /// Sends video packet `i` (payload [`payload`], a VP8 keyframe start) with
 /// extended sequence number `seq`, and drains.
-fn send_video(w: &mut World, p: usize, seq: u64, i: u64) {
-    let now = w.now;
-    assert!(w.client(p).client.send(
-        now,
-        MediaKind::Video,
-        seq,
-        i as u32 * 3000,
-        true,
-        &payload(i)
-    ));
-    w.drain();
+fn send_numbered(w: &mut World, p: usize, seq: u64, i: u64) {
+    assert!(w.send_video(p, seq, i as u32 * 3000, &payload(i)));
 }
 
 /// The video payloads viewer `v` received, checked to be one continuous
@@ -412,7 +363,7 @@ fn viewers_joining_before_and_after_the_publishers_sequence_wrap_receive_everyth
     // for a while: its sequence numbers wrap after 36 packets.
     let mut seq = warm_up(&mut w, p, &[early], 65_500);
     for i in 0..100u64 {
-        send_video(&mut w, p, seq, i);
+        send_numbered(&mut w, p, seq, i);
         seq += 1;
         w.run(Duration::from_millis(5));
     }
@@ -426,7 +377,7 @@ fn viewers_joining_before_and_after_the_publishers_sequence_wrap_receive_everyth
         c.events.clear();
     }
     for i in 100..300u64 {
-        send_video(&mut w, p, seq, i);
+        send_numbered(&mut w, p, seq, i);
         seq += 1;
         w.run(Duration::from_millis(5));
     }
@@ -499,16 +450,7 @@ fn a_new_viewer_starts_at_a_keyframe_and_asks_for_one() {
     // Delta frames, then a keyframe, then deltas.
     let frames: Vec<bool> = (0..30).map(|i| i == 12).collect();
     for (i, key) in frames.iter().enumerate() {
-        let now = w.now;
-        w.client(p).client.send(
-            now,
-            MediaKind::Video,
-            1000 + i as u64,
-            i as u32 * 3000,
-            true,
-            &vp8(*key, i as u64),
-        );
-        w.drain();
+        w.send_video(p, 1000 + i as u64, i as u32 * 3000, &vp8(*key, i as u64));
         w.run(Duration::from_millis(30));
     }
     w.run(Duration::from_millis(200));
@@ -537,16 +479,7 @@ fn a_switch_starts_at_the_new_publishers_keyframe_and_drops_its_older_packets() 
     subscribe_all(&mut w, p1, &[v]);
     w.run_until(Duration::from_secs(5), World::all_connected);
     for i in 0..10u64 {
-        let now = w.now;
-        w.client(p1).client.send(
-            now,
-            MediaKind::Video,
-            500 + i,
-            i as u32 * 3000,
-            true,
-            &vp8(i == 0, i),
-        );
-        w.drain();
+        w.send_video(p1, 500 + i, i as u32 * 3000, &vp8(i == 0, i));
         w.run(Duration::from_millis(20));
     }
     w.run(Duration::from_millis(50));
@@ -561,16 +494,7 @@ fn a_switch_starts_at_the_new_publishers_keyframe_and_drops_its_older_packets() 
         (40_004, false),
     ];
     for (seq, key) in order {
-        let now = w.now;
-        w.client(p2).client.send(
-            now,
-            MediaKind::Video,
-            seq,
-            seq as u32 * 3000,
-            true,
-            &vp8(key, seq),
-        );
-        w.drain();
+        w.send_video(p2, seq, seq as u32 * 3000, &vp8(key, seq));
         w.run(Duration::from_millis(20));
     }
     w.run(Duration::from_millis(200));

@@ -281,6 +281,17 @@ impl World {
         }
     }
 
+    /// Publisher `p`'s client sends one video packet (marker set) now, and
+    /// everything drains. Returns whether the client could send.
+    pub fn send_video(&mut self, p: usize, seq: u64, rtp_time: u32, payload: &[u8]) -> bool {
+        let now = self.now;
+        let sent = self.clients[p]
+            .client
+            .send(now, MediaKind::Video, seq, rtp_time, true, payload);
+        self.drain();
+        sent
+    }
+
     /// A datagram from `from` arrives at the server now (a spoofed or
     /// mangled one); returns whether the leg took it.
     pub fn inject(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {

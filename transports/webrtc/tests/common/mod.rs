@@ -155,6 +155,10 @@ impl World {
         while self.in_flight.front().is_some_and(|(at, _)| *at <= now) {
             let (_, t) = self.in_flight.pop_front().unwrap();
             self.deliver(t);
+            // str0m's rule: drain after every input. In RTP mode a received
+            // packet waits in a single slot for the next poll; a second
+            // input before it would overwrite it.
+            self.drain();
         }
         for p in &mut self.clients {
             if p.next_timeout <= now {

@@ -37,9 +37,14 @@ pub struct ServeArgs {
     /// (repeatable). [default: this host's non-loopback IPv4 addresses, or 127.0.0.1]
     #[arg(long = "ice-ip")]
     pub ice_ip: Vec<IpAddr>,
-    /// Bearer token WHIP and WHEP requests must carry.
+    /// Bearer token WHIP and WHEP requests must carry (allows everything).
     #[arg(long, env = "CORECAST_TOKEN")]
     pub token: Option<String>,
+    /// Secret (at least 16 bytes) that signs room tokens (JWT, HS256; mint
+    /// them with `corecast token`): requests must then carry one that
+    /// allows their room and action, or the static --token.
+    #[arg(long, env = "CORECAST_AUTH_SECRET")]
+    pub auth_secret: Option<String>,
     /// SO_RCVBUF and SO_SNDBUF of each media socket, in bytes. [default: 8388608]
     #[arg(long)]
     pub socket_buffer: Option<usize>,
@@ -104,6 +109,7 @@ struct FileConfig {
     first_core: Option<usize>,
     ice_ip: Option<Vec<IpAddr>>,
     token: Option<String>,
+    auth_secret: Option<String>,
     socket_buffer: Option<usize>,
     no_gso: Option<bool>,
     max_endpoints_per_shard: Option<usize>,
@@ -145,6 +151,8 @@ pub struct Settings {
     pub first_core: usize,
     pub ice_ips: Vec<IpAddr>,
     pub token: Option<String>,
+    /// Signs and checks room tokens (JWT, HS256).
+    pub auth_secret: Option<String>,
     pub socket_buffer: usize,
     /// Runs of datagrams to one peer leave as UDP GSO messages.
     pub gso: bool,
@@ -178,6 +186,8 @@ pub enum ConfigError {
     Seed(String, String),
     #[error("zones table: {0}")]
     Zones(String),
+    #[error("--auth-secret must be at least 16 bytes (32 random bytes recommended), got {0}")]
+    AuthSecret(usize),
 }
 
 impl Settings {
@@ -217,6 +227,12 @@ impl Settings {
             first_core: args.first_core.or(file.first_core).unwrap_or(0),
             ice_ips,
             token: args.token.clone().or(file.token),
+            auth_secret: match args.auth_secret.clone().or(file.auth_secret) {
+                Some(s) if s.len() < crate::control::auth::MIN_SECRET_LEN => {
+                    return Err(ConfigError::AuthSecret(s.len()))
+                }
+                other => other,
+            },
             socket_buffer: args
                 .socket_buffer
                 .or(file.socket_buffer)

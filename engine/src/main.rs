@@ -1,7 +1,8 @@
 //! The `corecast` binary.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use corecast::config::ServeArgs;
+use corecast::control::auth::{self, Claims};
 use corecast::{Node, Settings};
 
 #[global_allocator]
@@ -23,6 +24,34 @@ enum Command {
     Serve(ServeArgs),
     /// Check this host for what the server needs (memlock, io_uring, buffers, cores).
     Doctor(ServeArgs),
+    /// Mint a room token (JWT, HS256) signed with the node's --auth-secret.
+    Token(TokenArgs),
+}
+
+/// `corecast token --room R [--peer P] [--publish] [--subscribe] --ttl 1h`
+#[derive(Args)]
+struct TokenArgs {
+    /// The room (the stream of /whip/{stream} and /whep/{stream}).
+    #[arg(long)]
+    room: String,
+    /// The peer the holder joins as.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Allow publishing (WHIP).
+    #[arg(long)]
+    publish: bool,
+    /// Allow subscribing (WHEP).
+    #[arg(long)]
+    subscribe: bool,
+    /// Allow only these transports (repeatable: whip, whep, ...). [default: all]
+    #[arg(long = "transport")]
+    transports: Vec<String>,
+    /// How long the token is valid, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: humantime::Duration,
+    /// The secret the node checks tokens with (its --auth-secret).
+    #[arg(long, env = "CORECAST_AUTH_SECRET")]
+    auth_secret: String,
 }
 
 fn main() {
@@ -45,6 +74,40 @@ fn main() {
                 pin: settings.pin,
             };
             std::process::exit(doctor::doctor(&cfg));
+        }
+        Command::Token(args) => token(&args),
+    }
+}
+
+fn token(args: &TokenArgs) {
+    if !args.publish && !args.subscribe {
+        eprintln!("corecast token: give --publish, --subscribe or both");
+        std::process::exit(2);
+    }
+    if args.auth_secret.len() < auth::MIN_SECRET_LEN {
+        eprintln!(
+            "corecast token: --auth-secret must be at least {} bytes",
+            auth::MIN_SECRET_LEN
+        );
+        std::process::exit(2);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = Claims {
+        room: args.room.clone(),
+        peer: args.peer.clone(),
+        publish: args.publish,
+        subscribe: args.subscribe,
+        transports: (!args.transports.is_empty()).then(|| args.transports.clone()),
+        exp: now.saturating_add(args.ttl.as_secs()),
+        nbf: None,
+    };
+    match auth::mint(args.auth_secret.as_bytes(), &claims) {
+        Ok(t) => println!("{t}"),
+        Err(e) => {
+            eprintln!("corecast token: {e}");
+            std::process::exit(1);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,6 +16,7 @@ use corecast_cluster::{ClusterView, NodeRole};
 use corecast_webrtc::{parse_sdpfrag, Endpoint, Error as RtcError, PublisherInfo};
 use tower_http::cors::{Any, CorsLayer};
 
+use super::auth::{Access, Action, Denied};
 use super::directory::{FragmentTarget, Refusal};
 use super::Control;
 use crate::messages::{SessionId, ShardCommand};
@@ -114,14 +115,15 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Checks the token and the content type; returns the body as text.
+/// Checks the credentials and the content type; returns the body as text.
 fn check_request(
     control: &Control,
     headers: &HeaderMap,
+    access: &Access<'_>,
     body: &Bytes,
     content_type: &str,
 ) -> Result<String, Reject> {
-    check_auth(control, headers)?;
+    check_auth(control, headers, access)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -137,21 +139,45 @@ fn check_request(
         .map_err(|_| (StatusCode::BAD_REQUEST, "body is not UTF-8".to_string()))
 }
 
-fn check_auth(control: &Control, headers: &HeaderMap) -> Result<(), Reject> {
-    if let Some(token) = &control.token {
-        let expected = format!("Bearer {token}");
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !constant_time_eq(given, expected.as_bytes()) {
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong Authorization: Bearer token".to_string(),
-            ));
-        }
+/// Checks the request's credentials for `access` (see [`super::auth`]).
+fn check_auth(control: &Control, headers: &HeaderMap, access: &Access<'_>) -> Result<(), Reject> {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match control.auth.check(given, access, now_unix) {
+        Ok(_) => Ok(()),
+        Err(Denied::Unauthorized(why)) => Err((StatusCode::UNAUTHORIZED, why)),
+        Err(Denied::Forbidden(why)) => Err((StatusCode::FORBIDDEN, why)),
     }
-    Ok(())
+}
+
+/// A WHIP request publishes into its room.
+fn whip_access(room: &str) -> Access<'_> {
+    Access {
+        room,
+        action: Action::Publish,
+        transport: "whip",
+    }
+}
+
+/// A WHEP request subscribes to its room.
+fn whep_access(room: &str) -> Access<'_> {
+    Access {
+        room,
+        action: Action::Subscribe,
+        transport: "whep",
+    }
+}
+
+/// What a request on a session resource (`/whip/{room}/{session}` or
+/// `/whep/…`) does, by its path.
+fn session_access<'a>(path: &str, room: &'a str) -> Access<'a> {
+    if path.starts_with("/whep/") {
+        whep_access(room)
+    } else {
+        whip_access(room)
+    }
 }
 
 fn valid_stream(name: &str) -> bool {
@@ -220,11 +246,12 @@ fn rtc_error(e: RtcError) -> Response {
 /// What WHIP and WHEP check before looking at the offer itself.
 fn check_offer(
     control: &Control,
-    stream: &str,
+    access: &Access<'_>,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<String, Reject> {
-    let offer = check_request(control, headers, body, "application/sdp")?;
+    let stream = access.room;
+    let offer = check_request(control, headers, access, body, "application/sdp")?;
     if !valid_stream(stream) {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -247,7 +274,11 @@ fn gateway_redirect(
     if role != NodeRole::Gateway {
         return None;
     }
-    if let Err(r) = check_auth(control, headers) {
+    let access = match intent {
+        Intent::Publish => whip_access(stream),
+        Intent::View => whep_access(stream),
+    };
+    if let Err(r) = check_auth(control, headers, &access) {
         return Some(refuse(r));
     }
     if !valid_stream(stream) {
@@ -284,7 +315,7 @@ async fn whip(
     if let Some(r) = gateway_redirect(&control, client, Intent::Publish, &stream, &headers) {
         return r;
     }
-    let offer = match check_offer(&control, &stream, &headers, &body) {
+    let offer = match check_offer(&control, &whip_access(&stream), &headers, &body) {
         Ok(o) => o,
         Err(r) => return refuse(r),
     };
@@ -316,7 +347,7 @@ async fn whep(
     if let Some(r) = gateway_redirect(&control, client, Intent::View, &stream, &headers) {
         return r;
     }
-    let offer = match check_offer(&control, &stream, &headers, &body) {
+    let offer = match check_offer(&control, &whep_access(&stream), &headers, &body) {
         Ok(o) => o,
         Err(r) => return refuse(r),
     };
@@ -347,9 +378,10 @@ fn lookup(control: &Control, stream: &str, session: &str) -> Option<SessionId> {
 async fn delete(
     State(control): State<Arc<Control>>,
     Path((stream, session)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = check_auth(&control, &headers) {
+    if let Err(r) = check_auth(&control, &headers, &session_access(uri.path(), &stream)) {
         return refuse(r);
     }
     let Some(id) = lookup(&control, &stream, &session) else {
@@ -365,10 +397,18 @@ async fn delete(
 async fn patch(
     State(control): State<Arc<Control>>,
     Path((stream, session)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let frag = match check_request(&control, &headers, &body, "application/trickle-ice-sdpfrag") {
+    let access = session_access(uri.path(), &stream);
+    let frag = match check_request(
+        &control,
+        &headers,
+        &access,
+        &body,
+        "application/trickle-ice-sdpfrag",
+    ) {
         Ok(f) => f,
         Err(r) => return refuse(r),
     };

@@ -3,6 +3,7 @@
 //! pending endpoints until a shard claims them, and sends commands over
 //! bounded channels.
 
+pub mod auth;
 mod directory;
 mod gateway;
 mod http;
@@ -28,7 +29,7 @@ use crate::node::NodeError;
 /// What HTTP handlers share.
 pub struct Control {
     pub config: EndpointConfig,
-    pub token: Option<String>,
+    pub auth: auth::Auth,
     pub directory: Mutex<Directory>,
     pub metrics: Vec<Arc<ShardMetrics>>,
     pub max_endpoints_per_shard: usize,
@@ -77,7 +78,7 @@ pub fn start(
         .map_err(|source| NodeError::Http { addr, source })?;
     let control = Arc::new(Control {
         config,
-        token: settings.token.clone(),
+        auth: auth::Auth::new(settings.token.clone(), settings.auth_secret.clone()),
         directory: Mutex::new(Directory::new(shards, settings.cluster.is_some())),
         metrics,
         max_endpoints_per_shard: settings.max_endpoints_per_shard,

@@ -20,6 +20,7 @@ pub fn test_settings(shards: usize) -> Settings {
         first_core: 0,
         ice_ips: vec!["127.0.0.1".parse().unwrap()],
         token: None,
+        auth_secret: None,
         socket_buffer: 4 << 20,
         gso: true,
         max_endpoints_per_shard: 10_000,

@@ -4,28 +4,13 @@
 
 mod common;
 
-use std::time::Instant;
-
-use common::{http, metric, test_settings};
+use common::{http, metric, offer, test_settings};
 use corecast::{Node, Settings};
-use corecast_webrtc::{Client, EndpointConfig};
 
 const SDP: (&str, &str) = ("Content-Type", "application/sdp");
 
 fn offers(n: usize, publisher: bool) -> Vec<String> {
-    let config = EndpointConfig::new(vec![]);
-    (0..n)
-        .map(|i| {
-            let local = format!("127.0.0.1:{}", 5000 + i).parse().unwrap();
-            let now = Instant::now();
-            let (_, offer) = if publisher {
-                Client::publisher(&config, now, local).unwrap()
-            } else {
-                Client::viewer(&config, now, local).unwrap()
-            };
-            offer
-        })
-        .collect()
+    (0..n).map(|i| offer(publisher, 5000 + i as u16)).collect()
 }
 
 #[test]

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{http, test_settings};
+use common::{http, offer, test_settings};
 use corecast::control::auth::{mint, Claims};
 use corecast::{Node, Settings};
-use corecast_webrtc::{Client, EndpointConfig};
 
 const SECRET: &str = "the secret of this test node";
 
@@ -34,18 +33,6 @@ fn token(room: &str, publish: bool, subscribe: bool, exp: u64) -> String {
     format!("Bearer {}", mint(SECRET.as_bytes(), &claims).unwrap())
 }
 
-fn offer(publisher: bool) -> String {
-    let config = EndpointConfig::new(vec![]);
-    let local = "127.0.0.1:5000".parse().unwrap();
-    let now = Instant::now();
-    let (_, offer) = if publisher {
-        Client::publisher(&config, now, local).unwrap()
-    } else {
-        Client::viewer(&config, now, local).unwrap()
-    };
-    offer
-}
-
 #[test]
 fn room_tokens_allow_their_room_and_action_only() {
     let node = Node::start(&Settings {
@@ -60,7 +47,7 @@ fn room_tokens_allow_their_room_and_action_only() {
         if let Some(a) = auth {
             headers.push(("Authorization", a));
         }
-        http(h, "POST", path, &headers, offer(publisher).as_bytes())
+        http(h, "POST", path, &headers, offer(publisher, 5000).as_bytes())
     };
     let hour = now_unix() + 3600;
     let publish = token("live", true, false, hour);

@@ -758,6 +758,10 @@ impl Shard {
 /// and when it is removed.
 fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
     let now = slot.endpoint.stats();
+    if now == slot.reported {
+        // The common case after a drive: nothing counted, no atomics touched.
+        return;
+    }
     let was = std::mem::replace(&mut slot.reported, now);
     add(
         &metrics.media_dropped_total,

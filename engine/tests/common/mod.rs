@@ -31,6 +31,21 @@ pub fn test_settings(shards: usize) -> Settings {
     }
 }
 
+/// An SDP offer of a test client (publisher or viewer) on 127.0.0.1:`port`,
+/// for requests that need a valid body and no media.
+pub fn offer(publisher: bool, port: u16) -> String {
+    let config = EndpointConfig::new(vec![]);
+    let local = SocketAddr::from(([127, 0, 0, 1], port));
+    let now = Instant::now();
+    let (_, offer) = if publisher {
+        Client::publisher(&config, now, local)
+    } else {
+        Client::viewer(&config, now, local)
+    }
+    .expect("the test client makes an offer");
+    offer
+}
+
 /// A node with `shards` unpinned shards on 127.0.0.1, ephemeral ports.
 pub fn start_node(shards: usize) -> Node {
     Node::start(&test_settings(shards)).expect("node starts")

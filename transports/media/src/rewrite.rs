@@ -97,7 +97,8 @@ impl Rewriter {
             return true;
         }
         let newest_in = self.last.map_or(run.first_in, |l| {
-            run.first_in + l.seq.saturating_sub(run.first_out)
+            run.first_in
+                .saturating_add(l.seq.saturating_sub(run.first_out))
         });
         seq.saturating_add(REORDER_WINDOW) < run.first_in
             || seq > newest_in.saturating_add(MAX_JUMP)
@@ -155,7 +156,7 @@ impl Rewriter {
                 Run {
                     source,
                     first_in: seq,
-                    first_out: last.seq + 1,
+                    first_out: last.seq.saturating_add(1),
                     ts_offset: next_ts.wrapping_sub(rtp_time),
                 }
             }

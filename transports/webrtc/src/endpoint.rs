@@ -540,10 +540,6 @@ impl Endpoint {
         };
         let mid = track.mid;
         let nackable = packet.kind == MediaKind::Video;
-        let ext_vals = ExtensionValues {
-            video_orientation: packet.orientation.map(VideoOrientation::from),
-            ..Default::default()
-        };
         // str0m builds this leg's sender reports from the last written
         // (rtp time, wallclock); a wallclock after `now` would void them.
         let wallclock = packet.wallclock.min(now);
@@ -552,18 +548,24 @@ impl Endpoint {
             self.stats.media_dropped += 1;
             return false;
         };
-        stream.write_rtp(
-            RtpWrite::new(
-                pt,
-                out.seq.into(),
-                out.rtp_time,
-                wallclock,
-                packet.payload.clone(),
-            )
-            .marker(packet.marker)
-            .ext_vals(ext_vals)
-            .nackable(nackable),
-        );
+        let mut write = RtpWrite::new(
+            pt,
+            out.seq.into(),
+            out.rtp_time,
+            wallclock,
+            packet.payload.clone(),
+        )
+        .marker(packet.marker)
+        .nackable(nackable);
+        // Header extension values only where there is one to send (the
+        // orientation of a phone's video); the common packet carries none.
+        if let Some(o) = packet.orientation {
+            write = write.ext_vals(ExtensionValues {
+                video_orientation: Some(VideoOrientation::from(o)),
+                ..Default::default()
+            });
+        }
+        stream.write_rtp(write);
         true
     }
 

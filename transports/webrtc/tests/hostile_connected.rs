@@ -16,13 +16,9 @@ use corecast_twin::{Alphabet, Inputs};
 
 #[test]
 fn a_connected_session_carries_media_through_mangled_and_replayed_input() {
-    let mut w = World::new();
-    let p = w.add_publisher("10.0.0.1:1000", "alice");
-    let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+    let (mut w, p, v) = World::connected_pair();
     let from = w.clients[p].addr;
     w.capture_from = Some(from);
-    subscribe_all(&mut w, p, &[v]);
-    w.run_until(Duration::from_secs(5), World::all_connected);
     let mut seq = warm_up(&mut w, p, &[v], 3000);
     // Real traffic of every kind from the publisher: media, then its RTCP.
     for i in 0..50u64 {
@@ -81,11 +77,7 @@ fn a_connected_session_carries_media_through_mangled_and_replayed_input() {
         w.run(Duration::from_millis(10));
     }
     w.run(Duration::from_millis(200));
-    let got: Vec<Vec<u8>> = w
-        .received(v, MediaKind::Video)
-        .into_iter()
-        .map(|x| x.2)
-        .collect();
+    let got: Vec<Vec<u8>> = w.video_payloads(v);
     let want: Vec<Vec<u8>> = (0..100).map(|i| payload(1000 + i)).collect();
     assert_eq!(
         got, want,

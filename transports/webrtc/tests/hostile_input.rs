@@ -10,9 +10,8 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use corecast_twin::{run, Alphabet};
+use corecast_twin::{run, Alphabet, Inputs};
 use corecast_webrtc::{Client, Endpoint, EndpointConfig, PublisherInfo};
-use rand::{Rng, SeedableRng};
 
 /// Offers cost an SDP parse and up to two endpoints each.
 const OFFER_INPUTS: usize = 15_000;
@@ -30,34 +29,6 @@ fn binding_request(username: &str) -> Vec<u8> {
     m.extend_from_slice(&[9; 12]);
     m.extend_from_slice(&attrs);
     m
-}
-
-fn mutate(rng: &mut impl Rng, input: &[u8]) -> Vec<u8> {
-    let mut d = input.to_vec();
-    match rng.random_range(0..4) {
-        0 => d.truncate(rng.random_range(0..=d.len())),
-        1 => {
-            for _ in 0..rng.random_range(1..8) {
-                if !d.is_empty() {
-                    let i = rng.random_range(0..d.len());
-                    d[i] = rng.random();
-                }
-            }
-        }
-        2 => {
-            let at = rng.random_range(0..=d.len());
-            let junk: Vec<u8> = (0..rng.random_range(1..64)).map(|_| rng.random()).collect();
-            d.splice(at..at, junk);
-        }
-        _ => {
-            if d.len() > 4 {
-                let a = rng.random_range(0..d.len());
-                let b = rng.random_range(a..d.len());
-                d.drain(a..b);
-            }
-        }
-    }
-    d
 }
 
 /// Twin of the fuzz target `stun_ufrag`.
@@ -156,32 +127,22 @@ fn an_endpoint_that_has_not_connected_survives_random_datagrams() {
         peer: "p".into(),
     };
     let (mut ep, _) = Endpoint::publisher(&config, start, &offer, who).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
     let from = "127.0.0.1:5000".parse().unwrap();
     let to = "127.0.0.1:9000".parse().unwrap();
     let stun = binding_request(&format!("{}:x", ep.local_ufrag()));
+    // Seeds of each kind the demultiplexer tells apart: STUN, an RTP/RTCP
+    // header (first byte 0x80), a DTLS record header (content type 22).
+    let rtp = [0x80, 96, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4];
+    let dtls = [22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut inputs = Inputs::new(4, &[&stun, &rtp, &dtls], Alphabet::Binary, 300);
+    let mut d = Vec::new();
     for i in 0..20_000u64 {
         let now = start + Duration::from_millis(i / 10);
-        let d: Vec<u8> = match i % 4 {
-            0 => mutate(&mut rng, &stun),
-            1 => {
-                let mut d: Vec<u8> = (0..rng.random_range(1..300))
-                    .map(|_| rng.random())
-                    .collect();
-                d[0] = 0x80 | (d[0] & 0x3f);
-                d
-            }
-            2 => {
-                let mut d: Vec<u8> = (0..rng.random_range(1..300))
-                    .map(|_| rng.random())
-                    .collect();
-                d[0] = 22;
-                d
-            }
-            _ => (0..rng.random_range(0..300))
-                .map(|_| rng.random())
-                .collect(),
-        };
+        if i % 4 == 3 {
+            inputs.random(&mut d);
+        } else {
+            inputs.mutated(&mut d);
+        }
         let _ = ep.handle_receive(now, from, to, &d);
         while let corecast_webrtc::Output::Transmit(_) | corecast_webrtc::Output::Event(_) =
             ep.poll_output(now)

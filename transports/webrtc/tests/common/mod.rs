@@ -311,6 +311,27 @@ impl World {
         ok
     }
 
+    /// A world with publisher "alice" (leg 0) and one viewer (leg 1)
+    /// subscribed to her tracks, both connected.
+    pub fn connected_pair() -> (World, usize, usize) {
+        let mut w = World::new();
+        let p = w.add_publisher("10.0.0.1:1000", "alice");
+        let v = w
+            .add_viewer("10.0.0.2:1000", &[])
+            .expect("the viewer's offer is accepted");
+        subscribe_all(&mut w, p, &[v]);
+        w.run_until(Duration::from_secs(5), World::all_connected);
+        (w, p, v)
+    }
+
+    /// The video payloads viewer `leg` received, in order.
+    pub fn video_payloads(&self, leg: usize) -> Vec<Vec<u8>> {
+        self.received(leg, MediaKind::Video)
+            .into_iter()
+            .map(|x| x.2)
+            .collect()
+    }
+
     pub fn all_connected(&self) -> bool {
         self.clients.iter().all(|p| p.client.is_connected())
             && self.legs.iter().all(|l| l.endpoint.is_connected())

@@ -4,11 +4,10 @@
 //! handler takes `now`); `run.rs` is the glommio loop that feeds it.
 
 mod cluster;
-mod limiter;
 mod run;
 mod state;
 
 pub use cluster::ClusterPort;
-pub use limiter::TokenBucket;
+pub use corecast_media::TokenBucket;
 pub use run::{spawn_shard, ClusterSetup, ShardSetup};
 pub use state::Shard;

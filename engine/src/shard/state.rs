@@ -11,7 +11,7 @@ use corecast_webrtc::{
 };
 
 use super::cluster::ClusterPort;
-use super::limiter::TokenBucket;
+use corecast_media::TokenBucket;
 use crate::mesh::ShardLinks;
 use crate::messages::{ControlEvent, Datagram, RingMsg, SessionId, ShardCommand};
 use crate::metrics::{add, inc, ShardMetrics};

@@ -13,17 +13,26 @@
 //!   keyframe, where a new viewer can start.
 //! - [`Rewriter`]: keeps the sequence numbers and timestamps toward one
 //!   subscriber continuous when the publisher behind a track changes.
+//! - [`endpoint`]: the one interface a shard drives every transport through
+//!   ([`Endpoint`], [`ConnId`], slots, published tracks, inputs and outputs).
 
 mod channel;
 mod codec;
+pub mod endpoint;
 mod keyframe;
 mod packet;
+mod ratelimit;
 mod rewrite;
 mod wire;
 
 pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
 pub use keyframe::is_keyframe_start;
+pub use endpoint::{
+    CloseReason, Command, ConnId, Endpoint, EndpointStats, Event, Input, InputError, Output,
+    PublishedTrack, RouteKey, SessionId, Slot, SlotId, Transmit, TransportKind,
+};
 pub use packet::MediaPacket;
+pub use ratelimit::TokenBucket;
 pub use rewrite::{Rewriter, Rewritten};
 pub use wire::{decode_media, encode_media, WireError};

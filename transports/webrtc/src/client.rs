@@ -17,7 +17,8 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt
 use str0m::rtp::{ExtensionValues, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, Input, Rtc};
 
-use crate::endpoint::{udp_input, Output as EndpointOutput};
+use crate::endpoint::{transmit, udp_input};
+use corecast_media::Output as EndpointOutput;
 use crate::{EndpointConfig, Error};
 
 /// Something a client saw.
@@ -286,7 +287,7 @@ impl Client {
                 return EndpointOutput::Event(e);
             }
             match self.rtc.poll_output() {
-                Ok(str0m::Output::Transmit(t)) => return EndpointOutput::Transmit(t.into()),
+                Ok(str0m::Output::Transmit(t)) => return EndpointOutput::Transmit(transmit(t)),
                 Ok(str0m::Output::Timeout(at)) => return EndpointOutput::Timeout(at),
                 Ok(str0m::Output::Event(e)) => self.on_event(e),
                 Err(_) => {

@@ -4,7 +4,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use corecast_media::{is_keyframe_start, ChannelId, CodecInfo, MediaKind, MediaPacket, Rewriter};
+use corecast_media::{
+    is_keyframe_start, ChannelId, CloseReason, CodecInfo, EndpointStats, MediaKind, MediaPacket,
+    Output, Rewriter, SlotId, Transmit,
+};
 use str0m::change::SdpOffer;
 use str0m::format::CodecConfig;
 use str0m::media::SenderFeedback;
@@ -28,51 +31,24 @@ pub struct PublisherInfo {
 /// Which way media flows on this endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// A WHIP publisher: sends tracks `audio` and `video`.
     Publisher,
+    /// A WHEP viewer: one audio and one video slot.
     Viewer,
+    /// An SDK connection: named published tracks, any number of receive
+    /// slots, RPC on a data channel.
+    Peer,
 }
 
-/// Why an endpoint closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The application closed it (`DELETE`, replaced publisher, shutdown).
-    Closed,
-    /// No datagram from the peer within the consent timeout.
-    ConsentExpired,
-    /// The peer closed DTLS or ICE disconnected for good.
-    PeerClosed,
-}
+/// What the shard gets from an endpoint (the transport-neutral event).
+pub type EndpointEvent = corecast_media::Event;
 
-/// Something the engine must act on.
-#[derive(Debug)]
-pub enum EndpointEvent {
-    /// ICE and DTLS are up; media flows from now on.
-    Connected,
-    /// A publisher's RTP packet, to publish on `packet.channel`.
-    Media(MediaPacket),
-    /// A publisher started sending (or switched to) a codec on one of its tracks.
-    ActiveCodec(ChannelId, CodecInfo),
-    /// A viewer lost a picture and asks the publisher for a keyframe.
-    KeyframeRequest(MediaKind),
-    /// The endpoint is finished; drop it.
-    Closed(CloseReason),
-}
-
-/// A datagram to send.
-#[derive(Debug)]
-pub struct Transmit {
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    pub contents: Vec<u8>,
-}
-
-impl From<str0m::net::Transmit> for Transmit {
-    fn from(t: str0m::net::Transmit) -> Transmit {
-        Transmit {
-            source: t.source,
-            destination: t.destination,
-            contents: t.contents.into(),
-        }
+/// str0m's datagram as the engine's.
+pub(crate) fn transmit(t: str0m::net::Transmit) -> Transmit {
+    Transmit {
+        source: t.source,
+        destination: t.destination,
+        contents: t.contents.into(),
     }
 }
 
@@ -95,20 +71,13 @@ pub(crate) fn udp_input(
     ))
 }
 
-/// What [`Endpoint::poll_output`] (and the test client's) returns.
-#[derive(Debug)]
-pub enum Output<E = EndpointEvent> {
-    Transmit(Transmit),
-    Event(E),
-    /// Nothing more to do until this time (call [`Endpoint::handle_timeout`]).
-    Timeout(Instant),
-}
-
 /// A track a publisher sends us.
 #[derive(Debug)]
-struct PublishedTrack {
+struct InTrack {
     mid: Mid,
     kind: MediaKind,
+    /// Its name in the room (`audio`, `video`, or what the SDK named it).
+    name: String,
     channel: ChannelId,
     active: Option<CodecInfo>,
     last_keyframe_request: Option<Instant>,
@@ -123,7 +92,7 @@ struct PublishedTrack {
     report: Option<TrackReport>,
 }
 
-/// A track we send to a viewer.
+/// A receive slot: a track we send to the user, playing one channel.
 #[derive(Debug)]
 struct SentTrack {
     mid: Mid,
@@ -131,22 +100,31 @@ struct SentTrack {
     source: Option<ChannelId>,
     rewriter: Option<Rewriter>,
     pt_cache: Option<(CodecInfo, Pt)>,
+    /// When this slot last asked for a keyframe (the user's PLI/FIR, or
+    /// waiting for the keyframe that starts its stream).
+    last_keyframe: Option<Instant>,
+    /// The first packet of the current source went out ([`Event::SlotLive`]).
+    live: bool,
 }
 
-/// Counters of one endpoint, for the engine's metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct EndpointStats {
-    /// Media packets a viewer could not send (no payload type for the
-    /// packet's codec, no stream, or older than the start of its source's
-    /// run).
-    pub media_dropped: u64,
-    /// Video packets held back from a viewer until the keyframe that starts
-    /// its stream (new viewer, publisher switch).
-    pub waiting_keyframe: u64,
-    /// Keyframe requests that went out to a publisher.
-    pub keyframe_requests_sent: u64,
-    /// Keyframe requests of a viewer over its limit, not passed on.
-    pub keyframe_requests_limited: u64,
+/// Receive slots of one kind an SDK connection may offer, at most.
+pub const MAX_SLOTS_PER_KIND: usize = 32;
+/// RPC messages larger than this are refused (see docs/sdk-protocol.md).
+pub const MAX_RPC_MESSAGE: usize = 16_384;
+/// RPC requests per second of one connection, and the burst allowed.
+pub const RPC_RATE: u32 = 50;
+pub const RPC_BURST: u32 = 100;
+/// Messages for the user held until its data channel opens, at most.
+const RPC_QUEUE: usize = 256;
+/// How long a closing connection keeps sending what its data channel holds.
+const CLOSE_LINGER: Duration = Duration::from_millis(300);
+
+/// The RPC side of an SDK connection: its data channel and limits.
+struct Rpc {
+    channel: Option<str0m::channel::ChannelId>,
+    /// Messages for the user written before the channel opened.
+    queue: VecDeque<String>,
+    limit: corecast_media::TokenBucket,
 }
 
 /// One WebRTC leg of the SFU, sans-IO.
@@ -157,8 +135,17 @@ pub struct Endpoint {
     role: Role,
     local_ufrag: String,
     remote_creds: Option<IceCreds>,
-    published: Vec<PublishedTrack>,
+    published: Vec<InTrack>,
     sent: Vec<SentTrack>,
+    /// Who publishes (channel ids of its tracks); none for a viewer.
+    who: Option<PublisherInfo>,
+    /// The SDK's names for its send transceivers, by mid.
+    names: Vec<(String, String)>,
+    /// Published track per SSRC (a Peer publishes several of a kind).
+    ssrc_tracks: Vec<(u32, usize)>,
+    rpc: Rpc,
+    /// A close asked for while the data channel still had messages to send.
+    close_at: Option<Instant>,
     pt_codecs: Vec<(Pt, Option<CodecInfo>)>,
     events: VecDeque<EndpointEvent>,
     last_rx: Instant,
@@ -166,9 +153,6 @@ pub struct Endpoint {
     consent_timeout: Duration,
     keyframe_interval: Duration,
     viewer_keyframe_interval: Duration,
-    /// When this viewer last asked for a keyframe (its own PLI/FIR, or
-    /// waiting for the keyframe that starts its stream).
-    last_viewer_keyframe: Option<Instant>,
     /// The publisher's NTP clock on ours (lip sync).
     sender_clock: SenderClock,
     connected: bool,
@@ -184,11 +168,15 @@ impl Endpoint {
         offer: &str,
         who: PublisherInfo,
     ) -> Result<(Endpoint, String), Error> {
-        let (mut ep, answer) =
-            Endpoint::accept(config, now, offer, Role::Publisher, server_codecs())?;
-        for t in &mut ep.published {
-            t.channel = ChannelId::for_track(&who.room, &who.peer, t.kind.track_name());
-        }
+        let (ep, answer) = Endpoint::accept(
+            config,
+            now,
+            offer,
+            Role::Publisher,
+            server_codecs(),
+            Some(who),
+            Vec::new(),
+        )?;
         if ep.published.is_empty() {
             return Err(Error::NoMedia("audio or video track to publish (sendonly)"));
         }
@@ -212,7 +200,8 @@ impl Endpoint {
         } else {
             restricted_codecs(required)
         };
-        let (ep, answer) = Endpoint::accept(config, now, offer, Role::Viewer, codecs)?;
+        let (ep, answer) =
+            Endpoint::accept(config, now, offer, Role::Viewer, codecs, None, Vec::new())?;
         if ep.sent.is_empty() {
             return Err(Error::NoMedia("audio or video track to receive (recvonly)"));
         }
@@ -242,12 +231,40 @@ impl Endpoint {
         Ok((ep, answer))
     }
 
+    /// An SDK connection (docs/sdk-protocol.md): publishes the tracks of its
+    /// send transceivers into `who.room` as `who.peer`, named by `names`
+    /// (`(mid, name)`; an unnamed one takes its kind's name if free), plays
+    /// subscriptions in its receive transceivers (slots), and speaks RPC on
+    /// its data channel. The offer must have a data channel.
+    pub fn peer(
+        config: &EndpointConfig,
+        now: Instant,
+        offer: &str,
+        who: PublisherInfo,
+        names: Vec<(String, String)>,
+    ) -> Result<(Endpoint, String), Error> {
+        if !offer.lines().any(|l| l.starts_with("m=application")) {
+            return Err(Error::NoMedia("data channel (m=application) for the RPC"));
+        }
+        Endpoint::accept(
+            config,
+            now,
+            offer,
+            Role::Peer,
+            server_codecs(),
+            Some(who),
+            names,
+        )
+    }
+
     fn accept(
         config: &EndpointConfig,
         now: Instant,
         offer: &str,
         role: Role,
         codecs: CodecConfig,
+        who: Option<PublisherInfo>,
+        names: Vec<(String, String)>,
     ) -> Result<(Endpoint, String), Error> {
         let offer_text = offer;
         let remote_creds = crate::sdpfrag::parse_sdpfrag(offer).ok().and_then(|f| {
@@ -288,6 +305,15 @@ impl Endpoint {
             remote_creds,
             published: Vec::new(),
             sent: Vec::new(),
+            who,
+            names,
+            ssrc_tracks: Vec::new(),
+            rpc: Rpc {
+                channel: None,
+                queue: VecDeque::new(),
+                limit: corecast_media::TokenBucket::new(RPC_RATE, RPC_BURST),
+            },
+            close_at: None,
             pt_codecs: Vec::new(),
             events: VecDeque::new(),
             last_rx: now,
@@ -295,7 +321,6 @@ impl Endpoint {
             consent_timeout: config.consent_timeout,
             keyframe_interval: config.keyframe_interval,
             viewer_keyframe_interval: config.viewer_keyframe_interval,
-            last_viewer_keyframe: None,
             sender_clock: SenderClock::default(),
             connected: false,
             closed: false,
@@ -372,6 +397,34 @@ impl Endpoint {
         self.stats
     }
 
+    /// The tracks this endpoint publishes, with their names and codecs.
+    pub fn published_tracks(&self) -> Vec<corecast_media::PublishedTrack> {
+        self.published
+            .iter()
+            .map(|t| corecast_media::PublishedTrack {
+                name: t.name.clone(),
+                kind: t.kind,
+                channel: t.channel,
+                codecs: self.negotiated(t.mid),
+            })
+            .collect()
+    }
+
+    /// The receive slots (a viewer's or an SDK connection's receive
+    /// transceivers), in offer order; a slot's id is its index.
+    pub fn slots(&self) -> Vec<corecast_media::Slot> {
+        self.sent
+            .iter()
+            .enumerate()
+            .map(|(i, t)| corecast_media::Slot {
+                id: SlotId(i as u16),
+                kind: t.kind,
+                label: t.mid.to_string(),
+                codecs: self.negotiated(t.mid),
+            })
+            .collect()
+    }
+
     /// The channel a viewer's track of `kind` follows.
     pub fn source(&self, kind: MediaKind) -> Option<ChannelId> {
         self.sent
@@ -437,10 +490,14 @@ impl Endpoint {
             self.close_with(CloseReason::ConsentExpired);
             return;
         }
+        if self.close_at.is_some_and(|at| now >= at) {
+            self.close_with(CloseReason::Closed);
+            return;
+        }
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!("timeout input refused: {e}");
         }
-        let deferred: Vec<MediaKind> = self
+        let deferred: Vec<ChannelId> = self
             .published
             .iter()
             .filter(|t| t.keyframe_deferred)
@@ -448,10 +505,10 @@ impl Endpoint {
                 t.last_keyframe_request
                     .is_none_or(|at| now >= at + self.keyframe_interval)
             })
-            .map(|t| t.kind)
+            .map(|t| t.channel)
             .collect();
-        for kind in deferred {
-            self.request_keyframe(now, kind);
+        for channel in deferred {
+            self.request_keyframe(now, channel);
         }
     }
 
@@ -473,6 +530,18 @@ impl Endpoint {
     pub fn subscribe(&mut self, kind: MediaKind, channel: Option<ChannelId>) {
         for t in self.sent.iter_mut().filter(|t| t.kind == kind) {
             t.source = channel;
+            t.live = false;
+        }
+    }
+
+    /// Points one receive slot at a channel (or stops it), like
+    /// [`Endpoint::subscribe`] for one slot.
+    pub fn subscribe_slot(&mut self, slot: SlotId, channel: Option<ChannelId>) {
+        if let Some(t) = self.sent.get_mut(usize::from(slot.0)) {
+            if t.source != channel {
+                t.source = channel;
+                t.live = false;
+            }
         }
     }
 
@@ -506,7 +575,7 @@ impl Endpoint {
     /// waiting for a keyframe).
     pub fn queue_media(&mut self, now: Instant, packet: &MediaPacket) -> bool {
         self.last_now = now;
-        if self.closed || !self.connected || self.role != Role::Viewer {
+        if self.closed || !self.connected || self.sent.is_empty() {
             return false;
         }
         let Some(idx) = self
@@ -530,7 +599,7 @@ impl Endpoint {
             && !is_keyframe_start(packet.codec.codec, &packet.payload)
         {
             self.stats.waiting_keyframe += 1;
-            return self.viewer_wants_keyframe(now, MediaKind::Video);
+            return self.viewer_wants_keyframe(now, idx);
         }
         let Some(out) =
             rewriter.rewrite(packet.channel, packet.seq, packet.rtp_time, packet.arrival)
@@ -566,21 +635,33 @@ impl Endpoint {
             });
         }
         stream.write_rtp(write);
+        if !track.live {
+            track.live = true;
+            if self.role == Role::Peer {
+                self.events
+                    .push_back(EndpointEvent::SlotLive(SlotId(idx as u16)));
+            }
+        }
         true
     }
 
-    /// A viewer asks for a keyframe, limited to one per
-    /// `viewer_keyframe_interval`. Returns whether an event was queued.
-    fn viewer_wants_keyframe(&mut self, now: Instant, kind: MediaKind) -> bool {
-        if self
-            .last_viewer_keyframe
-            .is_some_and(|at| now < at + self.viewer_keyframe_interval)
-        {
+    /// A slot asks for a keyframe of the channel it plays, limited to one
+    /// per `viewer_keyframe_interval`. Returns whether an event was queued.
+    fn viewer_wants_keyframe(&mut self, now: Instant, idx: usize) -> bool {
+        let interval = self.viewer_keyframe_interval;
+        let Some(track) = self.sent.get_mut(idx) else {
+            return false;
+        };
+        let Some(channel) = track.source else {
+            return false;
+        };
+        if track.last_keyframe.is_some_and(|at| now < at + interval) {
             self.stats.keyframe_requests_limited += 1;
             return false;
         }
-        self.last_viewer_keyframe = Some(now);
-        self.events.push_back(EndpointEvent::KeyframeRequest(kind));
+        track.last_keyframe = Some(now);
+        self.events
+            .push_back(EndpointEvent::KeyframeRequest(channel));
         true
     }
 
@@ -594,17 +675,17 @@ impl Endpoint {
         }
     }
 
-    /// Asks a publisher for a keyframe on its track of `kind`. Requests
+    /// Asks a publisher for a keyframe on its track of `channel`. Requests
     /// aggregate: at most one goes out per keyframe interval, and one asked
     /// for within the interval goes out when it ends (from
     /// [`Endpoint::handle_timeout`]), so no viewer waits for a keyframe that
     /// was never requested. Returns whether a request went out now.
-    pub fn request_keyframe(&mut self, now: Instant, kind: MediaKind) -> bool {
-        if self.closed || self.role != Role::Publisher {
+    pub fn request_keyframe(&mut self, now: Instant, channel: ChannelId) -> bool {
+        if self.closed {
             return false;
         }
         let interval = self.keyframe_interval;
-        let Some(track) = self.published.iter_mut().find(|t| t.kind == kind) else {
+        let Some(track) = self.published.iter_mut().find(|t| t.channel == channel) else {
             return false;
         };
         if track.active.is_none() {
@@ -675,6 +756,56 @@ impl Endpoint {
         self.close_with(CloseReason::Closed);
     }
 
+    /// Closes the endpoint once what its data channel holds had time to go
+    /// out (an SDK connection told why it is closed); at once otherwise.
+    pub fn close_soon(&mut self, now: Instant) {
+        if self.rpc.channel.is_some() {
+            self.close_at.get_or_insert(now + CLOSE_LINGER);
+        } else {
+            self.close();
+        }
+    }
+
+    /// Sends a message on the RPC data channel (held until it opens, at most
+    /// [`RPC_QUEUE`] of them).
+    pub fn send_rpc(&mut self, text: String) {
+        if self.closed {
+            return;
+        }
+        let Some(id) = self.rpc.channel else {
+            if self.rpc.queue.len() < RPC_QUEUE {
+                self.rpc.queue.push_back(text);
+            }
+            return;
+        };
+        let written = self
+            .rtc
+            .channel(id)
+            .map(|mut ch| ch.write(false, text.as_bytes()));
+        if !matches!(written, Some(Ok(true))) {
+            tracing::debug!("endpoint {}: rpc message not written", self.local_ufrag);
+        }
+    }
+
+    /// A message from the user's data channel: within the limits it becomes
+    /// [`EndpointEvent::Rpc`]; over them it is answered here and counted.
+    fn on_rpc_message(&mut self, data: &[u8]) {
+        if data.len() > MAX_RPC_MESSAGE {
+            self.stats.rpc_too_large += 1;
+            self.send_rpc(crate::rpclimit::too_large(data.len()));
+            return;
+        }
+        if !self.rpc.limit.allow(self.last_now) {
+            self.stats.rpc_rate_limited += 1;
+            self.send_rpc(crate::rpclimit::rate_limited(data));
+            return;
+        }
+        match std::str::from_utf8(data) {
+            Ok(text) => self.events.push_back(EndpointEvent::Rpc(text.to_string())),
+            Err(_) => self.send_rpc(crate::rpclimit::not_utf8()),
+        }
+    }
+
     fn close_with(&mut self, reason: CloseReason) {
         if self.closed {
             return;
@@ -702,17 +833,18 @@ impl Endpoint {
                 // What str0m still has to say after disconnect (DTLS
                 // close_notify) goes out; nothing else is handled.
                 return match self.rtc.poll_output() {
-                    Ok(str0m::Output::Transmit(t)) => Output::Transmit(t.into()),
+                    Ok(str0m::Output::Transmit(t)) => Output::Transmit(transmit(t)),
                     _ => Output::Timeout(now + Duration::from_secs(3600)),
                 };
             }
             match self.rtc.poll_output() {
-                Ok(str0m::Output::Transmit(t)) => return Output::Transmit(t.into()),
+                Ok(str0m::Output::Transmit(t)) => return Output::Transmit(transmit(t)),
                 Ok(str0m::Output::Event(e)) => self.on_rtc_event(e),
                 Ok(str0m::Output::Timeout(at)) => {
                     let consent = self.last_rx + self.consent_timeout;
                     let keyframe = self.keyframe_due().unwrap_or(consent);
-                    return Output::Timeout(at.min(consent).min(keyframe));
+                    let close = self.close_at.unwrap_or(consent);
+                    return Output::Timeout(at.min(consent).min(keyframe).min(close));
                 }
                 Err(e) => {
                     tracing::debug!("endpoint {} failed: {e}", self.local_ufrag);
@@ -735,9 +867,25 @@ impl Endpoint {
             Event::MediaAdded(added) => self.on_media_added(added.mid, added.kind, added.direction),
             Event::RtpPacket(packet) => self.on_rtp(packet),
             Event::KeyframeRequest(req) => {
-                if let Some(kind) = self.sent.iter().find(|t| t.mid == req.mid).map(|t| t.kind) {
-                    self.viewer_wants_keyframe(self.last_now, kind);
+                if let Some(idx) = self.sent.iter().position(|t| t.mid == req.mid) {
+                    self.viewer_wants_keyframe(self.last_now, idx);
                 }
+            }
+            Event::ChannelOpen(id, _label) if self.role == Role::Peer => {
+                // The first channel the user opens carries the RPC.
+                if self.rpc.channel.is_none() {
+                    self.rpc.channel = Some(id);
+                    for text in std::mem::take(&mut self.rpc.queue) {
+                        self.send_rpc(text);
+                    }
+                }
+            }
+            Event::ChannelData(data) if Some(data.id) == self.rpc.channel => {
+                self.on_rpc_message(&data.data);
+            }
+            Event::ChannelClose(id) if Some(id) == self.rpc.channel => {
+                // The RPC is gone: the connection is of no use any more.
+                self.close_with(CloseReason::PeerClosed);
             }
             Event::SenderFeedback(feedback) => self.on_sender_report(feedback),
             Event::Closed => self.close_with(CloseReason::PeerClosed),
@@ -750,54 +898,83 @@ impl Endpoint {
             RtcKind::Audio => MediaKind::Audio,
             RtcKind::Video => MediaKind::Video,
         };
-        match self.role {
-            Role::Publisher => {
-                let receives = matches!(direction, Direction::RecvOnly | Direction::SendRecv);
-                if receives && !self.published.iter().any(|t| t.kind == kind) {
-                    self.published.push(PublishedTrack {
-                        mid,
-                        kind,
-                        channel: ChannelId(0),
-                        active: None,
-                        last_keyframe_request: None,
-                        keyframe_pending: false,
-                        keyframe_deferred: false,
-                        report: None,
-                    });
-                }
-            }
-            Role::Viewer => {
-                let sends = matches!(direction, Direction::SendOnly | Direction::SendRecv);
-                if sends && !self.sent.iter().any(|t| t.kind == kind) {
-                    self.sent.push(SentTrack {
-                        mid,
-                        kind,
-                        source: None,
-                        rewriter: None,
-                        pt_cache: None,
-                    });
-                }
-            }
+        // Our direction: we receive what the user publishes, we send slots.
+        let receives = matches!(direction, Direction::RecvOnly | Direction::SendRecv);
+        let sends = matches!(direction, Direction::SendOnly | Direction::SendRecv);
+        let (publishes, plays) = match self.role {
+            Role::Publisher => (receives, false),
+            Role::Viewer => (false, sends),
+            Role::Peer => (receives, sends),
+        };
+        if publishes {
+            self.add_published(mid, kind);
+        }
+        let one_per_kind = self.role == Role::Viewer;
+        let of_kind = self.sent.iter().filter(|t| t.kind == kind).count();
+        if plays && !(one_per_kind && of_kind > 0) && of_kind < MAX_SLOTS_PER_KIND {
+            self.sent.push(SentTrack {
+                mid,
+                kind,
+                source: None,
+                rewriter: None,
+                pt_cache: None,
+                last_keyframe: None,
+                live: false,
+            });
         }
     }
 
+    /// A track the user publishes: WHIP's are `audio` and `video`, an SDK
+    /// connection names them (a send transceiver it did not name takes its
+    /// kind's name if free, else it is ignored).
+    fn add_published(&mut self, mid: Mid, kind: MediaKind) {
+        let Some(who) = &self.who else {
+            return;
+        };
+        let given = self
+            .names
+            .iter()
+            .find(|(m, _)| *m == *mid)
+            .map(|(_, n)| n.clone());
+        let name = match (self.role, given) {
+            (Role::Peer, Some(name)) => name,
+            _ => kind.track_name().to_string(),
+        };
+        if self.published.iter().any(|t| t.name == name) {
+            return;
+        }
+        let channel = ChannelId::for_track(&who.room, &who.peer, &name);
+        self.published.push(InTrack {
+            mid,
+            kind,
+            name,
+            channel,
+            active: None,
+            last_keyframe_request: None,
+            keyframe_pending: false,
+            keyframe_deferred: false,
+            report: None,
+        });
+    }
+
     fn on_rtp(&mut self, packet: RtpPacket) {
-        if self.role != Role::Publisher {
+        if self.published.is_empty() {
             return;
         }
         let pt = packet.header.payload_type;
         let Some(codec) = self.codec_of(pt) else {
             return;
         };
-        let Some(track) = self.published.iter_mut().find(|t| t.kind == codec.kind()) else {
+        let Some(idx) = self.track_of(*packet.header.ssrc, codec.kind()) else {
             return;
         };
+        let track = &mut self.published[idx];
         if track.active != Some(codec) {
             track.active = Some(codec);
             self.events
                 .push_back(EndpointEvent::ActiveCodec(track.channel, codec));
         }
-        let (kind, pending) = (track.kind, track.keyframe_pending);
+        let (kind, pending, channel) = (track.kind, track.keyframe_pending, track.channel);
         let rtp_time = packet.header.timestamp;
         let wallclock = match &track.report {
             Some(report) => self
@@ -819,15 +996,12 @@ impl Endpoint {
             payload: packet.payload,
         }));
         if pending {
-            self.request_keyframe(packet.timestamp, kind);
+            self.request_keyframe(packet.timestamp, channel);
         }
     }
 
     /// A publisher's RTCP sender report: the track's RTP ↔ NTP mapping.
     fn on_sender_report(&mut self, feedback: SenderFeedback) {
-        if self.role != Role::Publisher {
-            return;
-        }
         let Some(track) = self.published.iter_mut().find(|t| t.mid == feedback.mid) else {
             return;
         };
@@ -845,6 +1019,33 @@ impl Endpoint {
             clock_rate,
             feedback.received_at,
         ));
+    }
+
+    /// The published track an SSRC belongs to: by its stream's mid (cached);
+    /// a WHIP publisher's only track of the kind when str0m has no stream.
+    fn track_of(&mut self, ssrc: u32, kind: MediaKind) -> Option<usize> {
+        if let Some((_, idx)) = self.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
+            return Some(*idx);
+        }
+        let mid = self
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc.into())
+            .map(|s| s.mid());
+        let idx = match mid {
+            Some(mid) => self.published.iter().position(|t| t.mid == mid),
+            None if self.role == Role::Publisher => {
+                self.published.iter().position(|t| t.kind == kind)
+            }
+            None => None,
+        }?;
+        if self.published[idx].kind != kind {
+            return None;
+        }
+        if self.ssrc_tracks.len() < 64 {
+            self.ssrc_tracks.push((ssrc, idx));
+        }
+        Some(idx)
     }
 
     fn codec_of(&mut self, pt: Pt) -> Option<CodecInfo> {
@@ -904,6 +1105,98 @@ fn offer_mids(offer: &str) -> Vec<Mid> {
         .filter_map(|l| l.trim_end_matches('\r').strip_prefix("a=mid:"))
         .map(|m| Mid::from(m.trim()))
         .collect()
+}
+
+/// The shard drives WebRTC endpoints through the transport-neutral
+/// interface; the inherent methods above are the same operations, typed.
+impl corecast_media::Endpoint for Endpoint {
+    fn transport(&self) -> corecast_media::TransportKind {
+        match self.role {
+            Role::Publisher => corecast_media::TransportKind::Whip,
+            Role::Viewer => corecast_media::TransportKind::Whep,
+            Role::Peer => corecast_media::TransportKind::WebRtc,
+        }
+    }
+
+    fn route_key(&self) -> Option<corecast_media::RouteKey> {
+        Some(corecast_media::RouteKey::IceUfrag(self.local_ufrag.clone()))
+    }
+
+    fn published(&self) -> Vec<corecast_media::PublishedTrack> {
+        self.published_tracks()
+    }
+
+    fn slots(&self) -> Vec<corecast_media::Slot> {
+        Endpoint::slots(self)
+    }
+
+    fn accepts(&self, now: Instant, source: SocketAddr, data: &[u8]) -> bool {
+        // The destination does not matter to str0m's check.
+        Endpoint::accepts(self, now, source, source, data)
+    }
+
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: corecast_media::Input<'_>,
+    ) -> Result<bool, corecast_media::InputError> {
+        use corecast_media::{Command, Input as In, InputError};
+        match input {
+            In::Datagram {
+                source,
+                destination,
+                contents,
+            } => self
+                .handle_receive(now, source, destination, contents)
+                .map(|()| true)
+                .map_err(|e| match e {
+                    Error::Unrecognized => InputError::Unrecognized,
+                    e => InputError::Refused(e.to_string()),
+                }),
+            In::Stream(_) => Err(InputError::Unrecognized),
+            In::Timeout => {
+                self.handle_timeout(now);
+                Ok(true)
+            }
+            In::Media(packet) => Ok(self.queue_media(now, packet)),
+            In::Flush => {
+                self.flush_media(now);
+                Ok(true)
+            }
+            In::Command(Command::Subscribe { slot, channel }) => {
+                self.subscribe_slot(slot, channel);
+                Ok(false)
+            }
+            In::Command(Command::RequestKeyframe(channel)) => {
+                Ok(self.request_keyframe(now, channel))
+            }
+            In::Command(Command::Rpc(text)) => {
+                self.send_rpc(text);
+                Ok(true)
+            }
+            In::Command(Command::Close) => {
+                self.close_soon(now);
+                Ok(true)
+            }
+        }
+    }
+
+    fn poll_output(&mut self, now: Instant) -> Output {
+        Endpoint::poll_output(self, now)
+    }
+
+    fn signal(&mut self, _now: Instant, body: &str) -> Result<Option<String>, String> {
+        let fragment = crate::parse_sdpfrag(body).map_err(|e| e.to_string())?;
+        self.handle_fragment(&fragment).map_err(|e| e.to_string())
+    }
+
+    fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
 }
 
 impl std::fmt::Debug for Endpoint {

@@ -39,14 +39,17 @@ mod dtls;
 mod endpoint;
 mod error;
 mod lipsync;
+mod rpclimit;
 mod sdpfrag;
 
 pub use client::{Client, ClientEvent, ClientOutput, SendMeta};
 pub use codecs::{codec_info, server_codecs};
 pub use config::EndpointConfig;
 pub use demux::{classify, stun_local_ufrag, PacketClass};
+pub use corecast_media::{CloseReason, EndpointStats, Output, Transmit};
 pub use endpoint::{
-    CloseReason, Endpoint, EndpointEvent, EndpointStats, Output, PublisherInfo, Role, Transmit,
+    Endpoint, EndpointEvent, PublisherInfo, Role, MAX_RPC_MESSAGE, MAX_SLOTS_PER_KIND, RPC_BURST,
+    RPC_RATE,
 };
 pub use error::Error;
 pub use sdpfrag::{parse_sdpfrag, IceFragment};

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use corecast_media::{Codec, CodecInfo, MediaKind};
+use corecast_media::{ChannelId, Codec, CodecInfo, MediaKind};
 use corecast_webrtc::{ClientEvent, CloseReason, Endpoint, EndpointConfig, Error, PublisherInfo};
 
 #[test]
@@ -255,7 +255,9 @@ fn a_keyframe_asked_for_before_the_first_packet_is_requested_on_it() {
     w.run_until(Duration::from_secs(5), World::all_connected);
     let now = w.now;
     assert!(
-        !w.legs[p].endpoint.request_keyframe(now, MediaKind::Video),
+        !w.legs[p]
+            .endpoint
+            .request_keyframe(now, ChannelId::for_track("room", "alice", "video")),
         "no stream yet"
     );
     for i in 0..5u64 {

@@ -52,7 +52,7 @@ pub struct World {
     pub lossy_other: usize,
     pub keyframe_requests_sent: usize,
     /// Keyframe requests of viewer legs, passed to publishers at the next drain.
-    pub keyframes: Vec<MediaKind>,
+    pub keyframes: Vec<ChannelId>,
     /// Media packets the publishers' legs published.
     pub published: usize,
     /// Datagrams from this address to the server are copied to `captured`.

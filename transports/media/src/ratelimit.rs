@@ -1,5 +1,5 @@
-//! A token bucket with time passed in: how many STUN claims per second a
-//! shard passes to the control thread.
+//! A token bucket with time passed in: STUN claims a shard passes to the
+//! control thread, RPC requests of one connection.
 
 use std::time::Instant;
 

@@ -15,11 +15,14 @@ pub const ROOMS_MAP: u64 = 0x636f_7265_726f_6f6d; // "coreroom"
 /// One track of a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackRecord {
+    /// The track's name in the room (`audio`, `video`, `screen`, …).
+    pub name: String,
     pub kind: MediaKind,
     pub channel: u64,
     /// The codecs a viewer must accept: the one in use once known, else those
     /// negotiated.
     pub codecs: Vec<CodecInfo>,
+    pub muted: bool,
 }
 
 impl TrackRecord {
@@ -33,10 +36,16 @@ impl TrackRecord {
 pub struct PeerRecord {
     pub room: String,
     pub peer: String,
-    /// The node that holds the peer's endpoint, and its session (a record
-    /// of a restarted node's former self is stale).
+    /// The node that holds the peer's endpoint, and its connection id.
     pub node: u32,
     pub session: u64,
+    /// The transport's name (`whip`, `sdk`, …): WHEP viewers follow `whip`.
+    pub transport: String,
+    /// The peer's metadata, JSON text.
+    pub metadata: String,
+    /// When the connection was made (Unix milliseconds of its node's clock):
+    /// of two connections of one peer id, the later one stays.
+    pub since_ms: u64,
     pub tracks: Vec<TrackRecord>,
 }
 
@@ -72,10 +81,15 @@ mod tests {
             peer: "p".into(),
             node: 3,
             session: 9,
+            transport: "sdk".into(),
+            metadata: "{}".into(),
+            since_ms: 1,
             tracks: vec![TrackRecord {
+                name: "video".into(),
                 kind: MediaKind::Video,
                 channel: 42,
                 codecs: vec![CodecInfo::new(Codec::Vp8, 90_000)],
+                muted: false,
             }],
         };
         assert_eq!(PeerRecord::decode(&r.encode()), Some(r.clone()));

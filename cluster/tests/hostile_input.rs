@@ -76,10 +76,15 @@ fn record(channel: ChannelId) -> PeerRecord {
         peer: "p2".into(),
         node: 2,
         session: 2,
+        transport: "whip".into(),
+        metadata: "{}".into(),
+        since_ms: 0,
         tracks: vec![TrackRecord {
+            name: "video".into(),
             kind: MediaKind::Video,
             channel: channel.0,
             codecs: vec![CodecInfo::new(Codec::Vp8, 90_000)],
+            muted: false,
         }],
     }
 }

@@ -165,10 +165,15 @@ fn record(room: &str, channel: ChannelId) -> PeerRecord {
         peer: "p1".into(),
         node: 0,
         session: 0,
+        transport: "whip".into(),
+        metadata: "{}".into(),
+        since_ms: 0,
         tracks: vec![TrackRecord {
+            name: "video".into(),
             kind: MediaKind::Video,
             channel: channel.0,
             codecs: vec![CodecInfo::new(Codec::Vp8, 90_000)],
+            muted: false,
         }],
     }
 }

@@ -1,33 +1,12 @@
 //! What shards and the control thread say to each other.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use corecast_cluster::{ClusterView, NodeLoad, PeerRecord};
-use corecast_media::{ChannelId, CodecInfo, MediaKind, MediaPacket};
-use corecast_webrtc::{CloseReason, Endpoint, IceFragment};
+use corecast_media::{ChannelId, CloseReason, CodecInfo, Endpoint, MediaPacket, SlotId};
 
-/// A session's id: unique on this node, unguessable, and the last part of
-/// its WHIP/WHEP resource URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionId(pub u64);
-
-impl SessionId {
-    pub fn random() -> SessionId {
-        SessionId(rand::random::<u64>() | 1)
-    }
-
-    pub fn parse(s: &str) -> Option<SessionId> {
-        u64::from_str_radix(s, 16).ok().map(SessionId)
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
+pub use corecast_media::ConnId;
 
 /// One received datagram, owned.
 #[derive(Debug)]
@@ -42,34 +21,33 @@ pub struct Datagram {
 pub enum ShardCommand {
     /// Take over a pending endpoint whose first STUN request this shard received.
     Adopt {
-        session: SessionId,
-        endpoint: Box<Endpoint>,
+        conn: ConnId,
+        endpoint: Box<dyn Endpoint>,
         first: Datagram,
-        subscriptions: Vec<(MediaKind, ChannelId)>,
+        subscriptions: Vec<(SlotId, ChannelId)>,
     },
     /// A datagram for an endpoint of this shard that arrived at another shard.
-    Ingress {
-        session: SessionId,
-        datagram: Datagram,
-    },
+    Ingress { conn: ConnId, datagram: Datagram },
     /// Close an endpoint now (DELETE, replaced publisher).
-    Close { session: SessionId },
-    /// Datagrams from `addr` belong to `session`, held by shard `owner`:
+    Close { conn: ConnId },
+    /// Datagrams from `addr` belong to `conn`, held by shard `owner`:
     /// forward them there over the ring instead of dropping them (a second
     /// address of a client that the kernel hashed to this shard).
     Route {
-        session: SessionId,
+        conn: ConnId,
         addr: SocketAddr,
         owner: usize,
     },
-    /// The session ended: forget its routes.
-    Unroute { session: SessionId },
-    /// Point a viewer's track at another channel (or none).
+    /// The conn ended: forget its routes.
+    Unroute { conn: ConnId },
+    /// Point a receive slot at another channel (or none).
     Subscribe {
-        session: SessionId,
-        kind: MediaKind,
+        conn: ConnId,
+        slot: SlotId,
         channel: Option<ChannelId>,
     },
+    /// A message for the user on the connection's RPC stream.
+    Rpc { conn: ConnId, text: String },
     /// Which shards (bit per shard) hold subscribers of a channel.
     Fanout { channel: ChannelId, shards: u64 },
     /// Whether local publishers' packets of a channel also go to the
@@ -77,10 +55,11 @@ pub enum ShardCommand {
     Export { channel: ChannelId, on: bool },
     /// For shard 0, which drives the cluster.
     Cluster(ClusterCommand),
-    /// Apply a PATCH body; the reply carries the answer fragment of an ICE restart.
-    Fragment {
-        session: SessionId,
-        fragment: IceFragment,
+    /// Apply transport signalling (a PATCH body); the reply carries the
+    /// answer (the fragment of an ICE restart).
+    Signal {
+        conn: ConnId,
+        body: String,
         reply: tokio::sync::oneshot::Sender<Result<Option<String>, String>>,
     },
 }
@@ -116,21 +95,22 @@ pub enum ControlEvent {
         ufrag: String,
         datagram: Datagram,
     },
-    /// This shard took over the session of an [`ShardCommand::Adopt`].
-    Adopted { session: SessionId, shard: usize },
+    /// This shard took over the conn of an [`ShardCommand::Adopt`].
+    Adopted { conn: ConnId, shard: usize },
     /// An endpoint ended on its own (consent, peer closed).
-    Closed {
-        session: SessionId,
-        reason: CloseReason,
-    },
+    Closed { conn: ConnId, reason: CloseReason },
     /// A publisher's track started sending a codec.
     ActiveCodec {
-        session: SessionId,
+        conn: ConnId,
         channel: ChannelId,
         codec: CodecInfo,
     },
     /// A viewer's ICE restart changed its server ufrag.
-    UfragChanged { session: SessionId, ufrag: String },
+    UfragChanged { conn: ConnId, ufrag: String },
+    /// A message from the user on the connection's RPC stream.
+    Rpc { conn: ConnId, text: String },
+    /// A slot sent the first packet of the channel it plays.
+    SlotLive { conn: ConnId, slot: SlotId },
     /// A room peer on another node appeared (`up`) or went away.
     RemotePeer { up: bool, record: PeerRecord },
     /// The cluster as shard 0 sees it, every second.
@@ -148,8 +128,5 @@ pub enum RingMsg {
     /// A datagram from a routed address of an endpoint that the receiving
     /// shard holds (see [`ShardCommand::Route`]); handled like
     /// [`ShardCommand::Ingress`].
-    Ingress {
-        session: SessionId,
-        datagram: Datagram,
-    },
+    Ingress { conn: ConnId, datagram: Datagram },
 }

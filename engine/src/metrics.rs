@@ -57,6 +57,9 @@ shard_metrics! {
     media_waiting_keyframe_total, "counter", "Video packets held back from viewers until the keyframe that starts their stream (new viewer, publisher switch).";
     keyframe_requests_total, "counter", "Keyframe requests (PLI) sent to publishers: at most one per track per keyframe interval, however many viewers ask.";
     keyframe_requests_limited_total, "counter", "Keyframe requests of viewers over their limit (one per 2 s per viewer), not passed on.";
+    rpc_requests_total, "counter", "RPC messages of SDK connections passed to the control thread (within the size and rate limits).";
+    rpc_too_large_total, "counter", "RPC messages of SDK connections refused for their size (over 16 KiB).";
+    rpc_rate_limited_total, "counter", "RPC messages of SDK connections refused over the rate limit (50 a second, bursts of 100).";
     control_drops_total, "counter", "STUN claims to the control thread dropped because its queue was full (clients retransmit).";
     claims_limited_total, "counter", "STUN claims for unknown ufrags dropped by the shard's rate limit (--stun-claims-per-second).";
     control_queued_total, "counter", "Lifecycle events to the control thread queued in the shard's outbox because the queue was full (retried, not lost).";

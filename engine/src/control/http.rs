@@ -13,13 +13,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use corecast_cluster::gateway::Intent;
 use corecast_cluster::{ClusterView, NodeRole};
+use corecast_media::ConnId;
 use corecast_webrtc::{parse_sdpfrag, Endpoint, Error as RtcError, PublisherInfo};
 use tower_http::cors::{Any, CorsLayer};
 
 use super::auth::{Access, Action, Denied};
-use super::directory::{FragmentTarget, Refusal};
+use super::directory::{Refusal, SignalTarget};
 use super::Control;
-use crate::messages::{SessionId, ShardCommand};
+use crate::messages::ShardCommand;
 use crate::metrics::ShardMetrics;
 
 /// Largest SDP or sdpfrag body accepted, in bytes.
@@ -51,6 +52,17 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/api/streams", get(streams))
         .route("/api/cluster", get(cluster))
         .route("/api/closed", get(closed))
+        .route("/api/rooms", get(rooms))
+        .route(
+            "/webrtc/connect",
+            post(super::sdk::connect).options(options),
+        )
+        .route(
+            "/webrtc/{conn}",
+            axum::routing::delete(super::sdk::delete)
+                .patch(super::sdk::patch)
+                .options(options),
+        )
         .route("/whip/{stream}", post(whip).options(options))
         .route("/whep/{stream}", post(whep).options(options))
         .route(
@@ -67,7 +79,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .with_state(control)
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut body = msg.into();
     body.push('\n');
     (
@@ -90,10 +102,10 @@ async fn options() -> Response {
 }
 
 /// A refused request: status and reason.
-type Reject = (StatusCode, String);
+pub(super) type Reject = (StatusCode, String);
 
 /// A refusal; a 503 says when to retry.
-fn refuse(r: Reject) -> Response {
+pub(super) fn refuse(r: Reject) -> Response {
     let unavailable = r.0 == StatusCode::SERVICE_UNAVAILABLE;
     let mut response = text(r.0, r.1);
     if unavailable {
@@ -116,7 +128,7 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks the credentials and the content type; returns the body as text.
-fn check_request(
+pub(super) fn check_request(
     control: &Control,
     headers: &HeaderMap,
     access: &Access<'_>,
@@ -140,7 +152,11 @@ fn check_request(
 }
 
 /// Checks the request's credentials for `access` (see [`super::auth`]).
-fn check_auth(control: &Control, headers: &HeaderMap, access: &Access<'_>) -> Result<(), Reject> {
+pub(super) fn check_auth(
+    control: &Control,
+    headers: &HeaderMap,
+    access: &Access<'_>,
+) -> Result<(), Reject> {
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -180,7 +196,7 @@ fn session_access<'a>(path: &str, room: &'a str) -> Access<'a> {
     }
 }
 
-fn valid_stream(name: &str) -> bool {
+pub(super) fn valid_stream(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
@@ -193,7 +209,7 @@ fn valid_stream(name: &str) -> bool {
 /// plus pending ones (each a full WebRTC state held until claimed or the
 /// consent timeout) below `shards × --max-endpoints-per-shard`, and pending
 /// ones below `--max-pending`.
-fn admit(control: &Control) -> Result<(), Reject> {
+pub(super) fn admit(control: &Control) -> Result<(), Reject> {
     let placed: u64 = control
         .metrics
         .iter()
@@ -236,7 +252,7 @@ fn created(location: String, answer: String) -> Response {
     r
 }
 
-fn rtc_error(e: RtcError) -> Response {
+pub(super) fn rtc_error(e: RtcError) -> Response {
     match e {
         RtcError::NoCommonCodec { .. } => text(StatusCode::NOT_ACCEPTABLE, e.to_string()),
         _ => text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -320,7 +336,10 @@ async fn whip(
         Err(r) => return refuse(r),
     };
     let now = Instant::now();
-    let session = SessionId::random();
+    let session = match control.directory.lock() {
+        Ok(d) => d.next_conn_id(),
+        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),
+    };
     let who = PublisherInfo {
         room: stream.clone(),
         peer: session.to_string(),
@@ -332,7 +351,7 @@ async fn whip(
     let Ok(mut d) = control.directory.lock() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned");
     };
-    d.add_publisher(&stream, session, endpoint, now);
+    d.add_publisher(&stream, session, Box::new(endpoint), now, unix_ms());
     tracing::info!("whip {stream}: publisher {session}");
     created(format!("/whip/{stream}/{session}"), answer)
 }
@@ -363,15 +382,23 @@ async fn whep(
     let Ok(mut d) = control.directory.lock() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned");
     };
-    let session = d.add_viewer(&stream, endpoint, now);
+    let session = d.add_viewer(&stream, Box::new(endpoint), now);
     tracing::info!("whep {stream}: viewer {session}");
     created(format!("/whep/{stream}/{session}"), answer)
 }
 
-fn lookup(control: &Control, stream: &str, session: &str) -> Option<SessionId> {
-    let id = SessionId::parse(session)?;
+/// Unix time in milliseconds (when a connection was made: of two
+/// connections of one peer id, the later stays).
+pub(super) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lookup(control: &Control, stream: &str, session: &str) -> Option<ConnId> {
+    let id = ConnId::parse(session)?;
     let d = control.directory.lock().ok()?;
-    let (s, _) = d.session_stream(id)?;
+    let (s, _) = d.conn_room(id)?;
     (s == stream).then_some(id)
 }
 
@@ -412,36 +439,44 @@ async fn patch(
         Ok(f) => f,
         Err(r) => return refuse(r),
     };
-    let fragment = match parse_sdpfrag(&frag) {
-        Ok(f) => f,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+    if let Err(e) = parse_sdpfrag(&frag) {
+        return text(StatusCode::BAD_REQUEST, e.to_string());
+    }
     let Some(id) = lookup(&control, &stream, &session) else {
         return text(StatusCode::NOT_FOUND, "no such session");
     };
+    signal(&control, id, frag).await
+}
+
+/// Applies a PATCH body to a connection's endpoint, pending here or on its
+/// shard, and answers with what the endpoint says.
+pub(super) async fn signal(control: &Control, id: ConnId, body: String) -> Response {
     let result = {
         let Ok(mut d) = control.directory.lock() else {
             return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned");
         };
-        match d.fragment_target(id) {
+        match d.signal_target(id) {
             None => return text(StatusCode::NOT_FOUND, "no such session"),
-            Some(FragmentTarget::Pending(endpoint)) => {
-                let r = endpoint
-                    .handle_fragment(&fragment)
-                    .map_err(|e| e.to_string());
-                let ufrag = endpoint.local_ufrag().to_string();
-                d.set_ufrag(id, ufrag);
+            Some(SignalTarget::Pending(endpoint)) => {
+                let r = endpoint.signal(Instant::now(), &body);
+                let ufrag = match endpoint.route_key() {
+                    Some(corecast_media::RouteKey::IceUfrag(u)) => Some(u),
+                    _ => None,
+                };
+                if let Some(ufrag) = ufrag {
+                    d.set_ufrag(id, ufrag);
+                }
                 Ok(r)
             }
-            Some(FragmentTarget::Shard(shard)) => {
+            Some(SignalTarget::Shard(shard)) => {
                 // Through the Directory's outbox: after the Adopt of this
-                // session, never dropped on a full queue.
+                // connection, never dropped on a full queue.
                 let (reply, rx) = tokio::sync::oneshot::channel();
                 d.command(
                     shard,
-                    ShardCommand::Fragment {
-                        session: id,
-                        fragment,
+                    ShardCommand::Signal {
+                        conn: id,
+                        body,
                         reply,
                     },
                 );
@@ -479,7 +514,7 @@ async fn metrics(State(control): State<Arc<Control>>) -> Response {
     ShardMetrics::render(&control.metrics, &mut out);
     let pending = match control.directory.lock() {
         Ok(d) => {
-            d.render_metrics(&mut out);
+            d.render_metrics(&mut out, &control.metrics);
             d.pending()
         }
         Err(_) => 0,
@@ -570,6 +605,15 @@ async fn cluster(State(control): State<Arc<Control>>) -> Response {
     .into_response()
 }
 
+/// `GET /api/rooms`: every room this node knows, with its peers (here and
+/// on other nodes), their tracks and connections.
+async fn rooms(State(control): State<Arc<Control>>) -> Response {
+    match control.directory.lock() {
+        Ok(d) => Json(d.rooms_json()).into_response(),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),
+    }
+}
+
 async fn streams(State(control): State<Arc<Control>>) -> Response {
     match control.directory.lock() {
         Ok(d) => Json(d.streams()).into_response(),
@@ -587,11 +631,12 @@ async fn closed(State(control): State<Arc<Control>>) -> Response {
             d.recently_closed()
                 .map(|c| {
                     serde_json::json!({
-                        "session": c.session.to_string(),
-                        "stream": c.stream,
-                        "role": match c.role {
-                            corecast_webrtc::Role::Publisher => "publisher",
-                            corecast_webrtc::Role::Viewer => "viewer",
+                        "session": c.conn.to_string(),
+                        "stream": c.room,
+                        "role": match c.transport {
+                            corecast_media::TransportKind::Whip => "publisher",
+                            corecast_media::TransportKind::Whep => "viewer",
+                            other => other.name(),
                         },
                         "reason": c.reason,
                         "seconds_ago": now.saturating_duration_since(c.at).as_secs(),

@@ -1,6 +1,7 @@
-//! The browser demo pages (`/`, `/publish`, `/watch`), embedded in the
-//! binary: plain HTML, CSS and one ES module, no build step and nothing
-//! fetched from elsewhere. The page code lives in `pages/`.
+//! The browser demo pages (`/`, `/publish`, `/watch`, `/room`) and the
+//! browser SDK (`/sdk/corecast.js`, its types `/sdk/corecast.d.ts`),
+//! embedded in the binary: plain HTML, CSS and ES modules, no build step and
+//! nothing fetched from elsewhere. The page code lives in `pages/`.
 
 use std::sync::Arc;
 
@@ -14,6 +15,10 @@ use super::Control;
 const INDEX: &str = include_str!("pages/index.html");
 const PUBLISH: &str = include_str!("pages/publish.html");
 const WATCH: &str = include_str!("pages/watch.html");
+const ROOM: &str = include_str!("pages/room.html");
+const ROOM_JS: &str = include_str!("pages/room.js");
+const SDK_JS: &str = include_str!("pages/corecast.js");
+const SDK_DTS: &str = include_str!("pages/corecast.d.ts");
 const COMMON_JS: &str = include_str!("pages/common.js");
 const STYLE_CSS: &str = include_str!("pages/style.css");
 
@@ -27,9 +32,22 @@ fn pages<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(|| page(INDEX)))
         .route("/publish", get(|| page(PUBLISH)))
         .route("/watch", get(|| page(WATCH)))
+        .route("/room", get(|| page(ROOM)))
         .route(
             "/common.js",
             get(|| asset("text/javascript; charset=utf-8", COMMON_JS)),
+        )
+        .route(
+            "/room.js",
+            get(|| asset("text/javascript; charset=utf-8", ROOM_JS)),
+        )
+        .route(
+            "/sdk/corecast.js",
+            get(|| asset("text/javascript; charset=utf-8", SDK_JS)),
+        )
+        .route(
+            "/sdk/corecast.d.ts",
+            get(|| asset("application/typescript; charset=utf-8", SDK_DTS)),
         )
         .route(
             "/style.css",
@@ -81,6 +99,18 @@ mod tests {
                 ("/", "text/html", "/api/streams"),
                 ("/publish", "text/html", "/whip/"),
                 ("/watch", "text/html", "/whep/"),
+                ("/room", "text/html", "/room.js"),
+                ("/room.js", "text/javascript", "from '/sdk/corecast.js'"),
+                (
+                    "/sdk/corecast.js",
+                    "text/javascript",
+                    "export async function connect",
+                ),
+                (
+                    "/sdk/corecast.d.ts",
+                    "application/typescript",
+                    "export declare function connect",
+                ),
                 (
                     "/common.js",
                     "text/javascript",
@@ -111,6 +141,10 @@ mod tests {
             ("index.html", INDEX),
             ("publish.html", PUBLISH),
             ("watch.html", WATCH),
+            ("room.html", ROOM),
+            ("room.js", ROOM_JS),
+            ("corecast.js", SDK_JS),
+            ("corecast.d.ts", SDK_DTS),
             ("common.js", COMMON_JS),
             ("style.css", STYLE_CSS),
         ] {

@@ -5,20 +5,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corecast_media::{ChannelId, MediaKind, MediaPacket};
-use corecast_webrtc::{
-    stun_local_ufrag, Endpoint, EndpointEvent, EndpointStats, Output, Role, Transmit,
+use corecast_media::{
+    ChannelId, Command, Endpoint, EndpointStats, Event, Input, MediaKind, MediaPacket, Output,
+    RouteKey, SlotId, Transmit,
 };
+use corecast_webrtc::stun_local_ufrag;
 
 use super::cluster::ClusterPort;
-use corecast_media::TokenBucket;
 use crate::mesh::ShardLinks;
-use crate::messages::{ControlEvent, Datagram, RingMsg, SessionId, ShardCommand};
+use crate::messages::{ConnId, ControlEvent, Datagram, RingMsg, ShardCommand};
 use crate::metrics::{add, inc, ShardMetrics};
+use corecast_media::TokenBucket;
 
 /// Addresses of endpoints on other shards that one shard forwards, at most.
 pub const MAX_ROUTES: usize = 16_384;
-/// Routed addresses per session, at most (candidate pairs of one client).
+/// Routed addresses per conn, at most (candidate pairs of one client).
 pub const MAX_ROUTES_PER_SESSION: usize = 8;
 /// Lifecycle events waiting for room in the control queue, at most. The
 /// queue holds 4096 and the control thread drains it continuously; this
@@ -27,11 +28,13 @@ pub const CONTROL_OUTBOX_CAP: usize = 65_536;
 
 /// An endpoint and what the shard knows about it.
 struct Slot {
-    endpoint: Endpoint,
+    endpoint: Box<dyn Endpoint>,
     next_timeout: Instant,
     addrs: Vec<SocketAddr>,
-    ufrag: String,
-    subscriptions: Vec<(MediaKind, ChannelId)>,
+    /// How inputs from unknown addresses find it (an ICE ufrag).
+    key: Option<RouteKey>,
+    /// What its receive slots play.
+    subscriptions: Vec<(SlotId, ChannelId)>,
     /// Media queued in the endpoint, waiting for [`Shard::flush_media`].
     queued: bool,
     /// The endpoint's counters as last added to the shard's metrics.
@@ -41,13 +44,13 @@ struct Slot {
 /// One shard's state. Owned by its executor; never shared, never locked.
 pub struct Shard {
     pub id: usize,
-    endpoints: HashMap<SessionId, Slot>,
-    by_addr: HashMap<SocketAddr, SessionId>,
-    by_ufrag: HashMap<String, SessionId>,
+    endpoints: HashMap<ConnId, Slot>,
+    by_addr: HashMap<SocketAddr, ConnId>,
+    by_key: HashMap<RouteKey, ConnId>,
     /// Local viewers per channel.
-    subscribers: HashMap<ChannelId, Vec<SessionId>>,
+    subscribers: HashMap<ChannelId, Vec<ConnId>>,
     /// Local publishers per channel (for keyframe requests).
-    publishers: HashMap<ChannelId, SessionId>,
+    publishers: HashMap<ChannelId, ConnId>,
     /// Shards (bit per shard) with subscribers, per channel.
     fanout: HashMap<ChannelId, u64>,
     /// Channels whose local publishers' packets also go to the cluster.
@@ -60,11 +63,11 @@ pub struct Shard {
     /// The cluster (shard 0 of a clustered node only).
     pub cluster: Option<ClusterPort>,
     /// Viewers with queued media, and when the oldest of it arrived.
-    queued: Vec<SessionId>,
+    queued: Vec<ConnId>,
     oldest_queued: Option<Instant>,
-    /// Addresses of endpoints held by other shards: session and owner shard.
-    routes: HashMap<SocketAddr, (SessionId, usize)>,
-    routes_by_session: HashMap<SessionId, Vec<SocketAddr>>,
+    /// Addresses of endpoints held by other shards: conn and owner shard.
+    routes: HashMap<SocketAddr, (ConnId, usize)>,
+    routes_by_session: HashMap<ConnId, Vec<SocketAddr>>,
     /// Lifecycle events (never dropped) that found the control queue full,
     /// oldest first; retried every loop round ([`Shard::flush_control`]).
     outbox: VecDeque<ControlEvent>,
@@ -85,7 +88,7 @@ impl Shard {
             id,
             endpoints: HashMap::new(),
             by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
+            by_key: HashMap::new(),
             subscribers: HashMap::new(),
             publishers: HashMap::new(),
             fanout: HashMap::new(),
@@ -129,11 +132,11 @@ impl Shard {
     ) {
         inc(&self.metrics.rx_packets_total);
         add(&self.metrics.rx_bytes_total, data.len() as u64);
-        if let Some(&session) = self.by_addr.get(&source) {
-            self.receive(now, session, source, destination, data);
+        if let Some(&conn) = self.by_addr.get(&source) {
+            self.receive(now, conn, source, destination, data);
             return;
         }
-        if let Some(&(session, owner)) = self.routes.get(&source) {
+        if let Some(&(conn, owner)) = self.routes.get(&source) {
             // A second address of a client whose endpoint another shard holds.
             let datagram = Datagram {
                 at: now,
@@ -141,7 +144,7 @@ impl Shard {
                 destination,
                 contents: data.to_vec(),
             };
-            if self.push_ring(owner, RingMsg::Ingress { session, datagram }) {
+            if self.push_ring(owner, RingMsg::Ingress { conn, datagram }) {
                 inc(&self.metrics.ingress_forwards_total);
             }
             return;
@@ -150,9 +153,9 @@ impl Shard {
             inc(&self.metrics.bad_packets_total);
             return;
         };
-        if let Some(&session) = self.by_ufrag.get(ufrag) {
+        if let Some(&conn) = self.by_key.get(&RouteKey::IceUfrag(ufrag.to_string())) {
             // A new address of an endpoint we hold (another candidate pair).
-            self.receive(now, session, source, destination, data);
+            self.receive(now, conn, source, destination, data);
             return;
         }
         // Claims are for unknown ufrags (spoofable): at most so many per
@@ -178,11 +181,11 @@ impl Shard {
 
     /// A datagram of one of this shard's endpoints that arrived at another
     /// shard (forwarded by the control thread or over a ring).
-    fn cross_shard_ingress(&mut self, now: Instant, session: SessionId, datagram: &Datagram) {
+    fn cross_shard_ingress(&mut self, now: Instant, conn: ConnId, datagram: &Datagram) {
         inc(&self.metrics.cross_shard_ingress_total);
         self.receive(
             now,
-            session,
+            conn,
             datagram.source,
             datagram.destination,
             &datagram.contents,
@@ -192,43 +195,48 @@ impl Shard {
     fn receive(
         &mut self,
         now: Instant,
-        session: SessionId,
+        conn: ConnId,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
     ) {
-        let Some(slot) = self.endpoints.get_mut(&session) else {
+        let Some(slot) = self.endpoints.get_mut(&conn) else {
             inc(&self.metrics.bad_packets_total);
             return;
         };
-        match slot.endpoint.handle_receive(now, source, destination, data) {
-            Ok(()) => {
+        let input = Input::Datagram {
+            source,
+            destination,
+            contents: data,
+        };
+        match slot.endpoint.handle_input(now, input) {
+            Ok(_) => {
                 if !slot.addrs.contains(&source) {
                     slot.addrs.push(source);
-                    self.by_addr.insert(source, session);
+                    self.by_addr.insert(source, conn);
                 }
             }
             Err(_) => inc(&self.metrics.bad_packets_total),
         }
-        self.drive(now, session);
+        self.drive(now, conn);
     }
 
     // ---- time ----
 
     /// Gives every endpoint whose timeout is due its time input.
     pub fn on_tick(&mut self, now: Instant) {
-        let due: Vec<SessionId> = self
+        let due: Vec<ConnId> = self
             .endpoints
             .iter()
             .filter(|(_, s)| s.next_timeout <= now)
             .map(|(id, _)| *id)
             .collect();
         add(&self.metrics.endpoint_timeouts_total, due.len() as u64);
-        for session in due {
-            if let Some(slot) = self.endpoints.get_mut(&session) {
-                slot.endpoint.handle_timeout(now);
+        for conn in due {
+            if let Some(slot) = self.endpoints.get_mut(&conn) {
+                let _ = slot.endpoint.handle_input(now, Input::Timeout);
             }
-            self.drive(now, session);
+            self.drive(now, conn);
         }
     }
 
@@ -237,25 +245,26 @@ impl Shard {
     pub fn on_command(&mut self, now: Instant, cmd: ShardCommand) {
         match cmd {
             ShardCommand::Adopt {
-                session,
+                conn,
                 endpoint,
                 first,
                 subscriptions,
             } => {
-                let ufrag = endpoint.local_ufrag().to_string();
-                if endpoint.role() == Role::Publisher {
-                    for (_, ch) in endpoint.published_channels() {
-                        self.publishers.insert(ch, session);
-                    }
+                let key = endpoint.route_key();
+                let published = endpoint.published();
+                for t in &published {
+                    self.publishers.insert(t.channel, conn);
                 }
-                self.by_ufrag.insert(ufrag.clone(), session);
+                if let Some(key) = &key {
+                    self.by_key.insert(key.clone(), conn);
+                }
                 self.endpoints.insert(
-                    session,
+                    conn,
                     Slot {
-                        endpoint: *endpoint,
+                        endpoint,
                         next_timeout: now,
                         addrs: Vec::new(),
-                        ufrag,
+                        key,
                         subscriptions: Vec::new(),
                         queued: false,
                         reported: EndpointStats::default(),
@@ -266,57 +275,42 @@ impl Shard {
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 self.emit(ControlEvent::Adopted {
-                    session,
+                    conn,
                     shard: self.id,
                 });
-                for (kind, ch) in subscriptions {
-                    self.subscribe(now, session, kind, Some(ch));
+                for (slot, ch) in subscriptions {
+                    self.subscribe(now, conn, slot, Some(ch));
                 }
-                self.receive(
-                    now,
-                    session,
-                    first.source,
-                    first.destination,
-                    &first.contents,
-                );
+                self.receive(now, conn, first.source, first.destination, &first.contents);
                 // Viewers that subscribed while this publisher was pending
                 // asked for a keyframe nobody could send: ask now (the
                 // endpoint sends it with the track's first packet).
-                let video: Vec<ChannelId> = self
-                    .endpoints
-                    .get(&session)
-                    .map(|s| {
-                        s.endpoint
-                            .published_channels()
-                            .filter(|(k, _)| *k == MediaKind::Video)
-                            .map(|(_, c)| c)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let video = published
+                    .iter()
+                    .filter(|t| t.kind == MediaKind::Video)
+                    .map(|t| t.channel);
                 for ch in video {
                     self.keyframe_local(now, ch);
                 }
             }
-            ShardCommand::Ingress { session, datagram } => {
-                self.cross_shard_ingress(now, session, &datagram)
+            ShardCommand::Ingress { conn, datagram } => {
+                self.cross_shard_ingress(now, conn, &datagram)
             }
-            ShardCommand::Close { session } => {
-                if let Some(slot) = self.endpoints.get_mut(&session) {
-                    slot.endpoint.close();
+            ShardCommand::Close { conn } => {
+                if let Some(slot) = self.endpoints.get_mut(&conn) {
+                    let _ = slot
+                        .endpoint
+                        .handle_input(now, Input::Command(Command::Close));
                 }
-                self.drive(now, session);
+                self.drive(now, conn);
             }
-            ShardCommand::Route {
-                session,
-                addr,
-                owner,
-            } => self.add_route(session, addr, owner),
-            ShardCommand::Unroute { session } => self.remove_routes(session),
+            ShardCommand::Route { conn, addr, owner } => self.add_route(conn, addr, owner),
+            ShardCommand::Unroute { conn } => self.remove_routes(conn),
             ShardCommand::Subscribe {
-                session,
-                kind,
+                conn,
+                slot,
                 channel,
-            } => self.subscribe(now, session, kind, channel),
+            } => self.subscribe(now, conn, slot, channel),
             ShardCommand::Fanout { channel, shards } => {
                 if shards == 0 {
                     self.fanout.remove(&channel);
@@ -332,29 +326,36 @@ impl Shard {
                 }
             }
             ShardCommand::Cluster(cmd) => self.on_cluster_command(now, cmd),
-            ShardCommand::Fragment {
-                session,
-                fragment,
-                reply,
-            } => {
-                let result = match self.endpoints.get_mut(&session) {
-                    Some(slot) => slot
-                        .endpoint
-                        .handle_fragment(&fragment)
-                        .map_err(|e| e.to_string()),
-                    None => Err("no such session".to_string()),
+            ShardCommand::Signal { conn, body, reply } => {
+                let result = match self.endpoints.get_mut(&conn) {
+                    Some(slot) => slot.endpoint.signal(now, &body),
+                    None => Err("no such connection".to_string()),
                 };
-                if let Some(slot) = self.endpoints.get_mut(&session) {
-                    let ufrag = slot.endpoint.local_ufrag().to_string();
-                    if ufrag != slot.ufrag {
-                        self.by_ufrag.remove(&slot.ufrag);
-                        self.by_ufrag.insert(ufrag.clone(), session);
-                        slot.ufrag = ufrag.clone();
-                        self.emit(ControlEvent::UfragChanged { session, ufrag });
+                if let Some(slot) = self.endpoints.get_mut(&conn) {
+                    let key = slot.endpoint.route_key();
+                    if key != slot.key {
+                        if let Some(old) = slot.key.take() {
+                            self.by_key.remove(&old);
+                        }
+                        if let Some(new) = &key {
+                            self.by_key.insert(new.clone(), conn);
+                        }
+                        slot.key = key.clone();
+                        if let Some(RouteKey::IceUfrag(ufrag)) = key {
+                            self.emit(ControlEvent::UfragChanged { conn, ufrag });
+                        }
                     }
                 }
                 let _ = reply.send(result);
-                self.drive(now, session);
+                self.drive(now, conn);
+            }
+            ShardCommand::Rpc { conn, text } => {
+                if let Some(slot) = self.endpoints.get_mut(&conn) {
+                    let _ = slot
+                        .endpoint
+                        .handle_input(now, Input::Command(Command::Rpc(text)));
+                }
+                self.drive(now, conn);
             }
         }
     }
@@ -370,8 +371,8 @@ impl Shard {
                     RingMsg::Media(packet) => self.deliver_local(now, &packet),
                     RingMsg::Keyframe(channel) => self.keyframe_local(now, channel),
                     RingMsg::Export(packet) => self.export(now, &packet),
-                    RingMsg::Ingress { session, datagram } => {
-                        self.cross_shard_ingress(now, session, &datagram)
+                    RingMsg::Ingress { conn, datagram } => {
+                        self.cross_shard_ingress(now, conn, &datagram)
                     }
                 }
             }
@@ -380,33 +381,40 @@ impl Shard {
 
     // ---- fan-out ----
 
-    fn subscribe(
-        &mut self,
-        now: Instant,
-        session: SessionId,
-        kind: MediaKind,
-        channel: Option<ChannelId>,
-    ) {
-        let Some(slot) = self.endpoints.get_mut(&session) else {
+    /// Points one receive slot of `conn` at a channel (or none).
+    fn subscribe(&mut self, now: Instant, conn: ConnId, rx: SlotId, channel: Option<ChannelId>) {
+        let Some(slot) = self.endpoints.get_mut(&conn) else {
             return;
         };
-        for (_, old) in slot.subscriptions.iter().filter(|(k, _)| *k == kind) {
-            if let Some(list) = self.subscribers.get_mut(old) {
-                list.retain(|s| *s != session);
-                if list.is_empty() {
-                    self.subscribers.remove(old);
+        let old = slot
+            .subscriptions
+            .iter()
+            .find(|(s, _)| *s == rx)
+            .map(|(_, c)| *c);
+        slot.subscriptions.retain(|(s, _)| *s != rx);
+        let command = Command::Subscribe { slot: rx, channel };
+        let _ = slot.endpoint.handle_input(now, Input::Command(command));
+        // The connection leaves a channel's list when none of its slots
+        // plays it any more.
+        if let Some(old) = old {
+            if !slot.subscriptions.iter().any(|(_, c)| *c == old) {
+                if let Some(list) = self.subscribers.get_mut(&old) {
+                    list.retain(|s| *s != conn);
+                    if list.is_empty() {
+                        self.subscribers.remove(&old);
+                    }
                 }
             }
         }
-        slot.subscriptions.retain(|(k, _)| *k != kind);
-        slot.endpoint.subscribe(kind, channel);
         if let Some(ch) = channel {
-            slot.subscriptions.push((kind, ch));
-            self.subscribers.entry(ch).or_default().push(session);
-            if kind == MediaKind::Video {
-                // A new viewer needs a keyframe to start decoding.
-                self.request_keyframe(now, ch);
+            let listed = slot.subscriptions.iter().any(|(_, c)| *c == ch);
+            slot.subscriptions.push((rx, ch));
+            if !listed {
+                self.subscribers.entry(ch).or_default().push(conn);
             }
+            // A new subscriber of video needs a keyframe to start decoding
+            // (the publisher's endpoint ignores this for audio).
+            self.request_keyframe(now, ch);
         }
     }
 
@@ -453,44 +461,41 @@ impl Shard {
 
     // ---- routes: addresses of endpoints on other shards ----
 
-    fn add_route(&mut self, session: SessionId, addr: SocketAddr, owner: usize) {
+    fn add_route(&mut self, conn: ConnId, addr: SocketAddr, owner: usize) {
         if owner == self.id || owner >= self.links.to.len() || self.by_addr.contains_key(&addr) {
             return;
         }
         if let Some(&(old, _)) = self.routes.get(&addr) {
-            if old == session {
-                self.routes.insert(addr, (session, owner));
+            if old == conn {
+                self.routes.insert(addr, (conn, owner));
                 return;
             }
-            // The address now belongs to another session (a reused port).
+            // The address now belongs to another conn (a reused port).
             self.unroute_addr(old, addr);
         }
-        let per_session = self.routes_by_session.get(&session).map_or(0, Vec::len);
+        let per_session = self.routes_by_session.get(&conn).map_or(0, Vec::len);
         if self.routes.len() >= MAX_ROUTES || per_session >= MAX_ROUTES_PER_SESSION {
             inc(&self.metrics.route_drops_total);
             return;
         }
-        self.routes.insert(addr, (session, owner));
-        self.routes_by_session
-            .entry(session)
-            .or_default()
-            .push(addr);
+        self.routes.insert(addr, (conn, owner));
+        self.routes_by_session.entry(conn).or_default().push(addr);
         self.store_routes();
     }
 
-    fn unroute_addr(&mut self, session: SessionId, addr: SocketAddr) {
+    fn unroute_addr(&mut self, conn: ConnId, addr: SocketAddr) {
         self.routes.remove(&addr);
-        if let Some(list) = self.routes_by_session.get_mut(&session) {
+        if let Some(list) = self.routes_by_session.get_mut(&conn) {
             list.retain(|a| *a != addr);
             if list.is_empty() {
-                self.routes_by_session.remove(&session);
+                self.routes_by_session.remove(&conn);
             }
         }
         self.store_routes();
     }
 
-    fn remove_routes(&mut self, session: SessionId) {
-        for addr in self.routes_by_session.remove(&session).unwrap_or_default() {
+    fn remove_routes(&mut self, conn: ConnId) {
+        for addr in self.routes_by_session.remove(&conn).unwrap_or_default() {
             self.routes.remove(&addr);
         }
         self.store_routes();
@@ -571,17 +576,20 @@ impl Shard {
         let Some(viewers) = self.subscribers.remove(&packet.channel) else {
             return;
         };
-        for session in &viewers {
-            let Some(slot) = self.endpoints.get_mut(session) else {
+        for conn in &viewers {
+            let Some(slot) = self.endpoints.get_mut(conn) else {
                 continue;
             };
-            if !slot.endpoint.queue_media(now, packet) {
+            if !matches!(
+                slot.endpoint.handle_input(now, Input::Media(packet)),
+                Ok(true)
+            ) {
                 // Not sent (held for a keyframe, dropped, not connected):
                 // the rare path counts at once.
                 report_stats(&self.metrics, slot);
             } else if !slot.queued {
                 slot.queued = true;
-                self.queued.push(*session);
+                self.queued.push(*conn);
             }
         }
         if self.oldest_queued.is_none() {
@@ -602,14 +610,14 @@ impl Shard {
             return false;
         }
         // Viewers are flushed in the order they were queued.
-        let batch: Vec<SessionId> = self.queued.drain(..n).collect();
-        for session in batch {
-            let Some(slot) = self.endpoints.get_mut(&session) else {
+        let batch: Vec<ConnId> = self.queued.drain(..n).collect();
+        for conn in batch {
+            let Some(slot) = self.endpoints.get_mut(&conn) else {
                 continue;
             };
             slot.queued = false;
-            slot.endpoint.flush_media(now);
-            self.drive(now, session);
+            let _ = slot.endpoint.handle_input(now, Input::Flush);
+            self.drive(now, conn);
         }
         !self.queued.is_empty()
     }
@@ -628,9 +636,9 @@ impl Shard {
         }
     }
 
-    /// Returns a taken subscriber list, without sessions that ended meanwhile
+    /// Returns a taken subscriber list, without conns that ended meanwhile
     /// and with any that subscribed meanwhile.
-    fn put_back_subscribers(&mut self, channel: ChannelId, mut viewers: Vec<SessionId>) {
+    fn put_back_subscribers(&mut self, channel: ChannelId, mut viewers: Vec<ConnId>) {
         viewers.retain(|s| self.endpoints.contains_key(s));
         if let Some(added) = self.subscribers.remove(&channel) {
             viewers.extend(added);
@@ -656,32 +664,26 @@ impl Shard {
     }
 
     fn keyframe_local(&mut self, now: Instant, channel: ChannelId) {
-        let Some(&session) = self.publishers.get(&channel) else {
+        let Some(&conn) = self.publishers.get(&channel) else {
             // Published on another node: shard 0 asks the cluster.
             self.remote_keyframe(now, channel);
             return;
         };
-        let Some(slot) = self.endpoints.get_mut(&session) else {
+        let Some(slot) = self.endpoints.get_mut(&conn) else {
             return;
         };
-        let kind = slot
-            .endpoint
-            .published_channels()
-            .find(|(_, c)| *c == channel)
-            .map(|(k, _)| k);
-        if let Some(kind) = kind {
-            if slot.endpoint.request_keyframe(now, kind) {
-                self.drive(now, session);
-            }
+        let command = Input::Command(Command::RequestKeyframe(channel));
+        if matches!(slot.endpoint.handle_input(now, command), Ok(true)) {
+            self.drive(now, conn);
         }
     }
 
     // ---- endpoint output ----
 
     /// Drains one endpoint's output until its next timeout.
-    fn drive(&mut self, now: Instant, session: SessionId) {
+    fn drive(&mut self, now: Instant, conn: ConnId) {
         loop {
-            let Some(slot) = self.endpoints.get_mut(&session) else {
+            let Some(slot) = self.endpoints.get_mut(&conn) else {
                 return;
             };
             match slot.endpoint.poll_output(now) {
@@ -691,41 +693,40 @@ impl Shard {
                     report_stats(&self.metrics, slot);
                     return;
                 }
-                Output::Event(event) => self.on_event(now, session, event),
+                Output::Event(event) => self.on_event(now, conn, event),
             }
         }
     }
 
-    fn on_event(&mut self, now: Instant, session: SessionId, event: EndpointEvent) {
+    fn on_event(&mut self, now: Instant, conn: ConnId, event: Event) {
         match event {
-            EndpointEvent::Media(packet) => self.publish(now, packet),
-            EndpointEvent::KeyframeRequest(kind) => {
-                let channel = self
-                    .endpoints
-                    .get(&session)
-                    .and_then(|s| s.endpoint.source(kind));
-                if let Some(ch) = channel {
-                    self.request_keyframe(now, ch);
-                }
+            Event::Media(packet) => self.publish(now, packet),
+            Event::KeyframeRequest(channel) => self.request_keyframe(now, channel),
+            Event::SlotLive(slot) => self.emit(ControlEvent::SlotLive { conn, slot }),
+            Event::Rpc(text) => {
+                // Within the endpoint's size and rate limits; the control
+                // thread answers it.
+                inc(&self.metrics.rpc_requests_total);
+                self.emit(ControlEvent::Rpc { conn, text });
             }
-            EndpointEvent::ActiveCodec(channel, codec) => {
+            Event::ActiveCodec(channel, codec) => {
                 self.emit(ControlEvent::ActiveCodec {
-                    session,
+                    conn,
                     channel,
                     codec,
                 });
             }
-            EndpointEvent::Connected => {}
-            EndpointEvent::Closed(reason) => {
-                self.remove(session);
-                self.emit(ControlEvent::Closed { session, reason });
+            Event::Connected => {}
+            Event::Closed(reason) => {
+                self.remove(conn);
+                self.emit(ControlEvent::Closed { conn, reason });
             }
         }
     }
 
-    fn remove(&mut self, session: SessionId) {
+    fn remove(&mut self, conn: ConnId) {
         // Flush what the endpoint still has to say (DTLS close_notify).
-        let Some(mut slot) = self.endpoints.remove(&session) else {
+        let Some(mut slot) = self.endpoints.remove(&conn) else {
             return;
         };
         let now = slot.next_timeout;
@@ -736,16 +737,18 @@ impl Shard {
         for addr in &slot.addrs {
             self.by_addr.remove(addr);
         }
-        self.by_ufrag.remove(&slot.ufrag);
+        if let Some(key) = &slot.key {
+            self.by_key.remove(key);
+        }
         for (_, ch) in &slot.subscriptions {
             if let Some(list) = self.subscribers.get_mut(ch) {
-                list.retain(|s| *s != session);
+                list.retain(|s| *s != conn);
                 if list.is_empty() {
                     self.subscribers.remove(ch);
                 }
             }
         }
-        self.publishers.retain(|_, s| *s != session);
+        self.publishers.retain(|_, s| *s != conn);
         self.metrics.endpoints.store(
             self.endpoints.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -778,6 +781,14 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
     add(
         &metrics.keyframe_requests_limited_total,
         now.keyframe_requests_limited - was.keyframe_requests_limited,
+    );
+    add(
+        &metrics.rpc_too_large_total,
+        now.rpc_too_large - was.rpc_too_large,
+    );
+    add(
+        &metrics.rpc_rate_limited_total,
+        now.rpc_rate_limited - was.rpc_rate_limited,
     );
 }
 
@@ -818,16 +829,16 @@ mod tests {
     impl Rig {
         /// Adopts a viewer endpoint (its first datagram is empty: refused
         /// and counted, the endpoint stays).
-        fn viewer(&mut self) -> SessionId {
+        fn viewer(&mut self) -> ConnId {
             self.next_port += 1;
             let local: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
             let (_, offer) = Client::viewer(&self.config, self.t0, local).unwrap();
             let (endpoint, _) = Endpoint::viewer(&self.config, self.t0, &offer, &[]).unwrap();
-            let session = SessionId::random();
+            let conn = ConnId::random();
             self.shard.on_command(
                 self.t0,
                 ShardCommand::Adopt {
-                    session,
+                    conn,
                     endpoint: Box::new(endpoint),
                     first: Datagram {
                         at: self.t0,
@@ -838,21 +849,21 @@ mod tests {
                     subscriptions: Vec::new(),
                 },
             );
-            session
+            conn
         }
 
-        fn subscribe(&mut self, session: SessionId, kind: MediaKind, channel: Option<u64>) {
+        fn subscribe(&mut self, conn: ConnId, kind: MediaKind, channel: Option<u64>) {
             self.shard.on_command(
                 self.t0,
                 ShardCommand::Subscribe {
-                    session,
+                    conn,
                     kind,
                     channel: channel.map(ChannelId),
                 },
             );
         }
 
-        fn subscribers(&self, channel: u64) -> Vec<SessionId> {
+        fn subscribers(&self, channel: u64) -> Vec<ConnId> {
             self.shard
                 .subscribers
                 .get(&ChannelId(channel))
@@ -876,8 +887,8 @@ mod tests {
             self.control
                 .try_iter()
                 .map(|e| match e {
-                    ControlEvent::Adopted { session, .. } => format!("adopted {session}"),
-                    ControlEvent::Closed { session, .. } => format!("closed {session}"),
+                    ControlEvent::Adopted { conn, .. } => format!("adopted {conn}"),
+                    ControlEvent::Closed { conn, .. } => format!("closed {conn}"),
                     ControlEvent::Claim { ufrag, .. } => format!("claim {ufrag}"),
                     other => format!("{other:?}"),
                 })
@@ -930,8 +941,8 @@ mod tests {
         // The last viewer of a channel leaves: no empty list stays behind.
         r.subscribe(b, MediaKind::Video, None);
         assert!(!r.shard.subscribers.contains_key(&ChannelId(1)));
-        // Subscribing an unknown session does nothing.
-        r.subscribe(SessionId(12345), MediaKind::Video, Some(1));
+        // Subscribing an unknown conn does nothing.
+        r.subscribe(ConnId(12345), MediaKind::Video, Some(1));
         assert!(r.subscribers(1).is_empty());
     }
 
@@ -978,7 +989,7 @@ mod tests {
         r.subscribe(a, MediaKind::Audio, Some(2));
         r.subscribe(b, MediaKind::Video, Some(1));
         assert_eq!(r.shard.metrics.endpoints.load(Ordering::Relaxed), 2);
-        r.shard.on_command(r.t0, ShardCommand::Close { session: a });
+        r.shard.on_command(r.t0, ShardCommand::Close { conn: a });
         assert_eq!(r.subscribers(1), vec![b]);
         assert!(!r.shard.subscribers.contains_key(&ChannelId(2)));
         assert!(!r.shard.endpoints.contains_key(&a));
@@ -1006,15 +1017,15 @@ mod tests {
         // As deliver_local does: the list is taken while endpoints run ...
         let taken = r.shard.subscribers.remove(&ChannelId(1)).unwrap();
         // ... meanwhile b ends and c subscribes ...
-        r.shard.on_command(r.t0, ShardCommand::Close { session: b });
+        r.shard.on_command(r.t0, ShardCommand::Close { conn: b });
         r.subscribe(c, MediaKind::Video, Some(1));
         // ... and the list that goes back has a and c.
         r.shard.put_back_subscribers(ChannelId(1), taken);
         assert_eq!(r.subscribers(1), vec![a, c]);
         // A list whose viewers all ended is not put back.
         let taken = r.shard.subscribers.remove(&ChannelId(1)).unwrap();
-        r.shard.on_command(r.t0, ShardCommand::Close { session: a });
-        r.shard.on_command(r.t0, ShardCommand::Close { session: c });
+        r.shard.on_command(r.t0, ShardCommand::Close { conn: a });
+        r.shard.on_command(r.t0, ShardCommand::Close { conn: c });
         r.shard.put_back_subscribers(ChannelId(1), taken);
         assert!(!r.shard.subscribers.contains_key(&ChannelId(1)));
     }
@@ -1023,10 +1034,9 @@ mod tests {
     fn lifecycle_events_wait_in_the_outbox_and_keep_their_order() {
         // A control queue of one event.
         let mut r = rig(2, 1, 0);
-        let viewers: Vec<SessionId> = (0..3).map(|_| r.viewer()).collect();
+        let viewers: Vec<ConnId> = (0..3).map(|_| r.viewer()).collect();
         for v in &viewers {
-            r.shard
-                .on_command(r.t0, ShardCommand::Close { session: *v });
+            r.shard.on_command(r.t0, ShardCommand::Close { conn: *v });
         }
         let m = r.shard.metrics.clone();
         let waiting = m.control_outbox.load(Ordering::Relaxed);
@@ -1051,12 +1061,12 @@ mod tests {
         let t = r.t0;
         let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         let client: SocketAddr = "127.0.0.1:6000".parse().unwrap();
-        let session = SessionId(99);
+        let conn = ConnId(99);
         let route = |r: &mut Rig, port: u16, owner: usize| {
             r.shard.on_command(
                 t,
                 ShardCommand::Route {
-                    session,
+                    conn,
                     addr: SocketAddr::new(client.ip(), port),
                     owner,
                 },
@@ -1067,11 +1077,8 @@ mod tests {
             .on_datagram(t, client, local, &[0x17, 0xfe, 0xfd, 1, 2]);
         let ring = r.others[1].from[0].as_mut().unwrap();
         match ring.pop() {
-            Ok(RingMsg::Ingress {
-                session: s,
-                datagram,
-            }) => {
-                assert_eq!(s, session);
+            Ok(RingMsg::Ingress { conn: s, datagram }) => {
+                assert_eq!(s, conn);
                 assert_eq!(datagram.source, client);
                 assert_eq!(datagram.contents, vec![0x17, 0xfe, 0xfd, 1, 2]);
             }
@@ -1084,7 +1091,7 @@ mod tests {
         route(&mut r, 6001, 0);
         route(&mut r, 6002, 9);
         assert_eq!(m.routes.load(Ordering::Relaxed), 1);
-        // At most MAX_ROUTES_PER_SESSION addresses per session.
+        // At most MAX_ROUTES_PER_SESSION addresses per conn.
         for port in 6100..6100 + MAX_ROUTES_PER_SESSION as u16 {
             route(&mut r, port, 1);
         }
@@ -1093,8 +1100,8 @@ mod tests {
             MAX_ROUTES_PER_SESSION as u64
         );
         assert_eq!(m.route_drops_total.load(Ordering::Relaxed), 1);
-        // The session ends: its routes go, its datagrams are bad again.
-        r.shard.on_command(t, ShardCommand::Unroute { session });
+        // The conn ends: its routes go, its datagrams are bad again.
+        r.shard.on_command(t, ShardCommand::Unroute { conn });
         assert_eq!(m.routes.load(Ordering::Relaxed), 0);
         assert!(r.shard.routes_by_session.is_empty());
         r.shard.on_datagram(t, client, local, &[0x17, 0xfe, 0xfd]);

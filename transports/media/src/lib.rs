@@ -27,11 +27,11 @@ mod wire;
 
 pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
-pub use keyframe::is_keyframe_start;
 pub use endpoint::{
     CloseReason, Command, ConnId, Endpoint, EndpointStats, Event, Input, InputError, Output,
     PublishedTrack, RouteKey, SessionId, Slot, SlotId, Transmit, TransportKind,
 };
+pub use keyframe::is_keyframe_start;
 pub use packet::MediaPacket;
 pub use ratelimit::TokenBucket;
 pub use rewrite::{Rewriter, Rewritten};

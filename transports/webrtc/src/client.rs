@@ -18,8 +18,8 @@ use str0m::rtp::{ExtensionValues, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, Input, Rtc};
 
 use crate::endpoint::{transmit, udp_input};
-use corecast_media::Output as EndpointOutput;
 use crate::{EndpointConfig, Error};
+use corecast_media::Output as EndpointOutput;
 
 /// Something a client saw.
 #[derive(Debug)]

@@ -45,8 +45,8 @@ mod sdpfrag;
 pub use client::{Client, ClientEvent, ClientOutput, SendMeta};
 pub use codecs::{codec_info, server_codecs};
 pub use config::EndpointConfig;
-pub use demux::{classify, stun_local_ufrag, PacketClass};
 pub use corecast_media::{CloseReason, EndpointStats, Output, Transmit};
+pub use demux::{classify, stun_local_ufrag, PacketClass};
 pub use endpoint::{
     Endpoint, EndpointEvent, PublisherInfo, Role, MAX_RPC_MESSAGE, MAX_SLOTS_PER_KIND, RPC_BURST,
     RPC_RATE,

@@ -138,6 +138,7 @@ const REQUEST_MS = 10000;
 const LEAVE_MS = 1500;
 
 // What an HTTP refusal of the connect means, in words; the server's text follows.
+/** @type {Record<number, string>} */
 const REASONS = {
   400: 'The server could not use the connect request',
   401: 'The server wants a token, or another one',
@@ -152,7 +153,12 @@ const REASONS = {
 // Lets connect() end a Room that never joined; not part of the API.
 const ABORT = Symbol('abort');
 
+/** @param {string} s */
 const utf8Length = (s) => new TextEncoder().encode(s).length;
+/**
+ * @param {string} peer
+ * @param {string} track
+ */
 const keyOf = (peer, track) => `${peer}\n${track}`;
 
 /**
@@ -210,8 +216,9 @@ async function postConnect(base, body, token) {
   }
   const text = await res.text();
   if (res.status !== 201) {
-    const why = REASONS[/** @type {keyof REASONS} */ (res.status)] || `The server answered HTTP ${res.status}`;
-    const said = text.trim() ? ` The server said: ${text.trim()}` : '';
+    const why = REASONS[res.status] || `The server answered HTTP ${res.status}`;
+    const t = text.trim();
+    const said = t ? ` The server said: ${t}${/[.!?]$/.test(t) ? '' : '.'}` : '';
     const retry = res.status === 503 && res.headers.get('Retry-After');
     const later = retry ? ` Try again in ${retry} s.` : '';
     throw Object.assign(new Error(`${why}.${said}${later}`), { status: res.status });
@@ -305,7 +312,9 @@ export async function connect(url, options) {
       muted: false,
     }));
     r = new Room({ pc, dc, base, token, conn, room, peer, metadata, local, autoSubscribe });
-    for (const [name, fn] of Object.entries(on)) if (fn) r.on(/** @type {keyof RoomEventMap} */ (name), fn);
+    for (const [name, fn] of Object.entries(on)) {
+      if (fn) r.on(/** @type {keyof RoomEventMap} */ (name), /** @type {any} */ (fn));
+    }
     await r.request('join', { protocol: PROTOCOL });
     // A track handed over disabled starts muted for the others too. Not
     // awaited: events must not be dispatched before connect() resolves.
@@ -398,7 +407,7 @@ export class Room {
   /** @type {RTCDataChannel} */ #dc;
   /** @type {string} */ #base;
   /** @type {string | undefined} */ #token;
-  /** @type {Map<keyof RoomEventMap | string, Set<Function>>} */ #listeners = new Map();
+  /** @type {Map<string, Set<Function>>} */ #listeners = new Map();
   /** @type {Map<number, Pending>} */ #pending = new Map();
   #lastId = 0;
   /** @type {Promise<void>} */ #opened;
@@ -774,7 +783,9 @@ export class Room {
   #onEvent(ev) {
     const peer = ev.peer;
     const info = typeof peer === 'string' ? this.peers.get(peer) : undefined;
-    switch (ev.event) {
+    // `peers` lists the others only, even if the server tells us about ourselves.
+    const self = peer === this.peer && ev.event !== 'subscription' && ev.event !== 'closed';
+    switch (self ? '' : ev.event) {
       case 'peer_joined':
         this.#setPeer(ev);
         break;

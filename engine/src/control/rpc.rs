@@ -1,0 +1,397 @@
+//! The SDK's requests (docs/sdk-protocol.md, section 3), answered on the
+//! control thread, which holds the rooms.
+//!
+//! A request arrives as text from the connection's shard (already within
+//! the size and rate limits); its answer, and the events it causes, go back
+//! as [`crate::messages::ShardCommand::Rpc`]. Bad input is answered with an
+//! error code and counted in [`Directory::rpc_errors`], never a panic.
+
+use std::time::Instant;
+
+use corecast_media::{ConnId, SlotId, TransportKind};
+use serde_json::{json, Map, Value};
+
+use super::directory::Directory;
+use super::rooms::{kind_name, peer_json, Sub, SubState};
+
+/// The protocol version this server speaks.
+pub const PROTOCOL: u64 = 1;
+/// Largest metadata, as JSON text.
+pub const MAX_METADATA: usize = 4096;
+
+/// A refused request: its code (a bounded metrics label) and the words.
+pub(super) struct RpcError {
+    pub(super) code: &'static str,
+    pub(super) message: String,
+}
+
+fn err(code: &'static str, message: impl Into<String>) -> RpcError {
+    RpcError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// What a handler returns: the answer's fields, and messages for the
+/// requester that must follow the answer.
+type Handled = Result<(Map<String, Value>, Vec<Value>), RpcError>;
+
+fn ok() -> Handled {
+    Ok((Map::new(), Vec::new()))
+}
+
+fn field<'a>(req: &'a Value, name: &str) -> Result<&'a str, RpcError> {
+    req.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("bad_request", format!("'{name}' (a string) is missing")))
+}
+
+/// Whether metadata is small enough to pass around.
+pub fn metadata_fits(metadata: &Value) -> bool {
+    metadata.to_string().len() <= MAX_METADATA
+}
+
+impl Directory {
+    /// One request of an SDK connection.
+    pub(super) fn on_rpc(&mut self, now: Instant, conn: ConnId, text: &str) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if c.transport != TransportKind::WebRtc {
+            return;
+        }
+        let joined = c.joined;
+        let req: Value = match serde_json::from_str(text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                self.count_rpc_error("bad_request");
+                self.send_rpc(
+                    conn,
+                    json!({"event": "error", "code": "bad_request", "message": "a message is one JSON object"}),
+                );
+                return;
+            }
+        };
+        let id = req.get("id").cloned().unwrap_or(Value::Null);
+        let name = req.get("request").and_then(Value::as_str).unwrap_or("");
+        let result = match name {
+            "join" => self.rpc_join(conn, &req),
+            "leave" => ok(),
+            _ if !joined && is_request(name) => Err(err("not_joined", "send join first")),
+            "publish" => self.rpc_publish(conn, &req, true),
+            "unpublish" => self.rpc_publish(conn, &req, false),
+            "subscribe" => self.rpc_subscribe(conn, &req),
+            "unsubscribe" => self.rpc_unsubscribe(conn, &req),
+            "mute" => self.rpc_mute(conn, &req, true),
+            "unmute" => self.rpc_mute(conn, &req, false),
+            "update" => self.rpc_update(conn, &req),
+            "" => Err(err("bad_request", "'request' (a string) is missing")),
+            other => Err(err("unknown_request", format!("unknown request '{other}'"))),
+        };
+        match result {
+            Ok((mut fields, follow)) => {
+                fields.insert("id".into(), id);
+                fields.insert("ok".into(), Value::Bool(true));
+                self.send_rpc(conn, Value::Object(fields));
+                for m in follow {
+                    self.send_rpc(conn, m);
+                }
+                if name == "leave" {
+                    self.end(now, conn, "left");
+                }
+            }
+            Err(e) => {
+                self.count_rpc_error(e.code);
+                self.send_rpc(
+                    conn,
+                    json!({"id": id, "ok": false, "error": {"code": e.code, "message": e.message}}),
+                );
+            }
+        }
+    }
+
+    pub(super) fn count_rpc_error(&mut self, code: &'static str) {
+        *self.rpc_errors.entry(code).or_default() += 1;
+    }
+
+    /// The room and peer of a connection.
+    fn whoami(&self, conn: ConnId) -> Option<(String, String)> {
+        self.conns
+            .get(&conn)
+            .map(|c| (c.room.clone(), c.peer.clone()))
+    }
+
+    fn rpc_join(&mut self, conn: ConnId, req: &Value) -> Handled {
+        let version = req.get("protocol").and_then(Value::as_u64);
+        if version != Some(PROTOCOL) {
+            return Err(err(
+                "unsupported_protocol",
+                format!("this server speaks protocol {PROTOCOL}"),
+            ));
+        }
+        let Some((room, peer)) = self.whoami(conn) else {
+            return Err(err("bad_request", "no such connection"));
+        };
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or_else(|| err("bad_request", "gone"))?;
+        if c.joined {
+            return Err(err("already_joined", "this connection joined already"));
+        }
+        c.joined = true;
+        let slots: Vec<Value> = c
+            .slots
+            .iter()
+            .map(|s| json!({"mid": s.label, "kind": kind_name(s.kind)}))
+            .collect();
+        let peers: Vec<Value> = self
+            .rooms
+            .get(&room)
+            .map(|r| {
+                r.peers
+                    .iter()
+                    .filter(|(name, p)| p.joined && name.as_str() != peer)
+                    .map(|(name, p)| peer_json(name, p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.peer_joined(&room, &peer);
+        tracing::info!("room {room}: {peer} joined ({conn})");
+        let mut fields = Map::new();
+        fields.insert("room".into(), json!(room));
+        fields.insert("peer".into(), json!(peer));
+        fields.insert("conn".into(), json!(conn.to_string()));
+        fields.insert("peers".into(), Value::Array(peers));
+        fields.insert("slots".into(), Value::Array(slots));
+        Ok((fields, Vec::new()))
+    }
+
+    fn rpc_publish(&mut self, conn: ConnId, req: &Value, on: bool) -> Handled {
+        let track = field(req, "track")?;
+        let (room, peer) = self
+            .whoami(conn)
+            .ok_or_else(|| err("bad_request", "gone"))?;
+        let p = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.peers.get_mut(&peer))
+            .ok_or_else(|| err("bad_request", "not in the room"))?;
+        let t = p
+            .tracks
+            .iter_mut()
+            .find(|t| t.name == track)
+            .ok_or_else(|| {
+                err(
+                    "unknown_track",
+                    format!("no track '{track}' was declared at connect"),
+                )
+            })?;
+        if t.published == on {
+            return ok();
+        }
+        t.published = on;
+        let event = if on {
+            let mut e = t.json();
+            e["event"] = json!("track_published");
+            e["peer"] = json!(peer);
+            e
+        } else {
+            json!({"event": "track_unpublished", "peer": peer, "track": track})
+        };
+        let channel = t.channel;
+        self.announce(&room, &peer);
+        self.peer_event(&room, &peer, event);
+        if !on {
+            self.end_listeners(channel, "unpublished");
+        }
+        ok()
+    }
+
+    fn rpc_subscribe(&mut self, conn: ConnId, req: &Value) -> Handled {
+        let target = field(req, "peer")?;
+        let track = field(req, "track")?;
+        let mid = req.get("mid").and_then(Value::as_str);
+        let (room, _) = self
+            .whoami(conn)
+            .ok_or_else(|| err("bad_request", "gone"))?;
+        let p = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.peers.get(target))
+            .filter(|p| p.joined)
+            .ok_or_else(|| err("unknown_peer", format!("no peer '{target}' in room {room}")))?;
+        let t = p
+            .tracks
+            .iter()
+            .find(|t| t.name == track && t.published)
+            .cloned()
+            .ok_or_else(|| {
+                err(
+                    "unknown_track",
+                    format!("{target} publishes no track '{track}'"),
+                )
+            })?;
+        let c = self
+            .conns
+            .get(&conn)
+            .ok_or_else(|| err("bad_request", "gone"))?;
+        // Subscribing again to what a slot plays answers with that slot.
+        if let Some(i) = c
+            .subs
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.channel == t.channel))
+        {
+            let slot = &c.slots[i];
+            let mut fields = Map::new();
+            fields.insert("mid".into(), json!(slot.label));
+            fields.insert("kind".into(), json!(kind_name(slot.kind)));
+            return Ok((fields, Vec::new()));
+        }
+        let slot = match mid {
+            Some(mid) => {
+                c.slots.iter().find(|s| s.label == mid).ok_or_else(|| {
+                    err("bad_request", format!("no receive slot with mid '{mid}'"))
+                })?
+            }
+            None => c
+                .slots
+                .iter()
+                .find(|s| s.kind == t.kind && c.subs[usize::from(s.id.0)].is_none())
+                .ok_or_else(|| {
+                    err(
+                        "no_free_slot",
+                        format!(
+                            "every {} slot plays something; unsubscribe one or connect with more",
+                            kind_name(t.kind)
+                        ),
+                    )
+                })?,
+        };
+        if slot.kind != t.kind {
+            return Err(err(
+                "bad_request",
+                format!("slot {} is for {}", slot.label, kind_name(slot.kind)),
+            ));
+        }
+        let required = t.required();
+        if !required.is_empty() && !slot.codecs.iter().any(|c| required.contains(c)) {
+            return Err(err(
+                "no_common_codec",
+                format!("slot {} did not negotiate the track's codec", slot.label),
+            ));
+        }
+        let (id, label, kind): (SlotId, String, _) = (slot.id, slot.label.clone(), slot.kind);
+        if c.subs[usize::from(id.0)].is_some() {
+            self.clear_sub(conn, id, Some("replaced"));
+        }
+        let state = if t.muted {
+            SubState::Paused
+        } else {
+            SubState::Waiting
+        };
+        self.set_sub(
+            conn,
+            id,
+            Sub {
+                peer: target.to_string(),
+                track: track.to_string(),
+                channel: t.channel,
+                state,
+            },
+        );
+        let mut fields = Map::new();
+        fields.insert("mid".into(), json!(label));
+        fields.insert("kind".into(), json!(kind_name(kind)));
+        let event = json!({"event": "subscription", "mid": label, "peer": target, "track": track, "state": if t.muted { "paused" } else { "waiting" }});
+        Ok((fields, vec![event]))
+    }
+
+    fn rpc_unsubscribe(&mut self, conn: ConnId, req: &Value) -> Handled {
+        let mid = field(req, "mid")?;
+        let c = self
+            .conns
+            .get(&conn)
+            .ok_or_else(|| err("bad_request", "gone"))?;
+        let slot = c
+            .slots
+            .iter()
+            .find(|s| s.label == mid)
+            .map(|s| s.id)
+            .ok_or_else(|| err("bad_request", format!("no receive slot with mid '{mid}'")))?;
+        self.clear_sub(conn, slot, Some("unsubscribed"));
+        ok()
+    }
+
+    fn rpc_mute(&mut self, conn: ConnId, req: &Value, muted: bool) -> Handled {
+        let track = field(req, "track")?;
+        let (room, peer) = self
+            .whoami(conn)
+            .ok_or_else(|| err("bad_request", "gone"))?;
+        let p = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.peers.get_mut(&peer))
+            .ok_or_else(|| err("bad_request", "not in the room"))?;
+        let t = p
+            .tracks
+            .iter_mut()
+            .find(|t| t.name == track)
+            .ok_or_else(|| err("unknown_track", format!("no track '{track}'")))?;
+        if t.muted == muted {
+            return ok();
+        }
+        t.muted = muted;
+        let (channel, published) = (t.channel, t.published);
+        let mut event = t.json();
+        event["event"] = json!("track_updated");
+        event["peer"] = json!(peer);
+        self.announce(&room, &peer);
+        if published {
+            self.peer_event(&room, &peer, event);
+        }
+        let state = if muted {
+            SubState::Paused
+        } else {
+            SubState::Live
+        };
+        self.set_listener_state(channel, state);
+        ok()
+    }
+
+    fn rpc_update(&mut self, conn: ConnId, req: &Value) -> Handled {
+        let metadata = req
+            .get("metadata")
+            .cloned()
+            .ok_or_else(|| err("bad_request", "'metadata' is missing"))?;
+        if !metadata_fits(&metadata) {
+            return Err(err(
+                "bad_request",
+                format!("metadata is over {MAX_METADATA} bytes"),
+            ));
+        }
+        let (room, peer) = self
+            .whoami(conn)
+            .ok_or_else(|| err("bad_request", "gone"))?;
+        let p = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.peers.get_mut(&peer))
+            .ok_or_else(|| err("bad_request", "not in the room"))?;
+        p.metadata = metadata.clone();
+        self.announce(&room, &peer);
+        self.peer_event(
+            &room,
+            &peer,
+            json!({"event": "peer_updated", "peer": peer, "metadata": metadata}),
+        );
+        ok()
+    }
+}
+
+fn is_request(name: &str) -> bool {
+    matches!(
+        name,
+        "publish" | "unpublish" | "subscribe" | "unsubscribe" | "mute" | "unmute" | "update"
+    )
+}

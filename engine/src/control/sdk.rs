@@ -1,0 +1,258 @@
+//! The SDK transport's HTTP side (docs/sdk-protocol.md, section 1):
+//! `POST /webrtc/connect`, `PATCH` and `DELETE /webrtc/{conn}`. Everything
+//! after the connect travels on the connection's data channel (`rpc.rs`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use corecast_media::{ConnId, TransportKind};
+use corecast_webrtc::{Endpoint, PublisherInfo};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{Access, Action, Claims, Denied};
+use super::http::{admit, check_request, refuse, rtc_error, text, unix_ms, valid_stream, Reject};
+use super::rpc::{metadata_fits, MAX_METADATA, PROTOCOL};
+use super::Control;
+
+/// The body of `POST /webrtc/connect`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectRequest {
+    room: String,
+    peer: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    metadata: Value,
+    sdp: String,
+    #[serde(default)]
+    publish: Vec<PublishEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishEntry {
+    mid: String,
+    name: String,
+}
+
+/// Track names: 1-64 characters of `A-Z a-z 0-9 - _ .`.
+fn valid_track(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// The `Authorization` value to check: the header, else the body's token.
+fn authorization(headers: &HeaderMap, token: Option<&str>) -> Option<Vec<u8>> {
+    if let Some(h) = headers.get(header::AUTHORIZATION) {
+        return Some(h.as_bytes().to_vec());
+    }
+    token.map(|t| format!("Bearer {t}").into_bytes())
+}
+
+/// Checks the credentials for what the connection will do: publish (it
+/// declared tracks) and subscribe (it offers receive slots), as `peer`.
+fn check_sdk_auth(
+    control: &Control,
+    given: Option<&[u8]>,
+    room: &str,
+    peer: &str,
+    publishes: bool,
+) -> Result<(), Reject> {
+    let now_unix = unix_ms() / 1000;
+    let mut actions = vec![Action::Subscribe];
+    if publishes {
+        actions.push(Action::Publish);
+    }
+    for action in actions {
+        let access = Access {
+            room,
+            action,
+            transport: TransportKind::WebRtc.name(),
+        };
+        match control.auth.check(given, &access, now_unix) {
+            Ok(Some(Claims {
+                peer: Some(allowed),
+                ..
+            })) if allowed != peer => {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!("the token is for peer '{allowed}', not '{peer}'"),
+                ))
+            }
+            Ok(_) => {}
+            Err(Denied::Unauthorized(why)) => return Err((StatusCode::UNAUTHORIZED, why)),
+            Err(Denied::Forbidden(why)) => return Err((StatusCode::FORBIDDEN, why)),
+        }
+    }
+    Ok(())
+}
+
+/// `POST /webrtc/connect`: a new SDK connection.
+pub(super) async fn connect(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/json")
+    {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json, got '{ct}'"),
+        );
+    }
+    let req: ConnectRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("malformed connect request: {e}"),
+            )
+        }
+    };
+    if !valid_stream(&req.room) || !valid_stream(&req.peer) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "room and peer names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
+        );
+    }
+    if let Some(bad) = req.publish.iter().find(|p| !valid_track(&p.name)) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "track name '{}': 1-64 characters of A-Z a-z 0-9 - _ .",
+                bad.name
+            ),
+        );
+    }
+    if !metadata_fits(&req.metadata) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("metadata is over {MAX_METADATA} bytes"),
+        );
+    }
+    let publishes = !req.publish.is_empty() || req.sdp.contains("a=sendonly");
+    let given = authorization(&headers, req.token.as_deref());
+    if let Err(r) = check_sdk_auth(&control, given.as_deref(), &req.room, &req.peer, publishes) {
+        return refuse(r);
+    }
+    if let Err(r) = admit(&control) {
+        return refuse(r);
+    }
+    let now = Instant::now();
+    let conn = match control.directory.lock() {
+        Ok(d) => d.next_conn_id(),
+        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),
+    };
+    let who = PublisherInfo {
+        room: req.room.clone(),
+        peer: req.peer.clone(),
+    };
+    let names = req.publish.into_iter().map(|p| (p.mid, p.name)).collect();
+    let (endpoint, answer) = match Endpoint::peer(&control.config, now, &req.sdp, who, names) {
+        Ok(x) => x,
+        Err(e) => return rtc_error(e),
+    };
+    let Ok(mut d) = control.directory.lock() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned");
+    };
+    d.add_peer(
+        &req.room,
+        &req.peer,
+        conn,
+        Box::new(endpoint),
+        req.metadata,
+        now,
+        unix_ms(),
+    );
+    tracing::info!("room {}: {} connected ({conn})", req.room, req.peer);
+    let mut r = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"conn": conn.to_string(), "sdp": answer, "protocol": PROTOCOL}).to_string(),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/webrtc/{conn}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The SDK connection named in a path, and its room.
+fn sdk_conn(control: &Control, conn: &str) -> Option<(ConnId, String)> {
+    let id = ConnId::parse(conn)?;
+    let d = control.directory.lock().ok()?;
+    let (room, transport) = d.conn_room(id)?;
+    (transport == TransportKind::WebRtc).then(|| (id, room.to_string()))
+}
+
+fn access(room: &str) -> Access<'_> {
+    Access {
+        room,
+        action: Action::Subscribe,
+        transport: TransportKind::WebRtc.name(),
+    }
+}
+
+/// `DELETE /webrtc/{conn}`: ends the connection.
+pub(super) async fn delete(
+    State(control): State<Arc<Control>>,
+    Path(conn): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((id, room)) = sdk_conn(&control, &conn) else {
+        return text(StatusCode::NOT_FOUND, "no such connection");
+    };
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let now_unix = unix_ms() / 1000;
+    match control.auth.check(given, &access(&room), now_unix) {
+        Ok(_) => {}
+        Err(Denied::Unauthorized(why)) => return refuse((StatusCode::UNAUTHORIZED, why)),
+        Err(Denied::Forbidden(why)) => return refuse((StatusCode::FORBIDDEN, why)),
+    }
+    if let Ok(mut d) = control.directory.lock() {
+        d.remove(Instant::now(), id);
+    }
+    tracing::info!("connection {id} deleted");
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `PATCH /webrtc/{conn}`: trickle ICE or an ICE restart, as for WHIP.
+pub(super) async fn patch(
+    State(control): State<Arc<Control>>,
+    Path(conn): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((id, room)) = sdk_conn(&control, &conn) else {
+        return text(StatusCode::NOT_FOUND, "no such connection");
+    };
+    let frag = match check_request(
+        &control,
+        &headers,
+        &access(&room),
+        &body,
+        "application/trickle-ice-sdpfrag",
+    ) {
+        Ok(f) => f,
+        Err(r) => return refuse(r),
+    };
+    super::http::signal(&control, id, frag).await
+}

@@ -769,4 +769,343 @@ impl Directory {
 }
 
 #[cfg(test)]
-mod tests_placeholder {}
+mod tests {
+    use super::*;
+    use crate::messages::Datagram;
+    use corecast_media::Codec;
+    use corecast_media::MediaKind;
+    use corecast_webrtc::{Client, EndpointConfig, PublisherInfo};
+
+    #[test]
+    fn required_codecs_are_chosen_per_kind() {
+        let f = Fixture::new();
+        let mut d = Directory::new(Vec::new(), false, 1);
+        let opus = CodecInfo::new(Codec::Opus, 48_000);
+        let vp9 = CodecInfo::new(Codec::Vp9, 90_000);
+        assert!(d.required_codecs("s").is_empty());
+        let (p, _) = f.publisher(&mut d, "s", Codec::Vp9);
+        assert_eq!(d.required_codecs("s"), vec![opus, vp9]);
+        // Audio became active first: video is still the negotiated set.
+        active(&mut d, f.t0, p, "s", MediaKind::Audio);
+        assert_eq!(d.required_codecs("s"), vec![opus, vp9]);
+        active(&mut d, f.t0, p, "s", MediaKind::Video);
+        assert_eq!(d.required_codecs("s"), vec![opus, vp9]);
+    }
+
+    /// The WHIP publisher `conn` of `room` starts sending its first
+    /// negotiated codec of `kind`.
+    fn active(d: &mut Directory, now: Instant, conn: ConnId, room: &str, kind: MediaKind) {
+        let t = d.rooms[room].peers[&conn.to_string()]
+            .tracks
+            .iter()
+            .find(|t| t.kind == kind)
+            .unwrap();
+        let (channel, codec) = (t.channel, t.negotiated[0]);
+        d.on_event(
+            now,
+            ControlEvent::ActiveCodec {
+                conn,
+                channel,
+                codec,
+            },
+            &[],
+        );
+    }
+
+    /// Endpoints made from the test client's offers; no sockets.
+    struct Fixture {
+        config: EndpointConfig,
+        t0: Instant,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                config: EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]),
+                t0: Instant::now(),
+            }
+        }
+
+        fn publisher(&self, d: &mut Directory, stream: &str, video: Codec) -> (ConnId, String) {
+            let local = "127.0.0.1:5000".parse().unwrap();
+            let (_, offer) =
+                Client::with_video_codec(&self.config, self.t0, local, true, video).unwrap();
+            let session = d.next_conn_id();
+            let who = PublisherInfo {
+                room: stream.to_string(),
+                peer: session.to_string(),
+            };
+            let (ep, _) = corecast_webrtc::Endpoint::publisher(&self.config, self.t0, &offer, who).unwrap();
+            let ufrag = ep.local_ufrag().to_string();
+            d.add_publisher(stream, session, Box::new(ep), self.t0, 0);
+            (session, ufrag)
+        }
+
+        fn viewer(&self, d: &mut Directory, stream: &str, video: Codec) -> (ConnId, String) {
+            let local = "127.0.0.1:5001".parse().unwrap();
+            let (_, offer) =
+                Client::with_video_codec(&self.config, self.t0, local, false, video).unwrap();
+            let required = d.required_codecs(stream);
+            let (ep, _) = corecast_webrtc::Endpoint::viewer(&self.config, self.t0, &offer, &required).unwrap();
+            let ufrag = ep.local_ufrag().to_string();
+            (d.add_viewer(stream, Box::new(ep), self.t0), ufrag)
+        }
+    }
+
+    fn claim(d: &mut Directory, now: Instant, shard: usize, ufrag: &str) {
+        let datagram = Datagram {
+            at: now,
+            source: "127.0.0.1:5000".parse().unwrap(),
+            destination: "127.0.0.1:9000".parse().unwrap(),
+            contents: Vec::new(),
+        };
+        d.on_event(
+            now,
+            ControlEvent::Claim {
+                shard,
+                ufrag: ufrag.to_string(),
+                datagram,
+            },
+            &[],
+        );
+    }
+
+    /// What a shard received, in order, as short strings.
+    fn describe(cmd: &ShardCommand) -> String {
+        match cmd {
+            ShardCommand::Adopt { conn, .. } => format!("adopt {conn}"),
+            ShardCommand::Close { conn } => format!("close {conn}"),
+            ShardCommand::Subscribe { conn, channel, .. } => {
+                format!("subscribe {conn} {}", channel.is_some())
+            }
+            ShardCommand::Fanout { channel, shards } => format!("fanout {} {shards}", channel.0),
+            ShardCommand::Export { .. } => "export".into(),
+            ShardCommand::Ingress { .. } => "ingress".into(),
+            ShardCommand::Route { conn, .. } => format!("route {conn}"),
+            ShardCommand::Unroute { conn } => format!("unroute {conn}"),
+            ShardCommand::Cluster(_) => "cluster".into(),
+            ShardCommand::Signal { .. } => "signal".into(),
+            ShardCommand::Rpc { conn, .. } => format!("rpc {conn}"),
+        }
+    }
+
+    #[test]
+    fn lifecycle_commands_survive_full_shard_queues() {
+        let f = Fixture::new();
+        // Queues of one command: almost everything goes through the outboxes.
+        let (tx0, rx0) = flume::bounded(1);
+        let (tx1, rx1) = flume::bounded(1);
+        let rx = [rx0, rx1];
+        let mut d = Directory::new(vec![tx0, tx1], false, 1);
+        let mut now = f.t0;
+        let (publisher, pu) = f.publisher(&mut d, "s", Codec::Vp8);
+        claim(&mut d, now, 0, &pu);
+        let mut viewers = Vec::new();
+        for i in 0..6 {
+            let (v, u) = f.viewer(&mut d, "s", Codec::Vp8);
+            claim(&mut d, now, i % 2, &u);
+            viewers.push(v);
+        }
+        // Viewer 5 (on shard 1) leaves; a second address of viewer 0 (shard
+        // 0) reaches shard 1.
+        assert!(d.remove(now, viewers[5]));
+        let u0 = d.conns[&viewers[0]].ufrag.clone();
+        claim(&mut d, now, 1, &u0);
+        assert_eq!(d.pending(), 0, "every session is placed");
+
+        // The shards drain one command at a time; the control thread ticks
+        // every 100 ms in between.
+        let mut got: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..10_000 {
+            let mut any = false;
+            for (i, r) in rx.iter().enumerate() {
+                if let Ok(cmd) = r.try_recv() {
+                    got[i].push(describe(&cmd));
+                    any = true;
+                }
+            }
+            now += Duration::from_millis(100);
+            // Every adoption is acknowledged at once (no reconciliation here).
+            for (i, list) in got.iter().enumerate() {
+                for line in list.iter().filter(|l| l.starts_with("adopt ")) {
+                    let session = ConnId::parse(&line[6..]).unwrap();
+                    d.on_event(now, ControlEvent::Adopted { conn: session, shard: i }, &[]);
+                }
+            }
+            d.tick(now);
+            if !any && d.outbox_len().iter().all(|n| *n == 0) {
+                break;
+            }
+        }
+        assert_eq!(d.outbox_len(), vec![0, 0]);
+        let count = |i: usize, what: &str| got[i].iter().filter(|l| *l == what).count();
+        assert_eq!(count(0, &format!("adopt {publisher}")), 1);
+        for (n, v) in viewers.iter().enumerate() {
+            assert_eq!(count(n % 2, &format!("adopt {v}")), 1, "viewer {n}");
+        }
+        let stats = d.stats();
+        assert_eq!(stats.outbox_drops, 0);
+        assert_eq!(stats.adopt_unacknowledged, 0);
+        assert!(
+            stats.commands_retried >= stats.commands_queued - 1,
+            "{stats:?}"
+        );
+        assert!(stats.commands_queued > 10, "{stats:?}");
+        // The close of viewer 5 comes after its adoption, on its shard.
+        let pos = |i: usize, what: String| got[i].iter().position(|l| *l == what);
+        assert!(pos(1, format!("close {}", viewers[5])) > pos(1, format!("adopt {}", viewers[5])));
+        // Shard 1 learned viewer 0's second address; the others stay as they were.
+        assert_eq!(count(1, &format!("route {}", viewers[0])), 1);
+        // The last fan-out mask each shard heard is the final one: viewers
+        // on both shards.
+        for list in &got {
+            let last = list
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("fanout "))
+                .unwrap();
+            assert!(last.ends_with(" 3"), "{last}");
+        }
+        // Viewer 0 ends: shard 0 closes it, shard 1 forgets its route.
+        d.on_event(
+            now,
+            ControlEvent::Closed {
+                conn: viewers[0],
+                reason: CloseReason::PeerClosed,
+            },
+            &[],
+        );
+        let mut after: Vec<String> = Vec::new();
+        for _ in 0..100 {
+            after.extend(rx[1].try_iter().map(|c| describe(&c)));
+            d.tick(now);
+        }
+        assert!(
+            after.contains(&format!("unroute {}", viewers[0])),
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn an_unacknowledged_adoption_is_closed() {
+        let f = Fixture::new();
+        let (tx, rx) = flume::bounded(64);
+        let mut d = Directory::new(vec![tx], false, 1);
+        let (publisher, pu) = f.publisher(&mut d, "s", Codec::Vp8);
+        let (viewer, vu) = f.viewer(&mut d, "s", Codec::Vp8);
+        let t0 = f.t0;
+        claim(&mut d, t0, 0, &pu);
+        claim(&mut d, t0, 0, &vu);
+        // The shard took both, but the viewer's acknowledgement never came.
+        d.on_event(
+            t0,
+            ControlEvent::Adopted {
+                conn: publisher,
+                shard: 0,
+            },
+            &[],
+        );
+        while rx.try_recv().is_ok() {}
+        d.tick(t0 + ADOPT_DEADLINE - Duration::from_millis(1));
+        assert_eq!(d.stats().adopt_unacknowledged, 0);
+        assert!(d.conn_room(viewer).is_some());
+        d.tick(t0 + ADOPT_DEADLINE);
+        assert_eq!(d.stats().adopt_unacknowledged, 1);
+        assert!(d.conn_room(viewer).is_none(), "the viewer is closed");
+        assert!(d.conn_room(publisher).is_some(), "the publisher stays");
+        let sent: Vec<String> = rx.try_iter().map(|c| describe(&c)).collect();
+        assert!(sent.contains(&format!("close {viewer}")), "{sent:?}");
+        let last = d.recently_closed().next().unwrap();
+        assert_eq!(
+            (last.conn, last.reason.as_str()),
+            (viewer, "not_adopted")
+        );
+        let mut out = String::new();
+        d.render_metrics(&mut out, &[]);
+        assert!(
+            out.contains("corecast_adopt_unacknowledged_total 1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn pending_endpoints_are_limited_and_count_toward_capacity() {
+        let f = Fixture::new();
+        let mut d = Directory::new(Vec::new(), false, 1);
+        assert_eq!(d.admit(0, 100, 2), Ok(()));
+        f.publisher(&mut d, "a", Codec::Vp8);
+        f.viewer(&mut d, "a", Codec::Vp8);
+        assert_eq!(d.pending(), 2);
+        assert_eq!(d.admit(0, 100, 2), Err(Refusal::Pending));
+        assert_eq!(d.admit(0, 100, 3), Ok(()));
+        // 97 connected + 2 pending + this one would exceed 100... at 98 it does.
+        assert_eq!(d.admit(97, 100, 3), Ok(()));
+        assert_eq!(d.admit(98, 100, 3), Err(Refusal::Capacity));
+        let st = d.stats();
+        assert_eq!((st.refused_pending, st.refused_capacity), (1, 1));
+    }
+
+    #[test]
+    fn viewers_that_cannot_receive_the_new_codec_are_closed() {
+        let f = Fixture::new();
+        let (tx, rx) = flume::bounded(256);
+        let mut d = Directory::new(vec![tx], false, 1);
+        let now = f.t0;
+        let active = |d: &mut Directory, conn: ConnId, room: &str, kind: MediaKind| {
+            active(d, now, conn, room, kind)
+        };
+        // An H264 stream with an H264 viewer on a shard and one pending.
+        let (p1, u1) = f.publisher(&mut d, "s", Codec::H264);
+        claim(&mut d, now, 0, &u1);
+        let (placed, vu) = f.viewer(&mut d, "s", Codec::H264);
+        claim(&mut d, now, 0, &vu);
+        let (pending, _) = f.viewer(&mut d, "s", Codec::H264);
+        assert_eq!(d.pending(), 1);
+        active(&mut d, p1, "s", MediaKind::Audio);
+        active(&mut d, p1, "s", MediaKind::Video);
+        assert_eq!(d.stats().viewers_closed_codec_changed, 0, "H264 fits");
+        // A VP8 publisher replaces it: both viewers stay until its codec is
+        // known (it may still send what they take) ...
+        let (p2, u2) = f.publisher(&mut d, "s", Codec::Vp8);
+        claim(&mut d, now, 0, &u2);
+        assert!(d.conn_room(placed).is_some());
+        // ... audio (Opus) still fits ...
+        active(&mut d, p2, "s", MediaKind::Audio);
+        assert!(d.conn_room(placed).is_some());
+        // ... VP8 video does not: both are closed, the placed one on its shard.
+        while rx.try_recv().is_ok() {}
+        active(&mut d, p2, "s", MediaKind::Video);
+        assert_eq!(d.stats().viewers_closed_codec_changed, 2);
+        assert!(d.conn_room(placed).is_none());
+        assert!(d.conn_room(pending).is_none());
+        assert_eq!(
+            d.pending(),
+            0,
+            "the closed pending viewer is no longer counted"
+        );
+        let sent: Vec<String> = rx.try_iter().map(|c| describe(&c)).collect();
+        assert!(sent.contains(&format!("close {placed}")), "{sent:?}");
+        let reasons: Vec<(ConnId, &str)> = d
+            .recently_closed()
+            .map(|c| (c.conn, c.reason.as_str()))
+            .collect();
+        assert!(reasons.contains(&(placed, "codec_changed")), "{reasons:?}");
+        assert!(reasons.contains(&(pending, "codec_changed")));
+        assert!(reasons.contains(&(p1, "replaced")));
+        // A VP8 viewer of the VP8 stream keeps playing when another VP8
+        // publisher takes over.
+        let (vp8_viewer, vu8) = f.viewer(&mut d, "s", Codec::Vp8);
+        claim(&mut d, now, 0, &vu8);
+        let (p3, u3) = f.publisher(&mut d, "s", Codec::Vp8);
+        claim(&mut d, now, 0, &u3);
+        active(&mut d, p3, "s", MediaKind::Video);
+        assert!(d.conn_room(vp8_viewer).is_some());
+        assert_eq!(d.stats().viewers_closed_codec_changed, 2);
+        let mut out = String::new();
+        d.render_metrics(&mut out, &[]);
+        assert!(
+            out.contains("corecast_viewers_closed_total{reason=\"codec_changed\"} 2"),
+            "{out}"
+        );
+    }
+}

@@ -405,7 +405,11 @@ impl Directory {
         let mut out = Vec::new();
         for kind in [MediaKind::Audio, MediaKind::Video] {
             for t in p.tracks.iter().filter(|t| t.kind == kind && t.published) {
-                out.extend(t.required());
+                for c in t.required() {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
             }
         }
         out

@@ -833,8 +833,9 @@ mod tests {
             self.next_port += 1;
             let local: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
             let (_, offer) = Client::viewer(&self.config, self.t0, local).unwrap();
-            let (endpoint, _) = Endpoint::viewer(&self.config, self.t0, &offer, &[]).unwrap();
-            let conn = ConnId::random();
+            let (endpoint, _) =
+                corecast_webrtc::Endpoint::viewer(&self.config, self.t0, &offer, &[]).unwrap();
+            let conn = ConnId::new(0, rand::random());
             self.shard.on_command(
                 self.t0,
                 ShardCommand::Adopt {
@@ -857,7 +858,11 @@ mod tests {
                 self.t0,
                 ShardCommand::Subscribe {
                     conn,
-                    kind,
+                    // The test client's offer: audio, then video.
+                    slot: match kind {
+                        MediaKind::Audio => SlotId(0),
+                        MediaKind::Video => SlotId(1),
+                    },
                     channel: channel.map(ChannelId),
                 },
             );
@@ -994,7 +999,7 @@ mod tests {
         assert!(!r.shard.subscribers.contains_key(&ChannelId(2)));
         assert!(!r.shard.endpoints.contains_key(&a));
         assert!(r.shard.by_addr.values().all(|s| *s != a));
-        assert!(r.shard.by_ufrag.values().all(|s| *s != a));
+        assert!(r.shard.by_key.values().all(|s| *s != a));
         assert_eq!(r.shard.metrics.endpoints.load(Ordering::Relaxed), 1);
         assert_eq!(
             r.events(),
@@ -1129,7 +1134,9 @@ mod tests {
         assert_eq!(r.events().len(), 2);
         // A STUN request of an endpoint this shard holds is no claim: never limited.
         let v = r.viewer();
-        let ufrag = r.shard.endpoints[&v].ufrag.clone();
+        let Some(RouteKey::IceUfrag(ufrag)) = r.shard.endpoints[&v].key.clone() else {
+            panic!("a WebRTC endpoint is found by its ufrag")
+        };
         let before = m.claims_limited_total.load(Ordering::Relaxed);
         let from = SocketAddr::from(([10, 0, 0, 2], 1));
         for _ in 0..10 {

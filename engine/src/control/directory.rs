@@ -835,7 +835,8 @@ mod tests {
                 room: stream.to_string(),
                 peer: session.to_string(),
             };
-            let (ep, _) = corecast_webrtc::Endpoint::publisher(&self.config, self.t0, &offer, who).unwrap();
+            let (ep, _) =
+                corecast_webrtc::Endpoint::publisher(&self.config, self.t0, &offer, who).unwrap();
             let ufrag = ep.local_ufrag().to_string();
             d.add_publisher(stream, session, Box::new(ep), self.t0, 0);
             (session, ufrag)
@@ -846,7 +847,9 @@ mod tests {
             let (_, offer) =
                 Client::with_video_codec(&self.config, self.t0, local, false, video).unwrap();
             let required = d.required_codecs(stream);
-            let (ep, _) = corecast_webrtc::Endpoint::viewer(&self.config, self.t0, &offer, &required).unwrap();
+            let (ep, _) =
+                corecast_webrtc::Endpoint::viewer(&self.config, self.t0, &offer, &required)
+                    .unwrap();
             let ufrag = ep.local_ufrag().to_string();
             (d.add_viewer(stream, Box::new(ep), self.t0), ufrag)
         }
@@ -929,7 +932,14 @@ mod tests {
             for (i, list) in got.iter().enumerate() {
                 for line in list.iter().filter(|l| l.starts_with("adopt ")) {
                     let session = ConnId::parse(&line[6..]).unwrap();
-                    d.on_event(now, ControlEvent::Adopted { conn: session, shard: i }, &[]);
+                    d.on_event(
+                        now,
+                        ControlEvent::Adopted {
+                            conn: session,
+                            shard: i,
+                        },
+                        &[],
+                    );
                 }
             }
             d.tick(now);
@@ -1016,10 +1026,7 @@ mod tests {
         let sent: Vec<String> = rx.try_iter().map(|c| describe(&c)).collect();
         assert!(sent.contains(&format!("close {viewer}")), "{sent:?}");
         let last = d.recently_closed().next().unwrap();
-        assert_eq!(
-            (last.conn, last.reason.as_str()),
-            (viewer, "not_adopted")
-        );
+        assert_eq!((last.conn, last.reason.as_str()), (viewer, "not_adopted"));
         let mut out = String::new();
         d.render_metrics(&mut out, &[]);
         assert!(

@@ -248,26 +248,25 @@ impl Directory {
             fields.insert("kind".into(), json!(kind_name(slot.kind)));
             return Ok((fields, Vec::new()));
         }
-        let slot = match mid {
-            Some(mid) => {
-                c.slots.iter().find(|s| s.label == mid).ok_or_else(|| {
+        let slot =
+            match mid {
+                Some(mid) => c.slots.iter().find(|s| s.label == mid).ok_or_else(|| {
                     err("bad_request", format!("no receive slot with mid '{mid}'"))
-                })?
-            }
-            None => c
-                .slots
-                .iter()
-                .find(|s| s.kind == t.kind && c.subs[usize::from(s.id.0)].is_none())
-                .ok_or_else(|| {
-                    err(
-                        "no_free_slot",
-                        format!(
+                })?,
+                None => c
+                    .slots
+                    .iter()
+                    .find(|s| s.kind == t.kind && c.subs[usize::from(s.id.0)].is_none())
+                    .ok_or_else(|| {
+                        err(
+                            "no_free_slot",
+                            format!(
                             "every {} slot plays something; unsubscribe one or connect with more",
                             kind_name(t.kind)
                         ),
-                    )
-                })?,
-        };
+                        )
+                    })?,
+            };
         if slot.kind != t.kind {
             return Err(err(
                 "bad_request",

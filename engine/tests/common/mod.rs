@@ -281,3 +281,180 @@ pub fn start_node_with_token(shards: usize, token: &str) -> TokenNode {
         node: Some(node),
     }
 }
+
+/// An SDK connection (the Rust room client) on its own UDP socket.
+pub struct RoomPeer {
+    pub name: String,
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+    pub client: corecast_webrtc::RoomClient,
+    /// Every RPC message received, in order.
+    pub messages: Vec<serde_json::Value>,
+    /// Media received: (slot mid, payload).
+    pub media: Vec<(String, Vec<u8>)>,
+    pub conn: String,
+    pub closed: bool,
+    next_timeout: Instant,
+}
+
+impl RoomPeer {
+    /// Connects `peer` to `room`, publishing `audio` and `video` and
+    /// offering `slots` receive slots of each kind; sends `join` once the
+    /// data channel opens.
+    pub fn connect(http_addr: SocketAddr, room: &str, peer: &str, slots: usize) -> RoomPeer {
+        RoomPeer::connect_with(http_addr, room, peer, slots, true)
+    }
+
+    /// [`RoomPeer::connect`] without the `join`.
+    pub fn connect_without_join(
+        http_addr: SocketAddr,
+        room: &str,
+        peer: &str,
+        slots: usize,
+    ) -> RoomPeer {
+        RoomPeer::connect_with(http_addr, room, peer, slots, false)
+    }
+
+    fn connect_with(
+        http_addr: SocketAddr,
+        room: &str,
+        peer: &str,
+        slots: usize,
+        join: bool,
+    ) -> RoomPeer {
+        use corecast_media::MediaKind;
+        let config = EndpointConfig::new(vec![]);
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let local = socket.local_addr().unwrap();
+        let now = Instant::now();
+        let publish = [("audio", MediaKind::Audio), ("video", MediaKind::Video)];
+        let (mut client, offer) =
+            corecast_webrtc::RoomClient::new(&config, now, local, &publish, slots, slots).unwrap();
+        let body = client.connect_body(room, peer, &offer, serde_json::json!({"name": peer}));
+        let r = http(
+            http_addr,
+            "POST",
+            "/webrtc/connect",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "connect {peer}: {}", r.body);
+        let answer: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        client
+            .accept_answer(answer["sdp"].as_str().unwrap())
+            .expect("answer applies");
+        if join {
+            client.request("join", serde_json::json!({"protocol": 1}));
+        }
+        let mut p = RoomPeer {
+            name: peer.to_string(),
+            socket,
+            local,
+            client,
+            messages: Vec::new(),
+            media: Vec::new(),
+            conn: answer["conn"].as_str().unwrap().to_string(),
+            closed: false,
+            next_timeout: now,
+        };
+        p.drain(now);
+        p
+    }
+
+    pub fn pump(&mut self) {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            let now = Instant::now();
+            let _ = self.client.handle_receive(now, from, self.local, &buf[..n]);
+            self.drain(now);
+        }
+        let now = Instant::now();
+        if now >= self.next_timeout {
+            self.client.handle_timeout(now);
+            self.drain(now);
+        }
+    }
+
+    pub fn drain(&mut self, now: Instant) {
+        use corecast_webrtc::RoomEvent;
+        loop {
+            match self.client.poll_output(now) {
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination);
+                }
+                Output::Event(RoomEvent::Message(m)) => self.messages.push(m),
+                Output::Event(RoomEvent::Media { mid, payload, .. }) => {
+                    self.media.push((mid, payload.to_vec()))
+                }
+                Output::Event(RoomEvent::Closed) => self.closed = true,
+                Output::Event(_) => {}
+                Output::Timeout(at) => {
+                    self.next_timeout = at;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends a request now (after a drain, so it leaves at once).
+    pub fn request(&mut self, request: &str, fields: serde_json::Value) -> u64 {
+        let id = self.client.request(request, fields);
+        self.drain(Instant::now());
+        id
+    }
+
+    /// The answer to request `id`, once it came.
+    pub fn answer(&self, id: u64) -> Option<&serde_json::Value> {
+        self.messages.iter().find(|m| m["id"] == id)
+    }
+
+    /// Events named `name`, in order.
+    pub fn events(&self, name: &str) -> Vec<&serde_json::Value> {
+        self.messages
+            .iter()
+            .filter(|m| m["event"] == name)
+            .collect()
+    }
+
+    /// Whether the join answer came (ok).
+    pub fn joined(&self) -> bool {
+        self.answer(1).is_some_and(|a| a["ok"] == true)
+    }
+}
+
+/// Pumps every room peer until `done` or the deadline.
+pub fn pump_rooms(
+    peers: &mut [RoomPeer],
+    limit: Duration,
+    mut done: impl FnMut(&[RoomPeer]) -> bool,
+) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        for p in peers.iter_mut() {
+            p.pump();
+        }
+        if done(peers) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    false
+}
+
+/// A VP8 payload that starts a keyframe (every packet may start a slot),
+/// tagged with its sender and sequence number.
+pub fn tagged_video(sender: u8, seq: u32) -> Vec<u8> {
+    let mut p = vec![0x10, 0x00, sender];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend((0..200u32).map(|b| (b.wrapping_mul(13) ^ seq) as u8));
+    p
+}
+
+/// An audio payload tagged with its sender and sequence number.
+pub fn tagged_audio(sender: u8, seq: u32) -> Vec<u8> {
+    let mut p = vec![0xfc, sender];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend((0..60u32).map(|b| (b.wrapping_mul(5) ^ seq) as u8));
+    p
+}

@@ -39,6 +39,7 @@ mod dtls;
 mod endpoint;
 mod error;
 mod lipsync;
+mod room_client;
 mod rpclimit;
 mod sdpfrag;
 
@@ -52,6 +53,7 @@ pub use endpoint::{
     RPC_RATE,
 };
 pub use error::Error;
+pub use room_client::{RoomClient, RoomEvent};
 pub use sdpfrag::{parse_sdpfrag, IceFragment};
 
 pub use corecast_media::{ChannelId, CodecInfo, MediaKind, MediaPacket};

@@ -10,7 +10,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{http, pump_until, test_settings, Peer};
+use common::{http, pump_rooms, pump_until, tagged_video, test_settings, Peer, RoomPeer};
 use corecast::config::ClusterSettings;
 use corecast::Node;
 use corecast_cluster::envelope::{Kind, Sealer};
@@ -257,4 +257,101 @@ fn a_publisher_on_one_node_reaches_viewers_on_another() {
     gateway.shutdown();
     b.shutdown();
     a.shutdown();
+}
+
+#[test]
+fn a_room_spans_two_nodes() {
+    let a = clustered(1, 1, NodeRole::All, vec![]);
+    let b = clustered(
+        1,
+        2,
+        NodeRole::Media,
+        vec![a.cluster_addr.expect("cluster port")],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            plain_metric(b.http_addr, "corecast_cluster_nodes_alive") == 1
+        }),
+        "the nodes see each other"
+    );
+    let mut peers = vec![
+        RoomPeer::connect(a.http_addr, "span", "on-a", 2),
+        RoomPeer::connect(b.http_addr, "span", "on-b", 2),
+    ];
+    assert!(pump_rooms(&mut peers, Duration::from_secs(10), |ps| ps
+        .iter()
+        .all(RoomPeer::joined)));
+    // Each hears of the other through the cluster's room map.
+    assert!(
+        pump_rooms(&mut peers, Duration::from_secs(5), |ps| {
+            ps[0]
+                .events("peer_joined")
+                .iter()
+                .any(|e| e["peer"] == "on-b")
+                && ps[1]
+                    .events("peer_joined")
+                    .iter()
+                    .any(|e| e["peer"] == "on-a")
+        }),
+        "peer_joined on both nodes"
+    );
+    // B's peer plays A's video: over the track channel between the nodes.
+    let id = peers[1].request(
+        "subscribe",
+        serde_json::json!({"peer": "on-a", "track": "video"}),
+    );
+    assert!(pump_rooms(&mut peers, Duration::from_secs(5), |ps| ps[1]
+        .answer(id)
+        .is_some()));
+    assert_eq!(peers[1].answer(id).unwrap()["ok"], true);
+    let mid = peers[1].answer(id).unwrap()["mid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut seq = 0u32;
+    let sent: Vec<Vec<u8>> = (0..400)
+        .map(|_| {
+            seq += 1;
+            let payload = tagged_video(0, seq);
+            peers[0].client.send(
+                Instant::now(),
+                "video",
+                u64::from(seq),
+                seq * 3000,
+                true,
+                &payload,
+            );
+            peers[0].drain(Instant::now());
+            pump_rooms(&mut peers, Duration::from_millis(10), |_| false);
+            payload
+        })
+        .collect();
+    assert!(
+        pump_rooms(&mut peers, Duration::from_secs(5), |ps| ps[1]
+            .events("subscription")
+            .iter()
+            .any(|e| e["state"] == "live")),
+        "the subscription went live"
+    );
+    let got: Vec<&Vec<u8>> = peers[1]
+        .media
+        .iter()
+        .filter(|(m, _)| *m == mid)
+        .map(|(_, p)| p)
+        .collect();
+    assert!(got.len() >= 100, "{} packets crossed", got.len());
+    assert!(got.iter().all(|p| sent.contains(p)), "bit-exact");
+    // A's peer leaves: B's peer sees it within 2 s.
+    peers[0].request("leave", serde_json::json!({}));
+    assert!(
+        pump_rooms(&mut peers, Duration::from_secs(2), |ps| ps[1]
+            .events("peer_left")
+            .iter()
+            .any(|e| e["peer"] == "on-a")),
+        "peer_left reached the other node within 2 s"
+    );
+    assert!(pump_rooms(&mut peers, Duration::from_secs(2), |ps| ps[1]
+        .events("subscription")
+        .iter()
+        .any(|e| e["state"] == "ended" && e["reason"] == "peer_left")));
 }

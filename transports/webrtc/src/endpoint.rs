@@ -246,6 +246,11 @@ impl Endpoint {
         if !offer.lines().any(|l| l.starts_with("m=application")) {
             return Err(Error::NoMedia("data channel (m=application) for the RPC"));
         }
+        if let Some(kind) = too_many_slots(offer) {
+            return Err(Error::BadSdp(format!(
+                "more than {MAX_SLOTS_PER_KIND} {kind} receive slots (recvonly)"
+            )));
+        }
         Endpoint::accept(
             config,
             now,
@@ -906,12 +911,15 @@ impl Endpoint {
             Role::Viewer => (false, sends),
             Role::Peer => (receives, sends),
         };
-        if publishes {
+        // str0m reports the offer's media again as it connects: a mid is
+        // taken once.
+        if publishes && !self.published.iter().any(|t| t.mid == mid) {
             self.add_published(mid, kind);
         }
         let one_per_kind = self.role == Role::Viewer;
         let of_kind = self.sent.iter().filter(|t| t.kind == kind).count();
-        if plays && !(one_per_kind && of_kind > 0) && of_kind < MAX_SLOTS_PER_KIND {
+        let known = self.sent.iter().any(|t| t.mid == mid);
+        if plays && !known && !(one_per_kind && of_kind > 0) && of_kind < MAX_SLOTS_PER_KIND {
             self.sent.push(SentTrack {
                 mid,
                 kind,
@@ -1096,6 +1104,30 @@ fn viewer_extensions() -> ExtensionMap {
         }
     }
     exts
+}
+
+/// The kind of which an offer has more recvonly sections than an SDK
+/// connection may have slots, if any.
+fn too_many_slots(offer: &str) -> Option<&'static str> {
+    let (mut kind, mut audio, mut video) = ("", 0, 0);
+    for line in offer.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = m.split(' ').next().unwrap_or("");
+        } else if line == "a=recvonly" {
+            match kind {
+                "audio" => audio += 1,
+                "video" => video += 1,
+                _ => {}
+            }
+        }
+    }
+    if audio > MAX_SLOTS_PER_KIND {
+        Some("audio")
+    } else if video > MAX_SLOTS_PER_KIND {
+        Some("video")
+    } else {
+        None
+    }
 }
 
 /// The media ids of an offer, in m-line order.

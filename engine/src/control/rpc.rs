@@ -212,9 +212,12 @@ impl Directory {
         let target = field(req, "peer")?;
         let track = field(req, "track")?;
         let mid = req.get("mid").and_then(Value::as_str);
-        let (room, _) = self
+        let (room, me) = self
             .whoami(conn)
             .ok_or_else(|| err("bad_request", "gone"))?;
+        if target == me {
+            return Err(err("bad_request", "a peer does not subscribe to itself"));
+        }
         let p = self
             .rooms
             .get(&room)
@@ -281,8 +284,10 @@ impl Directory {
             ));
         }
         let (id, label, kind): (SlotId, String, _) = (slot.id, slot.label.clone(), slot.kind);
-        if c.subs[usize::from(id.0)].is_some() {
-            self.clear_sub(conn, id, Some("replaced"));
+        let mut follow = Vec::new();
+        if let Some(old) = &c.subs[usize::from(id.0)] {
+            follow.push(json!({"event": "subscription", "mid": label, "peer": old.peer, "track": old.track, "state": "ended", "reason": "replaced"}));
+            self.clear_sub(conn, id, None);
         }
         let state = if t.muted {
             SubState::Paused
@@ -302,8 +307,8 @@ impl Directory {
         let mut fields = Map::new();
         fields.insert("mid".into(), json!(label));
         fields.insert("kind".into(), json!(kind_name(kind)));
-        let event = json!({"event": "subscription", "mid": label, "peer": target, "track": track, "state": if t.muted { "paused" } else { "waiting" }});
-        Ok((fields, vec![event]))
+        follow.push(json!({"event": "subscription", "mid": label, "peer": target, "track": track, "state": if t.muted { "paused" } else { "waiting" }}));
+        Ok((fields, follow))
     }
 
     fn rpc_unsubscribe(&mut self, conn: ConnId, req: &Value) -> Handled {
@@ -318,8 +323,12 @@ impl Directory {
             .find(|s| s.label == mid)
             .map(|s| s.id)
             .ok_or_else(|| err("bad_request", format!("no receive slot with mid '{mid}'")))?;
-        self.clear_sub(conn, slot, Some("unsubscribed"));
-        ok()
+        let Some(sub) = c.subs[usize::from(slot.0)].clone() else {
+            return ok();
+        };
+        self.clear_sub(conn, slot, None);
+        let ended = json!({"event": "subscription", "mid": mid, "peer": sub.peer, "track": sub.track, "state": "ended", "reason": "unsubscribed"});
+        Ok((Map::new(), vec![ended]))
     }
 
     fn rpc_mute(&mut self, conn: ConnId, req: &Value, muted: bool) -> Handled {

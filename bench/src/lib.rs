@@ -12,5 +12,6 @@ pub mod floor;
 pub mod load;
 pub mod payload;
 pub mod procfs;
+pub mod rooms;
 pub mod rxstamp;
 pub mod url;

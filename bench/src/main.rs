@@ -1,7 +1,7 @@
 //! `corecast-bench`: the load generator and the raw-UDP floor.
 
 use clap::{Parser, Subcommand};
-use corecast_bench::{floor, load};
+use corecast_bench::{floor, load, rooms};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,6 +20,9 @@ enum Command {
     Load(Box<load::LoadArgs>),
     /// A plain UDP forwarder at the same packet sizes: the machine's floor.
     Floor(floor::FloorArgs),
+    /// Conference rooms over the SDK protocol: every peer publishes and
+    /// subscribes to all others.
+    Rooms(rooms::RoomsArgs),
 }
 
 fn main() {
@@ -29,6 +32,13 @@ fn main() {
             let json = args.json.clone();
             load::run(*args).map(|s| {
                 print_load(&s);
+                serde_json::to_string_pretty(&s).map(|j| (json, j))
+            })
+        }
+        Command::Rooms(args) => {
+            let json = args.json.clone();
+            rooms::run(args).map(|s| {
+                print_rooms(&s);
                 serde_json::to_string_pretty(&s).map(|j| (json, j))
             })
         }
@@ -114,5 +124,32 @@ fn print_load(s: &load::LoadSummary) {
         s.setup_per_s,
         opt(s.setup_per_s_per_core)
     );
+    println!("| server peak RSS (MiB) | {} |", opt(s.server_rss_mb));
+}
+
+fn print_rooms(s: &rooms::RoomsSummary) {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
+    println!("| metric | value |");
+    println!("| --- | --- |");
+    println!(
+        "| rooms x peers (subscriptions) | {} x {} ({}) |",
+        s.rooms, s.peers_per_room, s.subscriptions
+    );
+    println!(
+        "| set-up: all joined and live (s), peers per s | {:.2}, {:.1} |",
+        s.setup_s, s.setup_peers_per_s
+    );
+    println!("| egress packets/s | {:.0} |", s.egress_pps);
+    println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
+    println!(
+        "| egress packets/s per server core | {} |",
+        opt(s.egress_pps_per_core)
+    );
+    println!(
+        "| added latency p50 / p99 (ms) | {:.2} / {:.2} |",
+        s.p50_added_ms, s.p99_added_ms
+    );
+    println!("| loss | {:.4}% |", s.loss * 100.0);
+    println!("| corrupted | {} |", s.corrupted);
     println!("| server peak RSS (MiB) | {} |", opt(s.server_rss_mb));
 }

@@ -42,7 +42,13 @@ from typing import Any, Optional
 from urllib.parse import urljoin
 
 import aiohttp
-from aiortc import RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
@@ -62,7 +68,6 @@ from whip_whep_aiortc import (
     connection_states,
     create_full_offer,
     log,
-    new_peer_connection,
     prefer_video_codec,
     restrict_host_addresses,
     wait_endpoints_zero,
@@ -81,6 +86,36 @@ rpc_log = logging.getLogger("room_e2e")  # SDP and RPC messages, shown with -v
 def tone_of(index: int) -> int:
     """The sine frequency peer `index` (0-based) publishes."""
     return FIRST_TONE_HZ + TONE_STEP_HZ * index
+
+
+# ---------------------------------------------------------------- aiortc
+
+
+def new_bundled_peer_connection() -> RTCPeerConnection:
+    """A peer connection with one transport for everything from the start.
+
+    aiortc's default bundle policy ("balanced") gives each kind its own
+    transport until the answer bundles them; then it moves only the first
+    transceiver of each kind onto the bundle transport, and a second video
+    slot would stay on a transport that never connects (its RTP would be
+    dropped as unroutable)."""
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+async def add_answer_candidates(pc: RTCPeerConnection, answer: str) -> None:
+    """Hands the answer's candidates to aiortc once more, by mid.
+
+    aiortc's setRemoteDescription keeps, per transport, the candidates of the
+    last m-section that uses it (here the data channel's). The server bundles
+    everything and lists its candidates in the first m-section only, as
+    RFC 8843 allows, so without this ICE would stay at "checking". aioice
+    ignores candidates it has already."""
+    for media in aiortc_sdp.SessionDescription.parse(answer).media:
+        for candidate in media.ice_candidates:
+            candidate.sdpMid = media.rtp.muxId
+            await pc.addIceCandidate(candidate)
 
 
 # ---------------------------------------------------------------- one peer
@@ -123,7 +158,7 @@ class RoomPeer:
         self.name = f"p{index + 1}"
         self.tone = tone_of(index)
         self.args = args
-        self.pc = new_peer_connection()
+        self.pc = new_bundled_peer_connection()
         self.session = Session(self.name, self.pc)
         self.conn: Optional[str] = None
         self.channel = None
@@ -217,6 +252,7 @@ class RoomPeer:
             report.check(f"{self.name} applies the SDP answer", False, self.problem)
             log(f"{self.name}: answer was:\n{answer['sdp']}")
             return False
+        await add_answer_candidates(self.pc, answer["sdp"])
         return True
 
     # ------------------------------------------------------------ RPC

@@ -58,10 +58,10 @@ fn eight_peers_each_receive_everyone_elses_media_bit_exact() {
     // Everyone subscribes to everyone else's two tracks: (receiver, sender,
     // track) -> request id.
     let mut asked = BTreeMap::new();
-    for i in 0..N {
+    for (i, peer) in peers.iter_mut().enumerate() {
         for j in (0..N).filter(|j| *j != i) {
             for track in ["audio", "video"] {
-                let id = peers[i].request(
+                let id = peer.request(
                     "subscribe",
                     json!({"peer": format!("p{j}"), "track": track}),
                 );

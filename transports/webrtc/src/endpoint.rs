@@ -876,13 +876,13 @@ impl Endpoint {
                     self.viewer_wants_keyframe(self.last_now, idx);
                 }
             }
-            Event::ChannelOpen(id, _label) if self.role == Role::Peer => {
-                // The first channel the user opens carries the RPC.
-                if self.rpc.channel.is_none() {
-                    self.rpc.channel = Some(id);
-                    for text in std::mem::take(&mut self.rpc.queue) {
-                        self.send_rpc(text);
-                    }
+            // The first channel the user opens carries the RPC.
+            Event::ChannelOpen(id, _label)
+                if self.role == Role::Peer && self.rpc.channel.is_none() =>
+            {
+                self.rpc.channel = Some(id);
+                for text in std::mem::take(&mut self.rpc.queue) {
+                    self.send_rpc(text);
                 }
             }
             Event::ChannelData(data) if Some(data.id) == self.rpc.channel => {

@@ -52,9 +52,12 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
+# No __pycache__ in the source tree for the module imported below.
+sys.dont_write_bytecode = True
+
 # The WHIP/WHEP test's building blocks: the same aiortc setup (loopback-only
-# candidates, no ICE servers, VP8, non-trickle offers) and the same frame and
-# tone measurement (Viewer counts 320x240 frames and finds the dominant
+# candidates, VP8, non-trickle offers) and the same frame and tone
+# measurement (Viewer counts 320x240 frames and finds the dominant
 # frequency from zero crossings).
 from whip_whep_aiortc import (
     HTTP_TIMEOUT_S,

@@ -211,12 +211,26 @@ fn access(room: &str) -> Access<'_> {
     }
 }
 
+/// Credentials are asked for before the connection is looked up: an
+/// unknown id and a known one look the same to a caller without them.
+fn needs_credentials(control: &Control, headers: &HeaderMap) -> Option<Response> {
+    (!control.auth.is_open() && headers.get(header::AUTHORIZATION).is_none()).then(|| {
+        refuse((
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer token".to_string(),
+        ))
+    })
+}
+
 /// `DELETE /webrtc/{conn}`: ends the connection.
 pub(super) async fn delete(
     State(control): State<Arc<Control>>,
     Path(conn): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(r) = needs_credentials(&control, &headers) {
+        return r;
+    }
     let Some((id, room)) = sdk_conn(&control, &conn) else {
         return text(StatusCode::NOT_FOUND, "no such connection");
     };
@@ -241,6 +255,9 @@ pub(super) async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = needs_credentials(&control, &headers) {
+        return r;
+    }
     let Some((id, room)) = sdk_conn(&control, &conn) else {
         return text(StatusCode::NOT_FOUND, "no such connection");
     };

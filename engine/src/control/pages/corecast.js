@@ -653,11 +653,13 @@ export class Room {
   async leave() {
     if (this.closed) return;
     this.#leaving = true;
+    let left = false;
     if (this.#dc.readyState === 'open') {
-      const answered = this.request('leave').catch(() => {});
+      const answered = this.request('leave').then(() => { left = true; }, () => {});
       await Promise.race([answered, new Promise((r) => setTimeout(r, LEAVE_MS))]);
     }
-    await this.#hangUp(false);
+    // An answered leave ended the connection on the server: no DELETE.
+    if (!left) await this.#hangUp(false);
     this.#close('left');
   }
 

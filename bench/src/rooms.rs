@@ -243,6 +243,27 @@ impl Peer {
     }
 }
 
+/// The two points where every thread waits for the others (all joined;
+/// all live). A thread that fails still passes both, so none waits forever.
+struct Phases<'a> {
+    barrier: &'a Barrier,
+    passed: usize,
+}
+
+impl Phases<'_> {
+    fn wait(&mut self) {
+        self.barrier.wait();
+        self.passed += 1;
+    }
+
+    fn fail<T>(&mut self, why: impl Into<String>) -> Result<T, String> {
+        while self.passed < 2 {
+            self.wait();
+        }
+        Err(why.into())
+    }
+}
+
 /// Runs one thread's peers through every phase; `barrier` keeps the
 /// threads' phases together.
 fn run_thread(
@@ -257,9 +278,13 @@ fn run_thread(
         latency: Histogram::new_with_bounds(1, 60_000_000, 3).ok(),
         ..Counts::default()
     };
+    let mut phases = Phases { barrier, passed: 0 };
     let mut peers = Vec::new();
     for (room, index) in mine {
-        peers.push(Peer::connect(args, &config, room, index)?);
+        match Peer::connect(args, &config, room, index) {
+            Ok(p) => peers.push(p),
+            Err(e) => return phases.fail(e),
+        }
     }
     let pump_all = |peers: &mut Vec<Peer>, counts: &mut Counts, window| {
         for p in peers.iter_mut() {
@@ -280,13 +305,12 @@ fn run_thread(
         }
         true
     };
-    let joined = until(&mut peers, &mut counts, Duration::from_secs(30), &|p| {
+    if !until(&mut peers, &mut counts, Duration::from_secs(30), &|p| {
         p.joined
-    });
-    barrier.wait();
-    if !joined {
-        return Err("a peer did not join within 30 s".into());
+    }) {
+        return phases.fail("a peer did not join within 30 s");
     }
+    phases.wait();
     let n = args.peers;
     for p in peers.iter_mut() {
         for j in (0..n).filter(|j| *j != p.index) {
@@ -303,7 +327,7 @@ fn run_thread(
     if !until(&mut peers, &mut counts, Duration::from_secs(30), &|p| {
         p.subs_ok >= want
     }) {
-        return Err("subscriptions were not all answered within 30 s".into());
+        return phases.fail("subscriptions were not all answered (ok) within 30 s");
     }
     // Media until every subscription is live; then the window.
     let mut buf = Vec::new();
@@ -342,8 +366,11 @@ fn run_thread(
     while !peers.iter().all(|p| p.live >= want) && Instant::now() < end {
         tick(&mut peers, &mut counts, None);
     }
+    if !peers.iter().all(|p| p.live >= want) {
+        return phases.fail("subscriptions were not all live within 30 s");
+    }
     let live_at = Instant::now();
-    barrier.wait();
+    phases.wait();
     let from = Instant::now() + Duration::from_millis(200);
     let to = from + args.duration;
     let window = Some((

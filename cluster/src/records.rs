@@ -36,7 +36,9 @@ impl TrackRecord {
 pub struct PeerRecord {
     pub room: String,
     pub peer: String,
-    /// The node that holds the peer's endpoint, and its connection id.
+    /// The node that holds the peer's endpoint, and that node's session
+    /// (random per process start: a record of a restarted node's former self
+    /// is stale). Set by the cluster when the record is stored.
     pub node: u32,
     pub session: u64,
     /// The transport's name (`whip`, `sdk`, …): WHEP viewers follow `whip`.

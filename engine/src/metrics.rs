@@ -59,6 +59,7 @@ shard_metrics! {
     keyframe_requests_limited_total, "counter", "Keyframe requests of viewers over their limit (one per 2 s per viewer), not passed on.";
     rpc_requests_total, "counter", "RPC messages of SDK connections passed to the control thread (within the size and rate limits).";
     rpc_too_large_total, "counter", "RPC messages of SDK connections refused for their size (over 16 KiB).";
+    rpc_not_text_total, "counter", "RPC messages of SDK connections refused because they are not UTF-8 text.";
     rpc_rate_limited_total, "counter", "RPC messages of SDK connections refused over the rate limit (50 a second, bursts of 100).";
     control_drops_total, "counter", "STUN claims to the control thread dropped because its queue was full (clients retransmit).";
     claims_limited_total, "counter", "STUN claims for unknown ufrags dropped by the shard's rate limit (--stun-claims-per-second).";

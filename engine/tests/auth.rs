@@ -201,6 +201,10 @@ fn sdk_connections_need_a_token_for_their_room_peer_and_actions() {
     );
     assert_eq!(r.status, 200, "an ICE restart answers: {}", r.body);
     assert!(r.body.contains("a=ice-ufrag:"), "{}", r.body);
+    // Bob's token does not end ann's connection.
+    let bob = format!("Bearer {bob}");
+    let r = http(h, "DELETE", &path, &[("Authorization", &bob)], b"");
+    assert_eq!(r.status, 403, "{}", r.body);
     let r = http(h, "DELETE", &path, &[("Authorization", &auth)], b"");
     assert_eq!(r.status, 204, "{}", r.body);
     let r = http(h, "DELETE", &path, &[("Authorization", &auth)], b"");

@@ -274,6 +274,11 @@ impl Directory {
             .map(|c| (c.room.as_str(), c.transport))
     }
 
+    /// A connection's peer id in its room.
+    pub fn conn_peer(&self, conn: ConnId) -> Option<&str> {
+        self.conns.get(&conn).map(|c| c.peer.as_str())
+    }
+
     pub(super) fn insert(
         &mut self,
         conn: ConnId,
@@ -669,6 +674,7 @@ impl Directory {
         let mut codes = self.rpc_errors.clone();
         *codes.entry("too_large").or_default() += sum(|m| &m.rpc_too_large_total);
         *codes.entry("rate_limited").or_default() += sum(|m| &m.rpc_rate_limited_total);
+        *codes.entry("bad_request").or_default() += sum(|m| &m.rpc_not_text_total);
         for (code, n) in codes {
             let _ = writeln!(out, "{name}{{code=\"{code}\"}} {n}");
         }
@@ -753,10 +759,7 @@ impl Directory {
                         v["joined"] = p.joined.into();
                         match p.conn {
                             Some(c) => v["conn"] = c.to_string().into(),
-                            None => {
-                                v["node"] = p.node.into();
-                                v["conn"] = format!("{:016x}", p.remote_conn).into();
-                            }
+                            None => v["node"] = p.node.into(),
                         }
                         v
                     })

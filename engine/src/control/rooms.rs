@@ -35,9 +35,8 @@ pub(super) struct Room {
 pub(super) struct Peer {
     /// Its connection, when on this node.
     pub(super) conn: Option<ConnId>,
-    /// The node that holds it (for a remote peer) and its connection there.
+    /// The node that holds it (for a remote peer).
     pub(super) node: u32,
-    pub(super) remote_conn: u64,
     pub(super) transport: TransportKind,
     pub(super) metadata: Value,
     pub(super) tracks: Vec<Track>,
@@ -88,6 +87,9 @@ pub(super) struct Sub {
     pub(super) track: String,
     pub(super) channel: ChannelId,
     pub(super) state: SubState,
+    /// Its first packet went out (a paused subscription resumes `live`,
+    /// else `waiting`).
+    pub(super) sent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +269,6 @@ impl Directory {
                 Peer {
                     conn: Some(conn),
                     node: 0,
-                    remote_conn: 0,
                     transport,
                     metadata,
                     tracks,
@@ -451,6 +452,7 @@ impl Directory {
                         track: t.name,
                         channel: t.channel,
                         state: SubState::Waiting,
+                        sent: false,
                     },
                 );
             }
@@ -572,6 +574,7 @@ impl Directory {
         else {
             return;
         };
+        sub.sent = true;
         if sub.state == SubState::Waiting {
             sub.state = SubState::Live;
             self.sub_event(conn, slot);
@@ -589,6 +592,11 @@ impl Directory {
                 .and_then(Option::as_mut)
             else {
                 continue;
+            };
+            // Resuming: `live` again if media went out before, else `waiting`.
+            let state = match state {
+                SubState::Live if !sub.sent => SubState::Waiting,
+                other => other,
             };
             if sub.state != state {
                 sub.state = state;
@@ -799,7 +807,6 @@ impl Directory {
         let fresh = Peer {
             conn: None,
             node: record.node,
-            remote_conn: record.session,
             transport: transport_of(&record.transport),
             metadata,
             tracks,

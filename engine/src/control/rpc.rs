@@ -302,6 +302,7 @@ impl Directory {
                 track: track.to_string(),
                 channel: t.channel,
                 state,
+                sent: false,
             },
         );
         let mut fields = Map::new();

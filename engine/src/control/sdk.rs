@@ -20,8 +20,8 @@ use super::rpc::{metadata_fits, MAX_METADATA, PROTOCOL};
 use super::Control;
 
 /// The body of `POST /webrtc/connect`.
+/// Fields it does not know are ignored (a newer client may send more).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ConnectRequest {
     room: String,
     peer: String,
@@ -35,7 +35,6 @@ struct ConnectRequest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PublishEntry {
     mid: String,
     name: String,
@@ -148,7 +147,9 @@ pub(super) async fn connect(
             format!("metadata is over {MAX_METADATA} bytes"),
         );
     }
-    let publishes = !req.publish.is_empty() || req.sdp.contains("a=sendonly");
+    // A send or send-receive transceiver publishes, named or not.
+    let publishes =
+        !req.publish.is_empty() || req.sdp.contains("a=sendonly") || req.sdp.contains("a=sendrecv");
     let given = authorization(&headers, req.token.as_deref());
     if let Err(r) = check_sdk_auth(&control, given.as_deref(), &req.room, &req.peer, publishes) {
         return refuse(r);
@@ -195,12 +196,36 @@ pub(super) async fn connect(
     r
 }
 
-/// The SDK connection named in a path, and its room.
-fn sdk_conn(control: &Control, conn: &str) -> Option<(ConnId, String)> {
+/// The SDK connection named in a path, its room and peer.
+fn sdk_conn(control: &Control, conn: &str) -> Option<(ConnId, String, String)> {
     let id = ConnId::parse(conn)?;
     let d = control.directory.lock().ok()?;
     let (room, transport) = d.conn_room(id)?;
-    (transport == TransportKind::WebRtc).then(|| (id, room.to_string()))
+    let peer = d.conn_peer(id)?.to_string();
+    (transport == TransportKind::WebRtc).then(|| (id, room.to_string(), peer))
+}
+
+/// Checks a PATCH's or DELETE's credentials: the room's, and a token with a
+/// `peer` claim only for that peer's connection.
+fn check_conn_auth(
+    control: &Control,
+    headers: &HeaderMap,
+    room: &str,
+    peer: &str,
+) -> Result<(), Reject> {
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match control.auth.check(given, &access(room), unix_ms() / 1000) {
+        Ok(Some(Claims {
+            peer: Some(allowed),
+            ..
+        })) if allowed != peer => Err((
+            StatusCode::FORBIDDEN,
+            format!("the token is for peer '{allowed}', not '{peer}'"),
+        )),
+        Ok(_) => Ok(()),
+        Err(Denied::Unauthorized(why)) => Err((StatusCode::UNAUTHORIZED, why)),
+        Err(Denied::Forbidden(why)) => Err((StatusCode::FORBIDDEN, why)),
+    }
 }
 
 fn access(room: &str) -> Access<'_> {
@@ -231,15 +256,11 @@ pub(super) async fn delete(
     if let Some(r) = needs_credentials(&control, &headers) {
         return r;
     }
-    let Some((id, room)) = sdk_conn(&control, &conn) else {
+    let Some((id, room, peer)) = sdk_conn(&control, &conn) else {
         return text(StatusCode::NOT_FOUND, "no such connection");
     };
-    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let now_unix = unix_ms() / 1000;
-    match control.auth.check(given, &access(&room), now_unix) {
-        Ok(_) => {}
-        Err(Denied::Unauthorized(why)) => return refuse((StatusCode::UNAUTHORIZED, why)),
-        Err(Denied::Forbidden(why)) => return refuse((StatusCode::FORBIDDEN, why)),
+    if let Err(r) = check_conn_auth(&control, &headers, &room, &peer) {
+        return refuse(r);
     }
     if let Ok(mut d) = control.directory.lock() {
         d.remove(Instant::now(), id);
@@ -258,9 +279,12 @@ pub(super) async fn patch(
     if let Some(r) = needs_credentials(&control, &headers) {
         return r;
     }
-    let Some((id, room)) = sdk_conn(&control, &conn) else {
+    let Some((id, room, peer)) = sdk_conn(&control, &conn) else {
         return text(StatusCode::NOT_FOUND, "no such connection");
     };
+    if let Err(r) = check_conn_auth(&control, &headers, &room, &peer) {
+        return refuse(r);
+    }
     let frag = match check_request(
         &control,
         &headers,

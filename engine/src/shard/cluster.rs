@@ -166,9 +166,9 @@ impl Shard {
         }
     }
 
+    /// Room peers coming and going are lifecycle events: never dropped
+    /// (the outbox keeps them in order when the control queue is full).
     fn tell_control(&mut self, event: ControlEvent) {
-        if self.control.try_send(event).is_err() {
-            inc(&self.metrics.control_drops_total);
-        }
+        self.emit(event);
     }
 }

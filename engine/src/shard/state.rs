@@ -512,7 +512,7 @@ impl Shard {
 
     /// Sends a lifecycle event to the control thread; never drops it: a full
     /// queue puts it in the outbox, which keeps the order.
-    fn emit(&mut self, event: ControlEvent) {
+    pub(super) fn emit(&mut self, event: ControlEvent) {
         if self.outbox.is_empty() {
             match self.control.try_send(event) {
                 Ok(()) => {}
@@ -789,6 +789,10 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
     add(
         &metrics.rpc_rate_limited_total,
         now.rpc_rate_limited - was.rpc_rate_limited,
+    );
+    add(
+        &metrics.rpc_not_text_total,
+        now.rpc_not_text - was.rpc_not_text,
     );
 }
 

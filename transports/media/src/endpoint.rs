@@ -263,6 +263,8 @@ pub struct EndpointStats {
     pub rpc_too_large: u64,
     /// RPC messages refused over the rate limit.
     pub rpc_rate_limited: u64,
+    /// RPC messages refused because they are not UTF-8 text.
+    pub rpc_not_text: u64,
 }
 
 /// Why an input was refused.

@@ -807,7 +807,10 @@ impl Endpoint {
         }
         match std::str::from_utf8(data) {
             Ok(text) => self.events.push_back(EndpointEvent::Rpc(text.to_string())),
-            Err(_) => self.send_rpc(crate::rpclimit::not_utf8()),
+            Err(_) => {
+                self.stats.rpc_not_text += 1;
+                self.send_rpc(crate::rpclimit::not_utf8());
+            }
         }
     }
 

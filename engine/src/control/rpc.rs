@@ -404,3 +404,258 @@ fn is_request(name: &str) -> bool {
         "publish" | "unpublish" | "subscribe" | "unsubscribe" | "mute" | "unmute" | "update"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The room state machine on the control thread, driven by events as
+    //! the shards send them, in simulated time; no sockets.
+
+    use std::time::{Duration, Instant};
+
+    use corecast_media::{ConnId, Endpoint as _, MediaKind, RouteKey, SlotId};
+    use corecast_webrtc::{Endpoint, EndpointConfig, PublisherInfo, RoomClient};
+    use serde_json::{json, Value};
+
+    use super::super::directory::Directory;
+    use crate::messages::{ControlEvent, Datagram, ShardCommand};
+
+    struct Room {
+        d: Directory,
+        shard: flume::Receiver<ShardCommand>,
+        config: EndpointConfig,
+        now: Instant,
+    }
+
+    impl Room {
+        fn new() -> Room {
+            let (tx, shard) = flume::unbounded();
+            Room {
+                d: Directory::new(vec![tx], false, 7),
+                shard,
+                config: EndpointConfig::new(vec!["127.0.0.1:9000".parse().unwrap()]),
+                now: Instant::now(),
+            }
+        }
+
+        /// A placed, joined SDK connection publishing audio and video.
+        fn join(&mut self, peer: &str) -> ConnId {
+            let local = "127.0.0.1:5000".parse().unwrap();
+            let publish = [("audio", MediaKind::Audio), ("video", MediaKind::Video)];
+            let (client, offer) =
+                RoomClient::new(&self.config, self.now, local, &publish, 2, 2).unwrap();
+            let body: Value =
+                serde_json::from_str(&client.connect_body("r", peer, &offer, json!({}))).unwrap();
+            let names = body["publish"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["mid"].as_str().unwrap().into(),
+                        p["name"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            let who = PublisherInfo {
+                room: "r".into(),
+                peer: peer.into(),
+            };
+            let (ep, _) = Endpoint::peer(&self.config, self.now, &offer, who, names).unwrap();
+            let Some(RouteKey::IceUfrag(ufrag)) = ep.route_key() else {
+                unreachable!()
+            };
+            let conn = self.d.next_conn_id();
+            assert_eq!(conn.node(), 7, "connection ids carry the node");
+            self.d.add_peer(
+                "r",
+                peer,
+                conn,
+                Box::new(ep),
+                json!({"name": peer}),
+                self.now,
+                0,
+            );
+            let datagram = Datagram {
+                at: self.now,
+                source: local,
+                destination: "127.0.0.1:9000".parse().unwrap(),
+                contents: Vec::new(),
+            };
+            self.event(ControlEvent::Claim {
+                shard: 0,
+                ufrag,
+                datagram,
+            });
+            self.rpc(conn, json!({"id": 1, "request": "join", "protocol": 1}));
+            conn
+        }
+
+        fn event(&mut self, e: ControlEvent) {
+            self.now += Duration::from_millis(10);
+            self.d.on_event(self.now, e, &[]);
+        }
+
+        fn rpc(&mut self, conn: ConnId, request: Value) {
+            self.event(ControlEvent::Rpc {
+                conn,
+                text: request.to_string(),
+            });
+        }
+
+        /// RPC messages to `conn` since the last call, and whether the shard
+        /// was told to point one of its slots at a channel.
+        fn take(&mut self, conn: ConnId) -> (Vec<Value>, Vec<(SlotId, bool)>) {
+            let (mut rpc, mut subs) = (Vec::new(), Vec::new());
+            for cmd in self.shard.try_iter() {
+                match cmd {
+                    ShardCommand::Rpc { conn: c, text } if c == conn => {
+                        rpc.push(serde_json::from_str(&text).unwrap())
+                    }
+                    ShardCommand::Subscribe {
+                        conn: c,
+                        slot,
+                        channel,
+                    } if c == conn => subs.push((slot, channel.is_some())),
+                    _ => {}
+                }
+            }
+            (rpc, subs)
+        }
+    }
+
+    fn states(msgs: &[Value]) -> Vec<String> {
+        msgs.iter()
+            .filter(|m| m["event"] == "subscription")
+            .map(|m| m["state"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_subscription_goes_waiting_live_paused_live_ended() {
+        let mut r = Room::new();
+        let alice = r.join("alice");
+        let bob = r.join("bob");
+        let (msgs, _) = r.take(alice);
+        assert!(
+            msgs.iter()
+                .any(|m| m["event"] == "peer_joined" && m["peer"] == "bob"),
+            "{msgs:?}"
+        );
+        r.rpc(
+            bob,
+            json!({"id": 2, "request": "subscribe", "peer": "alice", "track": "video"}),
+        );
+        let (msgs, subs) = r.take(bob);
+        assert_eq!(msgs[0]["id"], 2, "the answer comes first: {msgs:?}");
+        let mid = msgs[0]["mid"].as_str().unwrap().to_string();
+        assert_eq!(states(&msgs), ["waiting"]);
+        let slot = subs[0].0;
+        assert_eq!(
+            subs,
+            vec![(slot, true)],
+            "the shard plays the channel in the slot"
+        );
+        // The slot's first packet went out.
+        r.event(ControlEvent::SlotLive { conn: bob, slot });
+        assert_eq!(states(&r.take(bob).0), ["live"]);
+        // Alice mutes and unmutes: paused, live again.
+        r.rpc(alice, json!({"id": 3, "request": "mute", "track": "video"}));
+        let (msgs, _) = r.take(bob);
+        assert_eq!(states(&msgs), ["paused"]);
+        assert!(msgs
+            .iter()
+            .any(|m| m["event"] == "track_updated" && m["muted"] == true));
+        r.rpc(
+            alice,
+            json!({"id": 4, "request": "unmute", "track": "video"}),
+        );
+        assert_eq!(states(&r.take(bob).0), ["live"]);
+        // Alice leaves: bob hears peer_left, then the subscription ends, and
+        // the shard stops the slot.
+        r.rpc(alice, json!({"id": 5, "request": "leave"}));
+        let (msgs, subs) = r.take(bob);
+        let names: Vec<&str> = msgs.iter().filter_map(|m| m["event"].as_str()).collect();
+        assert_eq!(names, ["peer_left", "subscription"], "{msgs:?}");
+        assert_eq!(msgs[0]["reason"], "left");
+        assert_eq!(msgs[1]["state"], "ended");
+        assert_eq!(msgs[1]["reason"], "peer_left");
+        assert_eq!(msgs[1]["mid"], mid.as_str());
+        assert_eq!(subs, vec![(slot, false)]);
+        // Nothing of alice is left in the room.
+        let rooms = r.d.rooms_json();
+        assert_eq!(
+            rooms["rooms"][0]["peers"].as_array().unwrap().len(),
+            1,
+            "{rooms}"
+        );
+    }
+
+    #[test]
+    fn slots_run_out_and_free_up() {
+        let mut r = Room::new();
+        let viewer = r.join("viewer");
+        let publishers: Vec<ConnId> = ["p1", "p2", "p3"].iter().map(|p| r.join(p)).collect();
+        let _ = publishers;
+        r.take(viewer);
+        for (id, p) in [(2, "p1"), (3, "p2"), (4, "p3")] {
+            r.rpc(
+                viewer,
+                json!({"id": id, "request": "subscribe", "peer": p, "track": "video"}),
+            );
+        }
+        let (msgs, _) = r.take(viewer);
+        let answer = |id: u64| msgs.iter().find(|m| m["id"] == id).unwrap().clone();
+        assert_eq!(answer(2)["ok"], true);
+        assert_eq!(answer(3)["ok"], true);
+        assert_eq!(
+            answer(4)["error"]["code"],
+            "no_free_slot",
+            "two video slots"
+        );
+        // Subscribing again to what a slot plays answers with that slot.
+        let mid = answer(2)["mid"].clone();
+        r.rpc(
+            viewer,
+            json!({"id": 5, "request": "subscribe", "peer": "p1", "track": "video"}),
+        );
+        let (msgs, subs) = r.take(viewer);
+        assert_eq!(msgs[0]["mid"], mid);
+        assert!(subs.is_empty(), "nothing changes on the shard");
+        // A slot freed plays the third.
+        r.rpc(
+            viewer,
+            json!({"id": 6, "request": "unsubscribe", "mid": mid}),
+        );
+        r.rpc(
+            viewer,
+            json!({"id": 7, "request": "subscribe", "peer": "p3", "track": "video"}),
+        );
+        let (msgs, _) = r.take(viewer);
+        assert_eq!(msgs.iter().find(|m| m["id"] == 7).unwrap()["mid"], mid);
+        // One's own tracks and the wrong kind of slot are refused.
+        r.rpc(
+            viewer,
+            json!({"id": 8, "request": "subscribe", "peer": "viewer", "track": "video"}),
+        );
+        let audio_mid = r.d.conns[&viewer]
+            .slots
+            .iter()
+            .find(|s| s.kind == MediaKind::Audio)
+            .unwrap()
+            .label
+            .clone();
+        r.rpc(
+            viewer,
+            json!({"id": 9, "request": "subscribe", "peer": "p2", "track": "audio", "mid": mid}),
+        );
+        r.rpc(
+            viewer,
+            json!({"id": 10, "request": "subscribe", "peer": "p2", "track": "audio", "mid": audio_mid}),
+        );
+        let (msgs, _) = r.take(viewer);
+        let answer = |id: u64| msgs.iter().find(|m| m["id"] == id).unwrap().clone();
+        assert_eq!(answer(8)["error"]["code"], "bad_request");
+        assert_eq!(answer(9)["error"]["code"], "bad_request", "a video slot");
+        assert_eq!(answer(10)["mid"], audio_mid.as_str());
+    }
+}

@@ -40,6 +40,17 @@ pub fn candidates(view: &ClusterView) -> Vec<Candidate> {
     out
 }
 
+/// The base URL of the node that made connection `conn` (its id's top 16
+/// bits are the low 16 bits of the node id), when it is alive.
+pub fn node_of(control: &Control, conn: corecast_media::ConnId) -> Option<String> {
+    let view = control.view.lock().ok()?.clone()?;
+    let node = conn.node();
+    view.members
+        .iter()
+        .find(|m| m.alive && m.node as u16 == node)
+        .map(|m| m.http_url.trim_end_matches('/').to_string())
+}
+
 /// Where a gateway sends a client: the full URL of `path` on the chosen
 /// media node, or None when no media node is alive.
 pub fn redirect(

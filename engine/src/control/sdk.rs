@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use corecast_cluster::gateway::Intent;
+use corecast_cluster::NodeRole;
 use corecast_media::{ConnId, TransportKind};
 use corecast_webrtc::{Endpoint, PublisherInfo};
 use serde::Deserialize;
@@ -95,9 +97,41 @@ fn check_sdk_auth(
     Ok(())
 }
 
-/// `POST /webrtc/connect`: a new SDK connection.
+fn is_gateway(control: &Control) -> bool {
+    control
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.role == NodeRole::Gateway)
+}
+
+/// A `307 Temporary Redirect` (the client repeats the request, method and
+/// body, at `location`).
+fn redirect(location: &str) -> Response {
+    let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// On a gateway, a request about connection `conn` goes to the node that
+/// holds it (named in the id).
+fn gateway_for_conn(control: &Control, conn: &str) -> Option<Response> {
+    if !is_gateway(control) {
+        return None;
+    }
+    let Some(url) = ConnId::parse(conn).and_then(|id| super::gateway::node_of(control, id)) else {
+        return Some(text(StatusCode::NOT_FOUND, "no such connection"));
+    };
+    Some(redirect(&format!("{url}/webrtc/{conn}")))
+}
+
+/// `POST /webrtc/connect`: a new SDK connection. A gateway checks the
+/// request and redirects it to a media node, preferring one that already
+/// holds the room.
 pub(super) async fn connect(
     State(control): State<Arc<Control>>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -153,6 +187,22 @@ pub(super) async fn connect(
     let given = authorization(&headers, req.token.as_deref());
     if let Err(r) = check_sdk_auth(&control, given.as_deref(), &req.room, &req.peer, publishes) {
         return refuse(r);
+    }
+    if is_gateway(&control) {
+        let chosen = super::gateway::redirect(
+            &control,
+            client.ip(),
+            Intent::View,
+            &req.room,
+            "/webrtc/connect",
+        );
+        return match chosen {
+            Some(location) => redirect(&location),
+            None => refuse((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no media node of the cluster is alive".to_string(),
+            )),
+        };
     }
     if let Err(r) = admit(&control) {
         return refuse(r);
@@ -256,6 +306,9 @@ pub(super) async fn delete(
     if let Some(r) = needs_credentials(&control, &headers) {
         return r;
     }
+    if let Some(r) = gateway_for_conn(&control, &conn) {
+        return r;
+    }
     let Some((id, room, peer)) = sdk_conn(&control, &conn) else {
         return text(StatusCode::NOT_FOUND, "no such connection");
     };
@@ -277,6 +330,9 @@ pub(super) async fn patch(
     body: Bytes,
 ) -> Response {
     if let Some(r) = needs_credentials(&control, &headers) {
+        return r;
+    }
+    if let Some(r) = gateway_for_conn(&control, &conn) {
         return r;
     }
     let Some((id, room, peer)) = sdk_conn(&control, &conn) else {

@@ -17,7 +17,7 @@ pub mod zones;
 
 pub use node::{
     ChannelState, Cluster, ClusterConfig, ClusterEvent, ClusterOutput, ClusterStats, ClusterView,
-    MemberView, Transmit,
+    MemberView, Transmit, REFRESH, STALE,
 };
 pub use presence::{NodeLoad, NodeRole};
 pub use records::{PeerRecord, TrackRecord};

@@ -32,6 +32,16 @@ use crate::records::{PeerRecord, ROOMS_MAP};
 
 /// How often atm0s-sdn gets a tick (its retries run on ticks).
 const TICK: Duration = Duration::from_millis(100);
+/// How often a node sets its room entries again, with a new `refresh`.
+///
+/// atm0s-sdn's `dht_kv` keeps a key on one relay node; when that node leaves
+/// the cluster, consumers move to a new relay, which never held a key
+/// deleted in between, so no consumer hears of the deletion. Refreshed
+/// entries let every node drop those it stopped hearing about.
+pub const REFRESH: Duration = Duration::from_secs(5);
+/// An entry not set again for this long is gone (its holder refreshes it
+/// every [`REFRESH`]).
+pub const STALE: Duration = Duration::from_secs(16);
 /// Feedback kind of a keyframe request on a track channel.
 const KEYFRAME_FEEDBACK: u8 = 1;
 
@@ -153,8 +163,12 @@ pub struct Cluster {
     load: NodeLoad,
     next_tick: Instant,
     out: VecDeque<ClusterOutput>,
-    /// Room entries heard of, by key, live or not.
+    /// Room entries heard of, by key, live or not, and when last set.
     records: BTreeMap<u64, PeerRecord>,
+    heard: BTreeMap<u64, Instant>,
+    /// This node's own entries, set again every [`REFRESH`].
+    local: BTreeMap<u64, PeerRecord>,
+    next_refresh: Instant,
     channels: BTreeMap<ChannelId, ChannelState>,
     /// atm0s-sdn connections per node.
     connected: BTreeMap<u32, Vec<ConnId>>,
@@ -191,6 +205,9 @@ impl Cluster {
             load: NodeLoad::default(),
             out: VecDeque::new(),
             records: BTreeMap::new(),
+            heard: BTreeMap::new(),
+            local: BTreeMap::new(),
+            next_refresh: config.start + REFRESH,
             channels: BTreeMap::new(),
             connected: BTreeMap::new(),
             stats: ClusterStats::default(),
@@ -273,8 +290,49 @@ impl Cluster {
         }
     }
 
+    /// Sets this node's entries again, and forgets the entries of others
+    /// that were not set again within [`STALE`].
+    fn refresh(&mut self, now: Instant) {
+        if now < self.next_refresh {
+            return;
+        }
+        self.next_refresh = now + REFRESH;
+        let mine: Vec<PeerRecord> = self
+            .local
+            .values_mut()
+            .map(|r| {
+                r.refresh += 1;
+                r.clone()
+            })
+            .collect();
+        for r in &mine {
+            self.store(now, r);
+        }
+        let stale: Vec<u64> = self
+            .heard
+            .iter()
+            .filter(|(_, at)| now >= **at + STALE)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            self.heard.remove(&key);
+            if let Some(record) = self.records.remove(&key) {
+                tracing::info!(
+                    "cluster: room entry {}/{} of node {} not refreshed for {STALE:?}: gone",
+                    record.room,
+                    record.peer,
+                    record.node
+                );
+                if self.is_live(&record) {
+                    self.event(ClusterEvent::PeerDown(record));
+                }
+            }
+        }
+    }
+
     /// Time passed; call at the time of the last [`ClusterOutput::Timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.refresh(now);
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             let now_ms = self.now_ms(now);
@@ -372,10 +430,16 @@ impl Cluster {
         self.pubsub(now, channel, ChannelControl::FeedbackAuto(fb));
     }
 
-    /// Sets this node's entry of a room peer in the key-value store.
+    /// Sets this node's entry of a room peer in the key-value store (and
+    /// again every [`REFRESH`] until it is deleted).
     pub fn set_peer(&mut self, now: Instant, mut record: PeerRecord) {
         record.node = self.config.node_id;
         record.session = self.config.session;
+        self.local.insert(record.key(), record.clone());
+        self.store(now, &record);
+    }
+
+    fn store(&mut self, now: Instant, record: &PeerRecord) {
         let cmd = MapControl::Set(Key(record.key()), record.encode());
         self.control(
             now,
@@ -386,6 +450,7 @@ impl Cluster {
     /// Deletes this node's entry of a room peer.
     pub fn del_peer(&mut self, now: Instant, room: &str, peer: &str) {
         let key = crate::records::peer_key(room, peer);
+        self.local.remove(&key);
         let cmd = MapControl::Del(Key(key));
         self.control(
             now,
@@ -530,13 +595,15 @@ impl Cluster {
                 SdnWorkerOutput::Bus(event) => {
                     self.worker.on_event(now_ms, SdnWorkerInput::Bus(event));
                 }
-                SdnWorkerOutput::Ext(ext) | SdnWorkerOutput::ExtWorker(ext) => self.on_ext(ext),
+                SdnWorkerOutput::Ext(ext) | SdnWorkerOutput::ExtWorker(ext) => {
+                    self.on_ext(now, ext)
+                }
                 SdnWorkerOutput::Continue | SdnWorkerOutput::OnResourceEmpty => {}
             }
         }
     }
 
-    fn on_ext(&mut self, ext: SdnExtOut<(), ()>) {
+    fn on_ext(&mut self, now: Instant, ext: SdnExtOut<(), ()>) {
         let SdnExtOut::FeaturesEvent((), event) = ext else {
             return;
         };
@@ -569,7 +636,7 @@ impl Cluster {
                 }
             }
             FeaturesEvent::DhtKv(dht_kv::Event::MapEvent(Map(ROOMS_MAP), event)) => {
-                self.on_rooms_event(event)
+                self.on_rooms_event(now, event)
             }
             FeaturesEvent::Neighbours(neighbours::Event::Connected(node, conn)) => {
                 let conns = self.connected.entry(node).or_default();
@@ -586,7 +653,7 @@ impl Cluster {
         }
     }
 
-    fn on_rooms_event(&mut self, event: MapEvent) {
+    fn on_rooms_event(&mut self, now: Instant, event: MapEvent) {
         match event {
             MapEvent::OnSet(Key(key), node, data) => {
                 if node == self.config.node_id {
@@ -600,14 +667,18 @@ impl Cluster {
                     return;
                 }
                 // A record of a node not heard from yet is kept and
-                // announced when the node comes up.
+                // announced when the node comes up. A refresh alone
+                // changes nothing.
+                self.heard.insert(key, now);
                 let live = self.is_live(&record);
+                let same = self.records.get(&key).is_some_and(|r| r.same_as(&record));
                 self.records.insert(key, record.clone());
-                if live {
+                if live && !same {
                     self.event(ClusterEvent::PeerUp(record));
                 }
             }
             MapEvent::OnDel(Key(key), _) => {
+                self.heard.remove(&key);
                 if let Some(record) = self.records.remove(&key) {
                     if self.is_live(&record) {
                         self.event(ClusterEvent::PeerDown(record));

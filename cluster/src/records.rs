@@ -48,7 +48,20 @@ pub struct PeerRecord {
     /// When the connection was made (Unix milliseconds of its node's clock):
     /// of two connections of one peer id, the later one stays.
     pub since_ms: u64,
+    /// Counts the holder's refreshes (see [`crate::REFRESH`]): a new
+    /// value tells every node the entry is still meant.
+    pub refresh: u64,
     pub tracks: Vec<TrackRecord>,
+}
+
+impl PeerRecord {
+    /// Whether two records say the same, refreshes aside.
+    pub fn same_as(&self, other: &PeerRecord) -> bool {
+        PeerRecord {
+            refresh: other.refresh,
+            ..self.clone()
+        } == *other
+    }
 }
 
 impl PeerRecord {
@@ -86,6 +99,7 @@ mod tests {
             transport: "sdk".into(),
             metadata: "{}".into(),
             since_ms: 1,
+            refresh: 0,
             tracks: vec![TrackRecord {
                 name: "video".into(),
                 kind: MediaKind::Video,

@@ -79,6 +79,7 @@ fn record(channel: ChannelId) -> PeerRecord {
         transport: "whip".into(),
         metadata: "{}".into(),
         since_ms: 0,
+        refresh: 0,
         tracks: vec![TrackRecord {
             name: "video".into(),
             kind: MediaKind::Video,

@@ -168,6 +168,7 @@ fn record(room: &str, channel: ChannelId) -> PeerRecord {
         transport: "whip".into(),
         metadata: "{}".into(),
         since_ms: 0,
+        refresh: 0,
         tracks: vec![TrackRecord {
             name: "video".into(),
             kind: MediaKind::Video,
@@ -405,4 +406,53 @@ fn wrong_secret_and_garbage_are_counted_and_change_nothing() {
     net.run(Duration::from_secs(1));
     let now = net.now;
     assert!(net.node(1).view(now).members.is_empty());
+}
+
+/// Where the room map's entries live (atm0s-sdn's relay for the key) is one
+/// node; when that node dies, a deletion made meanwhile never reaches the
+/// others through the new relay. Entries are refreshed every REFRESH, so the
+/// others drop one they stop hearing about within STALE.
+#[test]
+fn a_deletion_is_seen_when_another_node_dies_meanwhile() {
+    use corecast_cluster::{REFRESH, STALE};
+    // As in the engine's room test: node 9 dies, node 2 watches node 1.
+    for (dead, watcher) in [(9u32, 2u32), (2, 9)] {
+        let mut net = Net::new();
+        net.add(1, vec![]);
+        net.add(2, vec![1]);
+        net.add(9, vec![1]);
+        net.run(Duration::from_secs(3));
+        let ch = ChannelId::for_track("room", "p1", "video");
+        let now = net.now;
+        net.node(1).set_peer(now, record("room", ch));
+        net.run(Duration::from_secs(2));
+        assert!(net
+            .take_events(watcher)
+            .iter()
+            .any(|e| matches!(e, ClusterEvent::PeerUp(_))));
+        net.down.push(dead);
+        net.run(Duration::from_secs(1));
+        let now = net.now;
+        net.node(1).del_peer(now, "room", "p1");
+        let t0 = net.now;
+        net.run(STALE + REFRESH + Duration::from_secs(3));
+        let downs: Vec<Instant> = net
+            .events
+            .iter()
+            .filter(|(m, _, e)| {
+                *m == watcher && matches!(e, ClusterEvent::PeerDown(r) if r.peer == "p1")
+            })
+            .map(|(_, at, _)| *at)
+            .collect();
+        eprintln!(
+            "node {dead} died: node {watcher} saw the deletion after {:?}",
+            downs.first().map(|at| *at - t0)
+        );
+        assert_eq!(downs.len(), 1, "node {watcher} hears of the deletion once");
+        // Refreshes change nothing on the way: no second PeerUp.
+        assert!(!net
+            .take_events(watcher)
+            .iter()
+            .any(|e| matches!(e, ClusterEvent::PeerUp(_))));
+    }
 }

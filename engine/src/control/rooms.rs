@@ -722,6 +722,7 @@ impl Directory {
             transport: p.transport.name().to_string(),
             metadata: p.metadata.to_string(),
             since_ms: p.since_ms,
+            refresh: 0,
             tracks: p
                 .tracks
                 .iter()

@@ -301,9 +301,6 @@ pub trait Endpoint: Send + fmt::Debug {
     /// Its receive slots.
     fn slots(&self) -> Vec<Slot>;
 
-    /// Whether a datagram belongs to it (a second address of its user).
-    fn accepts(&self, now: Instant, source: SocketAddr, data: &[u8]) -> bool;
-
     /// One input. `Ok(true)` when it has something to send or say (drain
     /// [`Endpoint::poll_output`]; after [`Input::Media`], give
     /// [`Input::Flush`] first); `Ok(false)` when it did nothing.

@@ -1165,11 +1165,6 @@ impl corecast_media::Endpoint for Endpoint {
         Endpoint::slots(self)
     }
 
-    fn accepts(&self, now: Instant, source: SocketAddr, data: &[u8]) -> bool {
-        // The destination does not matter to str0m's check.
-        Endpoint::accepts(self, now, source, source, data)
-    }
-
     fn handle_input(
         &mut self,
         now: Instant,

@@ -46,3 +46,54 @@ pub fn keyframe(data: &[u8]) -> usize {
     }
     starts
 }
+
+/// Target `h264`: RTMP's AVC configuration records and AVCC frames, and RTP
+/// payloads of H.264. The input is split at its first byte's offset: a
+/// record, then a frame. Never panics; whatever parses is packetized and
+/// comes back from the depacketizer bit-exact, every payload within the
+/// size asked for; raw input is also fed to the depacketizer as RTP
+/// payloads. Returns whether the record and the frame parsed.
+pub fn h264(data: &[u8]) -> bool {
+    use corecast_media::h264::{packetize, AvcConfig, Depacketizer};
+    let mut d = Depacketizer::default();
+    let mut nals = Vec::new();
+    for chunk in data.chunks(97) {
+        let _ = d.push(chunk, &mut nals);
+    }
+    let Some((&split, rest)) = data.split_first() else {
+        return false;
+    };
+    let (record, frame) = rest.split_at(usize::from(split).min(rest.len()));
+    let (Ok(config), Ok(units)) = (
+        AvcConfig::parse(record),
+        AvcConfig::parse(record).and_then(|c| c.nal_units(frame)),
+    ) else {
+        return false;
+    };
+    let max = 16 + usize::from(split) % 200;
+    let mut payloads = Vec::new();
+    packetize(&config, &units, max, &mut payloads);
+    assert!(
+        payloads.iter().all(|p| p.len() <= max),
+        "payloads fit {max}"
+    );
+    let mut back = Vec::new();
+    let mut d = Depacketizer::default();
+    for p in &payloads {
+        d.push(p, &mut back).expect("our own payloads depacketize");
+    }
+    // What went in comes out, after the parameter sets of a keyframe;
+    // NAL units of types 0 and 24-31 cannot travel in mode 1 and are left
+    // out by the packetizer.
+    let sent: Vec<&[u8]> = units
+        .iter()
+        .copied()
+        .filter(|n| !matches!(n[0] & 0x1f, 0 | 24..=31))
+        .collect();
+    let tail: Vec<&[u8]> = back[back.len() - sent.len()..]
+        .iter()
+        .map(Vec::as_slice)
+        .collect();
+    assert_eq!(tail, sent, "round trip");
+    true
+}

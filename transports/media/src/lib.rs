@@ -13,12 +13,15 @@
 //!   keyframe, where a new viewer can start.
 //! - [`Rewriter`]: keeps the sequence numbers and timestamps toward one
 //!   subscriber continuous when the publisher behind a track changes.
+//! - [`h264`]: H.264 access units to RTP payloads and back (RFC 6184 mode
+//!   1), for the transports that carry frames.
 //! - [`endpoint`]: the one interface a shard drives every transport through
 //!   ([`Endpoint`], [`ConnId`], slots, published tracks, inputs and outputs).
 
 mod channel;
 mod codec;
 pub mod endpoint;
+pub mod h264;
 mod keyframe;
 mod packet;
 mod ratelimit;

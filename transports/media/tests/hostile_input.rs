@@ -58,3 +58,27 @@ fn keyframe_twin() {
     // The mutations of the seeds keep reaching the keyframe paths.
     assert!(starts > 40_000, "{starts} starts");
 }
+
+/// Twin of the fuzz target `h264`.
+#[test]
+fn h264_twin() {
+    let keyframe: &[u8] = include_bytes!("../fuzz/corpus/h264/keyframe");
+    // The same record with a 2-byte NAL length and a delta frame.
+    let mut delta = keyframe[..keyframe[0] as usize + 1].to_vec();
+    delta[5] = 0xfd;
+    delta.extend_from_slice(&[0, 5, 0x41, 1, 2, 3, 4, 0, 3, 0x01, 9, 9]);
+    let fu_a: &[u8] = &[0x7c, 0x85, 1, 2, 3, 0x7c, 0x45, 4, 5];
+    let mut parsed = 0;
+    let n = run(
+        0x6832_3634,
+        &[keyframe, &delta, fu_a],
+        Alphabet::Binary,
+        400,
+        200_000,
+        |d| {
+            parsed += usize::from(harness::h264(d));
+        },
+    );
+    eprintln!("h264: {n} inputs, {parsed} parsed and round-tripped");
+    assert!(parsed > 5_000, "{parsed} parsed");
+}

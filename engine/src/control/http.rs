@@ -136,6 +136,15 @@ pub(super) fn check_request(
     content_type: &str,
 ) -> Result<String, Reject> {
     check_auth(control, headers, access)?;
+    check_content(headers, body, content_type)
+}
+
+/// Checks the content type; returns the body as text.
+pub(super) fn check_content(
+    headers: &HeaderMap,
+    body: &Bytes,
+    content_type: &str,
+) -> Result<String, Reject> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

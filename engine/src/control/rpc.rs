@@ -12,7 +12,7 @@ use corecast_media::{ConnId, SlotId, TransportKind};
 use serde_json::{json, Map, Value};
 
 use super::directory::Directory;
-use super::rooms::{kind_name, peer_json, Sub, SubState};
+use super::rooms::{kind_name, peer_json, Peer, Sub, SubState};
 
 /// The protocol version this server speaks.
 pub const PROTOCOL: u64 = 1;
@@ -121,6 +121,14 @@ impl Directory {
             .map(|c| (c.room.clone(), c.peer.clone()))
     }
 
+    /// A connection's own peer entry in its room.
+    fn peer_mut(&mut self, room: &str, peer: &str) -> Result<&mut Peer, RpcError> {
+        self.rooms
+            .get_mut(room)
+            .and_then(|r| r.peers.get_mut(peer))
+            .ok_or_else(|| err("bad_request", "not in the room"))
+    }
+
     fn rpc_join(&mut self, conn: ConnId, req: &Value) -> Handled {
         let version = req.get("protocol").and_then(Value::as_u64);
         if version != Some(PROTOCOL) {
@@ -172,11 +180,7 @@ impl Directory {
         let (room, peer) = self
             .whoami(conn)
             .ok_or_else(|| err("bad_request", "gone"))?;
-        let p = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|r| r.peers.get_mut(&peer))
-            .ok_or_else(|| err("bad_request", "not in the room"))?;
+        let p = self.peer_mut(&room, &peer)?;
         let t = p
             .tracks
             .iter_mut()
@@ -337,11 +341,7 @@ impl Directory {
         let (room, peer) = self
             .whoami(conn)
             .ok_or_else(|| err("bad_request", "gone"))?;
-        let p = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|r| r.peers.get_mut(&peer))
-            .ok_or_else(|| err("bad_request", "not in the room"))?;
+        let p = self.peer_mut(&room, &peer)?;
         let t = p
             .tracks
             .iter_mut()
@@ -382,11 +382,7 @@ impl Directory {
         let (room, peer) = self
             .whoami(conn)
             .ok_or_else(|| err("bad_request", "gone"))?;
-        let p = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|r| r.peers.get_mut(&peer))
-            .ok_or_else(|| err("bad_request", "not in the room"))?;
+        let p = self.peer_mut(&room, &peer)?;
         p.metadata = metadata.clone();
         self.announce(&room, &peer);
         self.peer_event(

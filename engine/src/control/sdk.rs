@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Access, Action, Claims, Denied};
-use super::http::{admit, check_request, refuse, rtc_error, text, unix_ms, valid_stream, Reject};
+use super::http::{admit, check_content, refuse, rtc_error, text, unix_ms, valid_stream, Reject};
 use super::rpc::{metadata_fits, MAX_METADATA, PROTOCOL};
 use super::Control;
 
@@ -297,24 +297,36 @@ fn needs_credentials(control: &Control, headers: &HeaderMap) -> Option<Response>
     })
 }
 
+/// The SDK connection a `PATCH` or `DELETE` names, once the caller may act
+/// on it; else the answer (401 first, a gateway's redirect, 404, 403).
+fn authorized_conn(
+    control: &Control,
+    headers: &HeaderMap,
+    conn: &str,
+) -> Result<ConnId, Box<Response>> {
+    if let Some(r) = needs_credentials(control, headers) {
+        return Err(Box::new(r));
+    }
+    if let Some(r) = gateway_for_conn(control, conn) {
+        return Err(Box::new(r));
+    }
+    let Some((id, room, peer)) = sdk_conn(control, conn) else {
+        return Err(Box::new(text(StatusCode::NOT_FOUND, "no such connection")));
+    };
+    check_conn_auth(control, headers, &room, &peer).map_err(|r| Box::new(refuse(r)))?;
+    Ok(id)
+}
+
 /// `DELETE /webrtc/{conn}`: ends the connection.
 pub(super) async fn delete(
     State(control): State<Arc<Control>>,
     Path(conn): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = needs_credentials(&control, &headers) {
-        return r;
-    }
-    if let Some(r) = gateway_for_conn(&control, &conn) {
-        return r;
-    }
-    let Some((id, room, peer)) = sdk_conn(&control, &conn) else {
-        return text(StatusCode::NOT_FOUND, "no such connection");
+    let id = match authorized_conn(&control, &headers, &conn) {
+        Ok(id) => id,
+        Err(r) => return *r,
     };
-    if let Err(r) = check_conn_auth(&control, &headers, &room, &peer) {
-        return refuse(r);
-    }
     if let Ok(mut d) = control.directory.lock() {
         d.remove(Instant::now(), id);
     }
@@ -329,27 +341,12 @@ pub(super) async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = needs_credentials(&control, &headers) {
-        return r;
-    }
-    if let Some(r) = gateway_for_conn(&control, &conn) {
-        return r;
-    }
-    let Some((id, room, peer)) = sdk_conn(&control, &conn) else {
-        return text(StatusCode::NOT_FOUND, "no such connection");
+    let id = match authorized_conn(&control, &headers, &conn) {
+        Ok(id) => id,
+        Err(r) => return *r,
     };
-    if let Err(r) = check_conn_auth(&control, &headers, &room, &peer) {
-        return refuse(r);
+    match check_content(&headers, &body, "application/trickle-ice-sdpfrag") {
+        Ok(frag) => super::http::signal(&control, id, frag).await,
+        Err(r) => refuse(r),
     }
-    let frag = match check_request(
-        &control,
-        &headers,
-        &access(&room),
-        &body,
-        "application/trickle-ice-sdpfrag",
-    ) {
-        Ok(f) => f,
-        Err(r) => return refuse(r),
-    };
-    super::http::signal(&control, id, frag).await
 }

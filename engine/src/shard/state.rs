@@ -766,34 +766,36 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
         return;
     }
     let was = std::mem::replace(&mut slot.reported, now);
-    add(
-        &metrics.media_dropped_total,
-        now.media_dropped - was.media_dropped,
-    );
-    add(
-        &metrics.media_waiting_keyframe_total,
-        now.waiting_keyframe - was.waiting_keyframe,
-    );
-    add(
-        &metrics.keyframe_requests_total,
-        now.keyframe_requests_sent - was.keyframe_requests_sent,
-    );
-    add(
-        &metrics.keyframe_requests_limited_total,
-        now.keyframe_requests_limited - was.keyframe_requests_limited,
-    );
-    add(
-        &metrics.rpc_too_large_total,
-        now.rpc_too_large - was.rpc_too_large,
-    );
-    add(
-        &metrics.rpc_rate_limited_total,
-        now.rpc_rate_limited - was.rpc_rate_limited,
-    );
-    add(
-        &metrics.rpc_not_text_total,
-        now.rpc_not_text - was.rpc_not_text,
-    );
+    let m = metrics;
+    for (counter, now, was) in [
+        (&m.media_dropped_total, now.media_dropped, was.media_dropped),
+        (
+            &m.media_waiting_keyframe_total,
+            now.waiting_keyframe,
+            was.waiting_keyframe,
+        ),
+        (
+            &m.keyframe_requests_total,
+            now.keyframe_requests_sent,
+            was.keyframe_requests_sent,
+        ),
+        (
+            &m.keyframe_requests_limited_total,
+            now.keyframe_requests_limited,
+            was.keyframe_requests_limited,
+        ),
+        (&m.rpc_too_large_total, now.rpc_too_large, was.rpc_too_large),
+        (
+            &m.rpc_rate_limited_total,
+            now.rpc_rate_limited,
+            was.rpc_rate_limited,
+        ),
+        (&m.rpc_not_text_total, now.rpc_not_text, was.rpc_not_text),
+    ] {
+        if now != was {
+            add(counter, now - was);
+        }
+    }
 }
 
 #[cfg(test)]

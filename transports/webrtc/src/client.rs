@@ -59,6 +59,57 @@ pub struct SendMeta {
     pub orientation: Option<u8>,
 }
 
+/// A datagram into a test client's str0m (shared with the room client).
+pub(crate) fn receive(
+    rtc: &mut Rtc,
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    datagram: &[u8],
+) -> Result<(), Error> {
+    let input = udp_input(now, source, destination, datagram).ok_or(Error::Unrecognized)?;
+    rtc.handle_input(input)?;
+    Ok(())
+}
+
+/// What a test client's str0m says next: an output for the caller, or an
+/// event for the client to handle.
+#[allow(clippy::large_enum_variant)] // one at a time, returned at once
+pub(crate) enum Polled<E> {
+    Output(EndpointOutput<E>),
+    Event(Event),
+}
+
+/// The next output of a test client: its own events first, then str0m's.
+/// A failed str0m queues `closed()` (and sleeps once str0m is dead).
+pub(crate) fn poll<E>(
+    rtc: &mut Rtc,
+    events: &mut VecDeque<E>,
+    now: Instant,
+    closed: impl Fn() -> E,
+) -> Polled<E> {
+    loop {
+        if let Some(e) = events.pop_front() {
+            return Polled::Output(EndpointOutput::Event(e));
+        }
+        match rtc.poll_output() {
+            Ok(str0m::Output::Transmit(t)) => {
+                return Polled::Output(EndpointOutput::Transmit(transmit(t)))
+            }
+            Ok(str0m::Output::Timeout(at)) => return Polled::Output(EndpointOutput::Timeout(at)),
+            Ok(str0m::Output::Event(e)) => return Polled::Event(e),
+            Err(_) => {
+                events.push_back(closed());
+                if !rtc.is_alive() {
+                    return Polled::Output(EndpointOutput::Timeout(
+                        now + Duration::from_secs(3600),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// What [`Client::poll_output`] returns (same shape as the endpoint's).
 pub type ClientOutput = EndpointOutput<ClientEvent>;
 
@@ -268,9 +319,7 @@ impl Client {
         destination: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), Error> {
-        let input = udp_input(now, source, destination, datagram).ok_or(Error::Unrecognized)?;
-        self.rtc.handle_input(input)?;
-        Ok(())
+        receive(&mut self.rtc, now, source, destination, datagram)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -283,19 +332,9 @@ impl Client {
 
     pub fn poll_output(&mut self, now: Instant) -> ClientOutput {
         loop {
-            if let Some(e) = self.events.pop_front() {
-                return EndpointOutput::Event(e);
-            }
-            match self.rtc.poll_output() {
-                Ok(str0m::Output::Transmit(t)) => return EndpointOutput::Transmit(transmit(t)),
-                Ok(str0m::Output::Timeout(at)) => return EndpointOutput::Timeout(at),
-                Ok(str0m::Output::Event(e)) => self.on_event(e),
-                Err(_) => {
-                    self.events.push_back(ClientEvent::Closed);
-                    if !self.rtc.is_alive() {
-                        return EndpointOutput::Timeout(now + Duration::from_secs(3600));
-                    }
-                }
+            match poll(&mut self.rtc, &mut self.events, now, || ClientEvent::Closed) {
+                Polled::Output(out) => return out,
+                Polled::Event(e) => self.on_event(e),
             }
         }
     }

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use corecast_media::MediaKind;
 use serde_json::{json, Value};
@@ -21,7 +21,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Rtc};
 
-use crate::endpoint::{transmit, udp_input};
+use crate::client::{poll, receive, Polled};
 use crate::{EndpointConfig, Error};
 use corecast_media::Output;
 
@@ -254,9 +254,7 @@ impl RoomClient {
         destination: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), Error> {
-        let input = udp_input(now, source, destination, datagram).ok_or(Error::Unrecognized)?;
-        self.rtc.handle_input(input)?;
-        Ok(())
+        receive(&mut self.rtc, now, source, destination, datagram)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -269,19 +267,9 @@ impl RoomClient {
 
     pub fn poll_output(&mut self, now: Instant) -> Output<RoomEvent> {
         loop {
-            if let Some(e) = self.events.pop_front() {
-                return Output::Event(e);
-            }
-            match self.rtc.poll_output() {
-                Ok(str0m::Output::Transmit(t)) => return Output::Transmit(transmit(t)),
-                Ok(str0m::Output::Timeout(at)) => return Output::Timeout(at),
-                Ok(str0m::Output::Event(e)) => self.on_event(e),
-                Err(_) => {
-                    self.events.push_back(RoomEvent::Closed);
-                    if !self.rtc.is_alive() {
-                        return Output::Timeout(now + Duration::from_secs(3600));
-                    }
-                }
+            match poll(&mut self.rtc, &mut self.events, now, || RoomEvent::Closed) {
+                Polled::Output(out) => return out,
+                Polled::Event(e) => self.on_event(e),
             }
         }
     }

@@ -83,6 +83,13 @@ pub struct ServeArgs {
     /// media: serve endpoints; gateway: redirect to a media node; all: both. [default: all]
     #[arg(long, value_parser = parse_role)]
     pub role: Option<NodeRole>,
+    /// TCP port of RTMP ingest (`rtmp://HOST:PORT/live/STREAM`); every shard
+    /// listens on it with SO_REUSEPORT. 0 turns RTMP off. [default: 1935]
+    #[arg(long)]
+    pub rtmp_port: Option<u16>,
+    /// Opus bitrate of audio transcoded from RTMP publishers' AAC, bit/s. [default: 128000]
+    #[arg(long)]
+    pub rtmp_audio_bitrate: Option<u32>,
     /// Base URL other nodes and gateways use for this node's HTTP API.
     /// [default: http://<first --ice-ip>:<http port>]
     #[arg(long)]
@@ -122,6 +129,8 @@ struct FileConfig {
     cluster_secret: Option<String>,
     role: Option<NodeRole>,
     public_url: Option<String>,
+    rtmp_port: Option<u16>,
+    rtmp_audio_bitrate: Option<u32>,
     /// The gateways' table of zones: `[[zones]] name, cidrs, location`.
     #[serde(default)]
     zones: Vec<ZoneSpec>,
@@ -164,6 +173,10 @@ pub struct Settings {
     /// STUN claims per second and shard passed to the control thread (0: no limit).
     pub stun_claims_per_second: u32,
     pub consent_timeout: Duration,
+    /// RTMP ingest's TCP port; None: off.
+    pub rtmp_port: Option<u16>,
+    /// Opus bitrate of transcoded AAC, bit/s.
+    pub rtmp_audio_bitrate: u32,
     /// None: a single node, no cluster port.
     pub cluster: Option<ClusterSettings>,
 }
@@ -188,6 +201,8 @@ pub enum ConfigError {
     Zones(String),
     #[error("--auth-secret must be at least 16 bytes (32 random bytes recommended), got {0}")]
     AuthSecret(usize),
+    #[error("--rtmp-audio-bitrate must be between 6000 and 510000 bit/s (Opus), got {0}")]
+    AudioBitrate(u32),
 }
 
 impl Settings {
@@ -248,6 +263,15 @@ impl Settings {
                 .or(file.stun_claims_per_second)
                 .unwrap_or(1000),
             consent_timeout: Duration::from_secs(20),
+            rtmp_port: Some(args.rtmp_port.or(file.rtmp_port).unwrap_or(1935)).filter(|p| *p != 0),
+            rtmp_audio_bitrate: match args
+                .rtmp_audio_bitrate
+                .or(file.rtmp_audio_bitrate)
+                .unwrap_or(128_000)
+            {
+                b @ 6_000..=510_000 => b,
+                b => return Err(ConfigError::AudioBitrate(b)),
+            },
             cluster: None,
         })
         .and_then(|mut settings| {

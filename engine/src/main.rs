@@ -133,6 +133,9 @@ fn serve(args: &ServeArgs) {
                 settings.shards,
                 if settings.pin { ", pinned" } else { "" }
             );
+            if let Some(rtmp) = node.rtmp_addr {
+                tracing::info!("rtmp ingest: rtmp://{rtmp}/live/STREAM");
+            }
             node.wait();
         }
         Err(e) => {

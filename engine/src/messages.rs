@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use corecast_cluster::{ClusterView, NodeLoad, PeerRecord};
-use corecast_media::{ChannelId, CloseReason, CodecInfo, Endpoint, MediaPacket, SlotId};
+use corecast_media::{
+    ChannelId, CloseReason, CodecInfo, Endpoint, MediaPacket, Refusal, SlotId, TransportKind,
+};
 
 pub use corecast_media::ConnId;
 
@@ -48,6 +50,12 @@ pub enum ShardCommand {
     },
     /// A message for the user on the connection's RPC stream.
     Rpc { conn: ConnId, text: String },
+    /// The answer to a [`ControlEvent::PublishRequest`]: publish as this
+    /// peer, or the refusal.
+    Admit {
+        conn: ConnId,
+        answer: Result<String, Refusal>,
+    },
     /// Which shards (bit per shard) hold subscribers of a channel.
     Fanout { channel: ChannelId, shards: u64 },
     /// Whether local publishers' packets of a channel also go to the
@@ -111,6 +119,15 @@ pub enum ControlEvent {
     Rpc { conn: ConnId, text: String },
     /// A slot sent the first packet of the channel it plays.
     SlotLive { conn: ConnId, slot: SlotId },
+    /// A connection the shard accepted itself (RTMP) asks to publish into
+    /// `room`; answer with [`ShardCommand::Admit`].
+    PublishRequest {
+        conn: ConnId,
+        shard: usize,
+        transport: TransportKind,
+        room: String,
+        token: Option<String>,
+    },
     /// A room peer on another node appeared (`up`) or went away.
     RemotePeer { up: bool, record: PeerRecord },
     /// The cluster as shard 0 sees it, every second.

@@ -69,6 +69,20 @@ shard_metrics! {
     control_outbox_drops_total, "counter", "Lifecycle events dropped because the shard's outbox was full (never expected).";
     timer_wakeups_total, "counter", "Wake-ups of the shard's timer task.";
     endpoint_timeouts_total, "counter", "Time inputs given to endpoints whose timeout was due.";
+    rtmp_connections, "gauge", "RTMP connections the shard holds.";
+    rtmp_connections_total, "counter", "RTMP connections the shard accepted.";
+    rtmp_rejected_total, "counter", "RTMP connections closed at once because the shard was at --max-endpoints-per-shard.";
+    rtmp_bytes_total, "counter", "Bytes received on RTMP connections.";
+    rtmp_video_frames_total, "counter", "H.264 frames received from RTMP publishers.";
+    rtmp_audio_frames_total, "counter", "Opus frames published from RTMP publishers (transcoded from AAC or passed through).";
+    rtmp_b_frames_total, "counter", "Video frames with B-frame reordering (composition time) from RTMP publishers: WebRTC players show them out of order.";
+    rtmp_transcode_microseconds_total, "counter", "Time the shard spent transcoding AAC to Opus.";
+    rtmp_audio_errors_total, "counter", "AAC configurations or frames that could not be decoded.";
+    rtmp_unsupported_frames_total, "counter", "Frames of a codec corecast does not forward (HEVC, VP6, MP3, ...), dropped.";
+    rtmp_ignored_total, "counter", "RTMP messages and tags not read (metadata, commands corecast does not serve, media before publish).";
+    rtmp_protocol_errors_total, "counter", "RTMP connections closed for a protocol error (bad handshake, chunk stream, AMF, limits).";
+    rtmp_timeouts_total, "counter", "RTMP connections closed by the handshake or idle timeout.";
+    rtmp_write_overflows_total, "counter", "RTMP connections closed because they did not read what the server sent.";
 }
 
 /// Upper bounds of the latency buckets, in microseconds.

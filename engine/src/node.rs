@@ -11,8 +11,8 @@ use crate::config::{ClusterSettings, Settings};
 use crate::control::{self, ControlHandle};
 use crate::mesh;
 use crate::metrics::ShardMetrics;
-use crate::shard::{spawn_shard, ClusterSetup, ShardSetup};
-use crate::socket::{bind_cluster_socket, bind_media_socket};
+use crate::shard::{spawn_shard, ClusterSetup, ShardSetup, StreamSettings};
+use crate::socket::{bind_cluster_socket, bind_media_socket, bind_stream_listener};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,11 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on the RTMP port {addr} (--rtmp-port; 0 turns RTMP off): {source}")]
+    Rtmp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start shard {shard}: {source}")]
     Shard {
         shard: usize,
@@ -46,6 +51,8 @@ pub struct Node {
     pub media_addrs: Vec<SocketAddr>,
     /// The cluster socket's address, when clustered.
     pub cluster_addr: Option<SocketAddr>,
+    /// The RTMP listeners' address, when RTMP is on.
+    pub rtmp_addr: Option<SocketAddr>,
     control: ControlHandle,
     shards: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -73,6 +80,26 @@ impl Node {
             }
             sockets.push(mine);
         }
+        let mut rtmp: Vec<Option<std::net::TcpListener>> = Vec::new();
+        let mut rtmp_addr = None;
+        if let Some(mut port) = settings.rtmp_port {
+            for _ in 0..settings.shards {
+                let addr = SocketAddr::from(([0, 0, 0, 0], port));
+                let l = bind_stream_listener(addr)
+                    .map_err(|source| NodeError::Rtmp { addr, source })?;
+                let local = l
+                    .local_addr()
+                    .map_err(|source| NodeError::Rtmp { addr, source })?;
+                port = local.port();
+                rtmp_addr = Some(local);
+                rtmp.push(Some(l));
+            }
+        } else {
+            rtmp.resize_with(settings.shards, || None);
+        }
+        let node16 = settings.cluster.as_ref().map_or(0, |c| c.node_id as u16);
+        let mut rtmp_config = corecast_rtmp::RtmpConfig::default();
+        rtmp_config.audio_bitrate = settings.rtmp_audio_bitrate;
         let addr = settings.http;
         let listener =
             std::net::TcpListener::bind(addr).map_err(|source| NodeError::Http { addr, source })?;
@@ -92,9 +119,10 @@ impl Node {
         let (control_tx, control_rx) = flume::bounded(4096);
         let mut command_txs = Vec::new();
         let mut shards = Vec::new();
-        for (id, (links, sockets)) in mesh::wire(settings.shards)
+        for (id, ((links, sockets), rtmp)) in mesh::wire(settings.shards)
             .into_iter()
             .zip(sockets)
+            .zip(rtmp)
             .enumerate()
         {
             let (tx, rx) = flume::bounded(1024);
@@ -110,6 +138,12 @@ impl Node {
                 metrics: metrics[id].clone(),
                 cluster: if id == 0 { cluster.take() } else { None },
                 claims_per_second: settings.stun_claims_per_second,
+                rtmp,
+                streams: StreamSettings {
+                    node: node16,
+                    rtmp: rtmp_config.clone(),
+                    max_endpoints: settings.max_endpoints_per_shard,
+                },
             };
             shards
                 .push(spawn_shard(setup).map_err(|source| NodeError::Shard { shard: id, source })?);
@@ -119,6 +153,7 @@ impl Node {
             http_addr,
             media_addrs,
             cluster_addr,
+            rtmp_addr,
             control,
             shards,
         })

@@ -32,6 +32,17 @@ fn bind_udp(addr: SocketAddr, buffer: usize, reuse_port: bool) -> io::Result<Udp
     Ok(socket.into())
 }
 
+/// Binds a listening TCP socket with `SO_REUSEPORT` (one per shard: the
+/// kernel spreads connections over them).
+pub fn bind_stream_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// This host's non-loopback IPv4 addresses, or 127.0.0.1 when it has none.
 pub fn host_addresses() -> Vec<IpAddr> {
     let mut out = Vec::new();

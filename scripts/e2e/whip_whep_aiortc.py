@@ -2,11 +2,11 @@
 """End-to-end WHIP/WHEP test of a corecast server with aiortc peers.
 
 Full run (the default):
-  1. an aiortc WHIP publisher sends lavfi test video (320x240 at 30 fps) and a
-     440 Hz sine (Opus) to POST {server}/whip/{stream};
+  1. an aiortc WHIP publisher sends lavfi test video (--size, 320x240 by
+     default, at 30 fps) and a 440 Hz sine (Opus) to POST {server}/whip/{stream};
   2. --viewers aiortc WHEP viewers POST recvonly offers to {server}/whep/{stream}
      and decode what they receive;
-  3. every viewer must decode --frames video frames of 320x240 and 10 audio
+  3. every viewer must decode --frames video frames of --size and 10 audio
      frames within --timeout seconds, and hear the 440 Hz tone (dominant
      frequency of a second of its decoded audio within 5 Hz);
   4. every session is ended with DELETE {Location} (200 expected), and
@@ -23,7 +23,12 @@ Roles for tests that mix in other peers (e.g. a browser):
                   --timeout seconds, then DELETEs its session.
   --view-only     only the viewers (steps 2, 3 and their DELETEs); the
                   publisher is someone else, so the tone is checked only
-                  with --tone HZ.
+                  with --tone HZ, and --size is the size it sends.
+
+--progress prints one line a second while the viewers wait for their frames:
+  progress t=SECONDS video=N1,N2,... audio=M1,M2,... min_video=MIN
+(frames decoded so far by each viewer, in viewer order), for drivers that
+check when frames arrive, e.g. across a publisher's restart.
 
 Each check prints PASS or FAIL; the last line is "N passed, M failed", and the
 exit status is 0 only when nothing failed.
@@ -31,6 +36,7 @@ exit status is 0 only when nothing failed.
 Usage:
   python3 scripts/e2e/whip_whep_aiortc.py --server http://127.0.0.1:8080 \
       --stream NAME [--viewers 3] [--frames 60] [--timeout 60] [--token T]
+      [--size 320x240] [--progress]
 """
 
 import argparse
@@ -57,7 +63,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
-VIDEO_SOURCE = "testsrc2=size=320x240:rate=30"
+VIDEO_SOURCE = "testsrc2=size=320x240:rate=30"  # the publisher's picture at VIDEO_SIZE
 TONE_HZ = 440
 TONE_TOLERANCE_HZ = 5
 AUDIO_SOURCE = f"sine=f={TONE_HZ}:sample_rate=48000"
@@ -65,7 +71,7 @@ AUDIO_SOURCE = f"sine=f={TONE_HZ}:sample_rate=48000"
 # frames, where the decoder starts).
 TONE_SKIP_FRAMES = 10
 TONE_SECONDS = 1.0
-VIDEO_SIZE = (320, 240)
+VIDEO_SIZE = (320, 240)  # the default of --size
 MIN_AUDIO_FRAMES = 10
 METRICS_TIMEOUT_S = 10.0
 HTTP_TIMEOUT_S = 15.0
@@ -247,9 +253,16 @@ class Publisher:
                     track.stop()
 
 
-def open_publisher(video_codec: str) -> Publisher:
+def video_source(size: tuple[int, int]) -> str:
+    """The lavfi test picture of `size` (VIDEO_SOURCE at VIDEO_SIZE)."""
+    if size == VIDEO_SIZE:
+        return VIDEO_SOURCE
+    return f"testsrc2=size={size[0]}x{size[1]}:rate=30"
+
+
+def open_publisher(video_codec: str, size: tuple[int, int] = VIDEO_SIZE) -> Publisher:
     pc = new_peer_connection()
-    video = MediaPlayer(VIDEO_SOURCE, format="lavfi")
+    video = MediaPlayer(video_source(size), format="lavfi")
     audio = MediaPlayer(AUDIO_SOURCE, format="lavfi")
     pc.addTransceiver(audio.audio, direction="sendonly")
     prefer_video_codec(pc.addTransceiver(video.video, direction="sendonly"), video_codec)
@@ -270,6 +283,8 @@ class Viewer:
     sample_rate: int = 48000
     tracks: list = field(default_factory=list)
     consumers: list = field(default_factory=list)
+    # The only frame size counted (others are listed in other_sizes).
+    size: tuple = VIDEO_SIZE
 
     def done(self, want_frames: int) -> bool:
         return self.video_frames >= want_frames and self.audio_frames >= MIN_AUDIO_FRAMES
@@ -278,7 +293,7 @@ class Viewer:
         sizes = f", other sizes {self.other_sizes}" if self.other_sizes else ""
         return (
             f"{self.video_frames}/{want_frames} video frames of "
-            f"{VIDEO_SIZE[0]}x{VIDEO_SIZE[1]}{sizes}, "
+            f"{self.size[0]}x{self.size[1]}{sizes}, "
             f"{self.audio_frames}/{MIN_AUDIO_FRAMES} audio frames, "
             f"tracks {self.tracks}, {connection_states(self.session.pc)}"
         )
@@ -288,12 +303,11 @@ class Viewer:
             self.audio_frames += 1
             if self.audio_frames > TONE_SKIP_FRAMES:
                 self.listen(frame)
-        elif (frame.width, frame.height) == VIDEO_SIZE:
+        elif (frame.width, frame.height) == tuple(self.size):
             self.video_frames += 1
         else:
             size = f"{frame.width}x{frame.height}"
             self.other_sizes[size] = self.other_sizes.get(size, 0) + 1
-
 
     def listen(self, frame) -> None:
         """Keep TONE_SECONDS of the first channel of s16 audio."""
@@ -323,9 +337,9 @@ async def consume(viewer: Viewer, track) -> None:
         pass
 
 
-def open_viewer(index: int, video_codec: str) -> Viewer:
+def open_viewer(index: int, video_codec: str, size: tuple[int, int] = VIDEO_SIZE) -> Viewer:
     pc = new_peer_connection()
-    viewer = Viewer(Session(f"viewer {index}", pc))
+    viewer = Viewer(Session(f"viewer {index}", pc), size=size)
     prefer_video_codec(pc.addTransceiver("video", direction="recvonly"), video_codec)
     pc.addTransceiver("audio", direction="recvonly")
 
@@ -375,6 +389,21 @@ async def wait_for_frames(
         )
 
 
+async def print_progress(viewers: list[Viewer], every: float = 1.0) -> None:
+    """--progress: one line a second with every viewer's frame counts."""
+    start = time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        video = [v.video_frames for v in viewers]
+        audio = [v.audio_frames for v in viewers]
+        print(
+            f"progress t={time.monotonic() - start:.1f} "
+            f"video={','.join(map(str, video))} audio={','.join(map(str, audio))} "
+            f"min_video={min(video)}",
+            flush=True,
+        )
+
+
 # ---------------------------------------------------------------- metrics
 
 
@@ -421,7 +450,7 @@ async def wait_endpoints_zero(http: aiohttp.ClientSession, server: str, report: 
 
 
 async def start_publisher(http, args, report: Report) -> Publisher:
-    publisher = open_publisher(args.video_codec)
+    publisher = open_publisher(args.video_codec, args.size)
     url = f"{args.server}/whip/{args.stream}"
     if await negotiate(http, report, publisher.session, url, args.token):
         log(f"publishing on {publisher.session.location}")
@@ -429,7 +458,7 @@ async def start_publisher(http, args, report: Report) -> Publisher:
 
 
 async def start_viewers(http, args, report: Report) -> list[Viewer]:
-    viewers = [open_viewer(i + 1, args.video_codec) for i in range(args.viewers)]
+    viewers = [open_viewer(i + 1, args.video_codec, args.size) for i in range(args.viewers)]
     url = f"{args.server}/whep/{args.stream}"
     await asyncio.gather(
         *(negotiate(http, report, v.session, url, args.token) for v in viewers)
@@ -473,9 +502,12 @@ async def run_publish_only(http, args, report: Report) -> None:
 
 async def run_view_only(http, args, report: Report) -> None:
     viewers = await start_viewers(http, args, report)
+    progress = asyncio.ensure_future(print_progress(viewers)) if args.progress else None
     try:
         await wait_for_frames(viewers, args.frames, args.timeout, report, args.tone)
     finally:
+        if progress:
+            progress.cancel()
         await end_sessions(http, args, report, [v.session for v in viewers])
         stop_viewers(viewers)
 
@@ -488,17 +520,22 @@ async def run_full(http, args, report: Report) -> None:
         publisher.stop_media()
         return
     viewers: list[Viewer] = []
+    progress = None
     try:
         if args.join_after > 0:
             log(f"viewers join in {args.join_after:g} s")
             await asyncio.sleep(args.join_after)
             await check_wrapped(publisher, args, report)
         viewers = await start_viewers(http, args, report)
+        if args.progress:
+            progress = asyncio.ensure_future(print_progress(viewers))
         # The publisher is ours: it sends the sine.
         await wait_for_frames(viewers, args.frames, args.timeout, report, TONE_HZ)
         if not all(v.done(args.frames) for v in viewers):
             log(f"publisher: {connection_states(publisher.session.pc)}")
     finally:
+        if progress:
+            progress.cancel()
         sessions = [publisher.session] + [v.session for v in viewers]
         await end_sessions(http, args, report, sessions)
         stop_viewers(viewers)
@@ -548,7 +585,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stream", required=True, help="stream (room) name")
     p.add_argument("--viewers", type=int, default=3, help="number of WHEP viewers (default 3)")
     p.add_argument("--frames", type=int, default=60,
-                   help="video frames of 320x240 each viewer must decode (default 60)")
+                   help="video frames of --size each viewer must decode (default 60)")
+    p.add_argument("--size", default=f"{VIDEO_SIZE[0]}x{VIDEO_SIZE[1]}", metavar="WxH",
+                   help="the video frame size the viewers count (and a full run's publisher "
+                        f"sends); default {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]}")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds to wait for media; with --publish-only, how long to publish")
     p.add_argument("--token", help="bearer token for WHIP/WHEP requests")
@@ -564,6 +604,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(a full run always checks its own 440 Hz sine)")
     p.add_argument("--join-after", type=float, default=0.0,
                    help="seconds the viewers join after the publisher (full run)")
+    p.add_argument("--progress", action="store_true",
+                   help="print every viewer's frame counts once a second while waiting")
     p.add_argument("-v", "--verbose", action="store_true", help="log aiortc/aioice at INFO")
     roles = p.add_mutually_exclusive_group()
     roles.add_argument("--publish-only", action="store_true",
@@ -576,6 +618,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--viewers must be at least 1")
     if args.start_seq is not None and not 0 <= args.start_seq < 65536:
         p.error("--start-seq must be in 0..65535")
+    size = re.fullmatch(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})", args.size)
+    if not size:
+        p.error(f"--size must be WIDTHxHEIGHT, e.g. 640x360 (got {args.size!r})")
+    args.size = (int(size.group(1)), int(size.group(2)))
     return args
 
 

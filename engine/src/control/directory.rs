@@ -163,6 +163,8 @@ pub struct Directory {
     pub(super) cluster_subscribed: HashSet<ChannelId>,
     /// SDK requests refused, by error code.
     pub(super) rpc_errors: BTreeMap<&'static str, u64>,
+    /// In-band publish requests (RTMP) refused, by reason.
+    publish_refused: BTreeMap<&'static str, u64>,
     /// Whether this node is part of a cluster (shard 0 drives it).
     pub(super) clustered: bool,
 }
@@ -184,6 +186,7 @@ impl Directory {
             local_channels: HashSet::new(),
             cluster_subscribed: HashSet::new(),
             rpc_errors: BTreeMap::new(),
+            publish_refused: BTreeMap::new(),
             clustered,
         }
     }
@@ -316,6 +319,47 @@ impl Directory {
                 joined: false,
             },
         );
+    }
+
+    /// A connection a shard accepted itself (RTMP): placed there from the
+    /// start.
+    pub(super) fn insert_placed(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        peer: &str,
+        transport: TransportKind,
+        shard: usize,
+        now: Instant,
+    ) {
+        self.conns.insert(
+            conn,
+            Conn {
+                room: room.to_string(),
+                peer: peer.to_string(),
+                transport,
+                ufrag: String::new(),
+                place: Place::Shard {
+                    shard,
+                    since: now,
+                    acked: true,
+                },
+                receivable: Vec::new(),
+                routed: 0,
+                subs: Vec::new(),
+                slots: Vec::new(),
+                joined: false,
+            },
+        );
+    }
+
+    /// Counts a refused in-band publish request.
+    pub(super) fn count_publish_refused(
+        &mut self,
+        _transport: TransportKind,
+        reason: &'static str,
+    ) {
+        *self.publish_refused.entry(reason).or_default() += 1;
     }
 
     /// Ends a connection (DELETE). Returns whether it existed.
@@ -590,6 +634,17 @@ impl Directory {
             ControlEvent::UfragChanged { conn, ufrag } => self.set_ufrag(conn, ufrag),
             ControlEvent::Rpc { conn, text } => self.on_rpc(now, conn, &text),
             ControlEvent::SlotLive { conn, slot } => self.on_slot_live(conn, slot),
+            // Authorized by the control thread, which holds the credentials
+            // (see `control::stream_publish`).
+            ControlEvent::PublishRequest { conn, shard, .. } => self.send(
+                shard,
+                ShardCommand::Admit {
+                    conn,
+                    answer: Err(corecast_media::Refusal::Unavailable(
+                        "not authorized".to_string(),
+                    )),
+                },
+            ),
         }
     }
 
@@ -678,6 +733,25 @@ impl Directory {
         for (code, n) in codes {
             let _ = writeln!(out, "{name}{{code=\"{code}\"}} {n}");
         }
+        let name = "corecast_rtmp_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} RTMP connections refused or dropped, by reason.\n# TYPE {name} counter"
+        );
+        let mut reasons = self.publish_refused.clone();
+        for (reason, n) in [
+            ("bad_name", 0),
+            ("denied", 0),
+            ("protocol", sum(|m| &m.rtmp_protocol_errors_total)),
+            ("timeout", sum(|m| &m.rtmp_timeouts_total)),
+            ("capacity", sum(|m| &m.rtmp_rejected_total)),
+            ("not_reading", sum(|m| &m.rtmp_write_overflows_total)),
+        ] {
+            *reasons.entry(reason).or_default() += n;
+        }
+        for (reason, n) in reasons {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+        }
         let (mut peers, mut local) = (0, 0);
         for r in self.rooms.values() {
             peers += r.peers.len();
@@ -716,7 +790,7 @@ impl Directory {
                 let whip = r
                     .peers
                     .values()
-                    .filter(|p| p.transport == TransportKind::Whip)
+                    .filter(|p| super::rooms::stream_publisher(p.transport))
                     .min_by_key(|p| p.conn.is_none());
                 if whip.is_none() && r.followers.is_empty() {
                     return None;

@@ -7,6 +7,7 @@ pub mod auth;
 mod directory;
 mod gateway;
 mod http;
+mod ingest;
 mod load;
 mod pages;
 mod rooms;
@@ -151,6 +152,25 @@ pub fn start(
 
 async fn handle_events(control: Arc<Control>, events: flume::Receiver<ControlEvent>) {
     while let Ok(event) = events.recv_async().await {
+        if let ControlEvent::PublishRequest {
+            conn,
+            shard,
+            transport,
+            room,
+            token,
+        } = event
+        {
+            ingest::on_publish_request(
+                &control,
+                Instant::now(),
+                conn,
+                shard,
+                transport,
+                &room,
+                token.as_deref(),
+            );
+            continue;
+        }
         if let ControlEvent::ClusterView(view) = event {
             if let Ok(mut v) = control.view.lock() {
                 *v = Some(*view);

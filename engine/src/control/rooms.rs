@@ -119,6 +119,14 @@ pub(super) fn kind_name(kind: MediaKind) -> &'static str {
     }
 }
 
+/// A peer that publishes one stream as `audio` and `video` under its
+/// connection's name and that WHEP viewers follow: a WHIP or RTMP
+/// publisher. A room has one at a time per node: the newer replaces the
+/// older, whichever transport either came in by.
+pub(super) fn stream_publisher(t: TransportKind) -> bool {
+    matches!(t, TransportKind::Whip | TransportKind::Rtmp)
+}
+
 fn transport_of(name: &str) -> TransportKind {
     match name {
         "whip" => TransportKind::Whip,
@@ -169,20 +177,7 @@ impl Directory {
         now: Instant,
         since_ms: u64,
     ) {
-        let old: Vec<ConnId> = self
-            .rooms
-            .get(room)
-            .map(|r| {
-                r.peers
-                    .values()
-                    .filter(|p| p.transport == TransportKind::Whip)
-                    .filter_map(|p| p.conn)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for o in old {
-            self.end(now, o, "replaced");
-        }
+        self.replace_stream_publishers(now, room);
         let peer = conn.to_string();
         let tracks = tracks_of(endpoint.as_ref());
         self.insert(conn, room, &peer, endpoint, now);
@@ -196,6 +191,61 @@ impl Directory {
             since_ms,
         );
         self.peer_joined(room, &peer);
+    }
+
+    /// A publisher that a shard accepted itself and that asked to publish
+    /// in band (RTMP): like a WHIP publisher, a peer named after its
+    /// connection publishing `audio` (Opus) and `video`. Returns the peer
+    /// name to answer the shard with.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_stream_publisher(
+        &mut self,
+        room: &str,
+        conn: ConnId,
+        shard: usize,
+        transport: TransportKind,
+        audio: Vec<CodecInfo>,
+        video: Vec<CodecInfo>,
+        now: Instant,
+        since_ms: u64,
+    ) -> String {
+        self.replace_stream_publishers(now, room);
+        let peer = conn.to_string();
+        let track = |name: &str, kind: MediaKind, codecs: Vec<CodecInfo>| Track {
+            name: name.to_string(),
+            kind,
+            channel: ChannelId::for_track(room, &peer, name),
+            negotiated: codecs,
+            active: None,
+            muted: false,
+            published: true,
+        };
+        let tracks = vec![
+            track("audio", MediaKind::Audio, audio),
+            track("video", MediaKind::Video, video),
+        ];
+        self.insert_placed(conn, room, &peer, transport, shard, now);
+        self.add_local_peer(room, &peer, conn, transport, Value::Null, tracks, since_ms);
+        self.peer_joined(room, &peer);
+        peer
+    }
+
+    /// Closes the room's stream publishers on this node (`replaced`).
+    fn replace_stream_publishers(&mut self, now: Instant, room: &str) {
+        let old: Vec<ConnId> = self
+            .rooms
+            .get(room)
+            .map(|r| {
+                r.peers
+                    .values()
+                    .filter(|p| stream_publisher(p.transport))
+                    .filter_map(|p| p.conn)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for o in old {
+            self.end(now, o, "replaced");
+        }
     }
 
     /// A WHEP viewer: follows the room's WHIP publisher.
@@ -294,7 +344,7 @@ impl Directory {
         p.joined = true;
         let mut event = peer_json(peer, p);
         event["event"] = json!("peer_joined");
-        let whip = p.transport == TransportKind::Whip;
+        let whip = stream_publisher(p.transport);
         self.announce(room, peer);
         self.peer_event(room, peer, event);
         if whip {
@@ -365,7 +415,7 @@ impl Directory {
         for t in &p.tracks {
             self.end_listeners(t.channel, "peer_left");
         }
-        if p.transport == TransportKind::Whip {
+        if stream_publisher(p.transport) {
             self.refollow(room);
         }
     }
@@ -389,7 +439,7 @@ impl Directory {
         let whip = || {
             r.peers
                 .iter()
-                .filter(|(_, p)| p.transport == TransportKind::Whip && p.joined)
+                .filter(|(_, p)| stream_publisher(p.transport) && p.joined)
         };
         whip()
             .find(|(_, p)| p.conn.is_some())
@@ -918,7 +968,7 @@ impl Directory {
             return;
         }
         t.active = Some(codec);
-        let (published, joined, whip) = (t.published, p.joined, p.transport == TransportKind::Whip);
+        let (published, joined, whip) = (t.published, p.joined, stream_publisher(p.transport));
         let mut event = t.json();
         event["event"] = json!("track_updated");
         event["peer"] = json!(peer);

@@ -10,4 +10,4 @@ mod state;
 pub use cluster::ClusterPort;
 pub use corecast_media::TokenBucket;
 pub use run::{spawn_shard, ClusterSetup, ShardSetup};
-pub use state::Shard;
+pub use state::{Shard, StreamSettings};

@@ -5,7 +5,11 @@
 //! - one receive task per media socket (io_uring `recv_from`);
 //! - a timer task that gives endpoints their timeouts;
 //! - a command task (control thread → shard, bounded flume channel);
-//! - a ring task woken by the doorbell when another shard pushed media.
+//! - a ring task woken by the doorbell when another shard pushed media;
+//! - with `--rtmp-port`, an accept task on the shard's own RTMP listener
+//!   (`SO_REUSEPORT`: the kernel spreads connections over the shards) and a
+//!   reader task per connection, so a publisher's media is read and
+//!   published on the shard that holds it.
 //!
 //! Sends are batched `sendmmsg` calls (non-blocking, UDP GSO for each
 //! viewer's run of packets; see [`crate::udp_send`]) on the socket whose
@@ -14,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +27,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use corecast_cluster::{Cluster, ClusterConfig};
 
-use super::{ClusterPort, Shard};
+use super::{ClusterPort, Shard, StreamSettings};
 use crate::mesh::ShardLinks;
 use crate::messages::{ControlEvent, ShardCommand};
 use crate::metrics::{add, ShardMetrics};
@@ -33,6 +37,9 @@ use crate::udp_send::UdpSender;
 const RECV_BATCH: usize = 32;
 /// Viewers whose queued media is released before the shard sends.
 const FLUSH_GROUP: usize = 8;
+/// Bytes read from a stream connection at once: the bound of what one
+/// connection makes the shard buffer before its endpoint has parsed it.
+const STREAM_READ: usize = 64 * 1024;
 
 /// Everything a shard thread is started with.
 pub struct ShardSetup {
@@ -51,6 +58,9 @@ pub struct ShardSetup {
     /// STUN claims for unknown ufrags passed to the control thread per
     /// second (0: no limit).
     pub claims_per_second: u32,
+    /// The shard's RTMP listener (`SO_REUSEPORT`, listening), if RTMP is on.
+    pub rtmp: Option<std::net::TcpListener>,
+    pub streams: StreamSettings,
 }
 
 /// What shard 0 needs to drive the cluster.
@@ -155,6 +165,8 @@ async fn run(setup: ShardSetup) {
         metrics,
         cluster,
         claims_per_second,
+        rtmp,
+        streams,
         ..
     } = setup;
     let mut senders = Vec::new();
@@ -194,6 +206,7 @@ async fn run(setup: ShardSetup) {
         cluster_port,
         claims_per_second,
     )));
+    shard.borrow_mut().set_stream_settings(streams);
     let senders = Rc::new(Senders {
         sockets: senders,
         cluster: cluster_tx,
@@ -314,6 +327,9 @@ async fn run(setup: ShardSetup) {
             }
         }));
     }
+    if let Some(listener) = rtmp {
+        tasks.push(accept_streams(listener, shard.clone(), senders.clone()));
+    }
     // The command loop ends when the control thread drops its sender: shutdown.
     while let Ok(cmd) = commands.recv_async().await {
         let mut s = shard.borrow_mut();
@@ -321,4 +337,71 @@ async fn run(setup: ShardSetup) {
         senders.send_all(&mut s);
     }
     drop(tasks);
+}
+
+/// Accepts RTMP connections on the shard's listener; each gets a reader
+/// task that feeds its bytes to its endpoint.
+fn accept_streams(
+    listener: std::net::TcpListener,
+    shard: Rc<RefCell<Shard>>,
+    senders: Rc<Senders>,
+) -> glommio::Task<()> {
+    glommio::spawn_local(async move {
+        let Ok(local) = listener.local_addr() else {
+            return;
+        };
+        // SAFETY: a bound, listening TCP socket that we own and give up
+        // here; glommio takes ownership of it.
+        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
+        loop {
+            let stream = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("rtmp accept: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(remote) = stream.peer_addr() else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            // A second handle on the socket, for the shard's non-blocking
+            // writes (acknowledgements, status messages).
+            // SAFETY: dup of a socket fd we hold; the new fd is owned by the
+            // std TcpStream and closed with it.
+            let dup = unsafe { libc::dup(stream.as_raw_fd()) };
+            if dup < 0 {
+                continue;
+            }
+            // SAFETY: `dup` is a fresh fd of a connected TCP socket.
+            let writer = unsafe { std::net::TcpStream::from_raw_fd(dup) };
+            let conn = {
+                let mut s = shard.borrow_mut();
+                let conn = s.accept_stream(Instant::now(), writer, local, remote);
+                senders.send_all(&mut s);
+                conn
+            };
+            let Some(conn) = conn else {
+                continue;
+            };
+            let shard = shard.clone();
+            let senders = senders.clone();
+            glommio::spawn_local(async move {
+                use futures_lite::AsyncReadExt;
+                let mut stream = stream;
+                let mut buf = vec![0u8; STREAM_READ];
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    let mut s = shard.borrow_mut();
+                    let alive = s.on_stream(Instant::now(), conn, &buf[..n]);
+                    senders.send_all(&mut s);
+                    if n == 0 || !alive {
+                        break;
+                    }
+                }
+            })
+            .detach();
+        }
+    })
 }

@@ -1,14 +1,16 @@
 //! The shard's state and handlers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corecast_media::{
     ChannelId, Command, Endpoint, EndpointStats, Event, Input, MediaKind, MediaPacket, Output,
-    RouteKey, SlotId, Transmit,
+    RouteKey, SlotId, Transmit, TransportKind,
 };
+use corecast_rtmp::{RtmpConfig, RtmpEndpoint};
 use corecast_webrtc::stun_local_ufrag;
 
 use super::cluster::ClusterPort;
@@ -25,6 +27,27 @@ pub const MAX_ROUTES_PER_SESSION: usize = 8;
 /// queue holds 4096 and the control thread drains it continuously; this
 /// bound is only reached if the control thread stops.
 pub const CONTROL_OUTBOX_CAP: usize = 65_536;
+/// Bytes a stream connection (RTMP) may leave unread before the shard
+/// closes it. A publisher reads only acknowledgements and status messages.
+pub const MAX_STREAM_BACKLOG: usize = 1 << 20;
+
+/// The TCP connection of a stream endpoint: a non-blocking handle to write
+/// with (the shard's reader task holds the other).
+struct StreamConn {
+    socket: TcpStream,
+    /// Bytes the socket did not take yet.
+    pending: Vec<u8>,
+}
+
+/// What a shard needs to accept stream connections itself (RTMP).
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// The node id's low 16 bits, for connection ids.
+    pub node: u16,
+    pub rtmp: RtmpConfig,
+    /// Endpoints this shard holds before it refuses new connections.
+    pub max_endpoints: usize,
+}
 
 /// An endpoint and what the shard knows about it.
 struct Slot {
@@ -73,6 +96,11 @@ pub struct Shard {
     outbox: VecDeque<ControlEvent>,
     /// STUN claims passed to the control thread per second.
     claims: TokenBucket,
+    /// TCP connections of stream endpoints, by conn.
+    streams: HashMap<ConnId, StreamConn>,
+    /// The shard's number for the next stream connection.
+    next_stream: u64,
+    stream_settings: StreamSettings,
 }
 
 impl Shard {
@@ -104,7 +132,129 @@ impl Shard {
             routes_by_session: HashMap::new(),
             outbox: VecDeque::new(),
             claims: TokenBucket::new(claims_per_second, claims_per_second.max(1)),
+            streams: HashMap::new(),
+            next_stream: 0,
+            stream_settings: StreamSettings {
+                node: 0,
+                rtmp: RtmpConfig::default(),
+                max_endpoints: usize::MAX,
+            },
         }
+    }
+
+    pub fn set_stream_settings(&mut self, settings: StreamSettings) {
+        self.stream_settings = settings;
+    }
+
+    // ---- stream connections (RTMP over TCP) ----
+
+    /// A TCP connection accepted on the shard's RTMP listener; `socket` is
+    /// a handle to write with. Returns its conn, or `None` when the shard
+    /// is full (the caller drops the connection).
+    pub fn accept_stream(
+        &mut self,
+        now: Instant,
+        socket: TcpStream,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<ConnId> {
+        if self.endpoints.len() >= self.stream_settings.max_endpoints {
+            inc(&self.metrics.rtmp_rejected_total);
+            return None;
+        }
+        let _ = socket.set_nonblocking(true);
+        let conn = ConnId::new(self.stream_settings.node, rand::random());
+        let n = self.next_stream;
+        self.next_stream += 1;
+        let random: [u8; 64] = rand::random();
+        let endpoint = RtmpEndpoint::new(
+            self.stream_settings.rtmp.clone(),
+            conn,
+            n,
+            local,
+            remote,
+            now,
+            &random,
+        );
+        let key = RouteKey::Stream(n);
+        self.by_key.insert(key.clone(), conn);
+        self.endpoints.insert(
+            conn,
+            Slot {
+                endpoint: Box::new(endpoint),
+                next_timeout: now,
+                addrs: Vec::new(),
+                key: Some(key),
+                subscriptions: Vec::new(),
+                queued: false,
+                reported: EndpointStats::default(),
+            },
+        );
+        self.streams.insert(
+            conn,
+            StreamConn {
+                socket,
+                pending: Vec::new(),
+            },
+        );
+        self.store_endpoint_count();
+        inc(&self.metrics.rtmp_connections_total);
+        self.metrics.rtmp_connections.store(
+            self.streams.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.drive(now, conn);
+        Some(conn)
+    }
+
+    /// Bytes read from a stream connection (empty: it closed). Returns
+    /// whether the connection goes on.
+    pub fn on_stream(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) -> bool {
+        let Some(slot) = self.endpoints.get_mut(&conn) else {
+            return false;
+        };
+        if let Err(e) = slot.endpoint.handle_input(now, Input::Stream(bytes)) {
+            tracing::debug!("stream {conn}: {e}");
+            inc(&self.metrics.rtmp_protocol_errors_total);
+        }
+        self.drive(now, conn);
+        self.streams.contains_key(&conn)
+    }
+
+    /// Sends (or keeps) bytes toward a stream connection; closes it when it
+    /// does not read.
+    fn write_stream(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return;
+        };
+        s.pending.extend_from_slice(bytes);
+        while !s.pending.is_empty() {
+            match s.socket.write(&s.pending) {
+                Ok(0) => break,
+                Ok(n) => {
+                    s.pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        if s.pending.len() > MAX_STREAM_BACKLOG {
+            inc(&self.metrics.rtmp_write_overflows_total);
+            tracing::info!("stream {conn}: does not read what it is sent, closing");
+            s.pending.clear();
+            if let Some(slot) = self.endpoints.get_mut(&conn) {
+                let _ = slot
+                    .endpoint
+                    .handle_input(Instant::now(), Input::Command(Command::Close));
+            }
+        }
+    }
+
+    fn store_endpoint_count(&self) {
+        self.metrics.endpoints.store(
+            self.endpoints.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The earliest time an endpoint wants a timeout.
@@ -347,6 +497,21 @@ impl Shard {
                     }
                 }
                 let _ = reply.send(result);
+                self.drive(now, conn);
+            }
+            ShardCommand::Admit { conn, answer } => {
+                let admitted = answer.is_ok();
+                let Some(slot) = self.endpoints.get_mut(&conn) else {
+                    return;
+                };
+                let _ = slot
+                    .endpoint
+                    .handle_input(now, Input::Command(Command::Admit(answer)));
+                if admitted {
+                    for t in slot.endpoint.published() {
+                        self.publishers.insert(t.channel, conn);
+                    }
+                }
                 self.drive(now, conn);
             }
             ShardCommand::Rpc { conn, text } => {
@@ -687,6 +852,9 @@ impl Shard {
                 return;
             };
             match slot.endpoint.poll_output(now) {
+                Output::Transmit(t) if self.streams.contains_key(&conn) => {
+                    self.write_stream(conn, &t.contents)
+                }
                 Output::Transmit(t) => self.out.push(t),
                 Output::Timeout(at) => {
                     slot.next_timeout = at;
@@ -717,7 +885,25 @@ impl Shard {
                 });
             }
             Event::Connected => {}
+            Event::PublishRequest { room, token } => {
+                let transport = match self.endpoints.get(&conn) {
+                    Some(s) => s.endpoint.transport(),
+                    None => return,
+                };
+                self.emit(ControlEvent::PublishRequest {
+                    conn,
+                    shard: self.id,
+                    transport,
+                    room,
+                    token,
+                });
+            }
             Event::Closed(reason) => {
+                if reason == corecast_media::CloseReason::ConsentExpired
+                    && self.streams.contains_key(&conn)
+                {
+                    inc(&self.metrics.rtmp_timeouts_total);
+                }
                 self.remove(conn);
                 self.emit(ControlEvent::Closed { conn, reason });
             }
@@ -730,8 +916,27 @@ impl Shard {
             return;
         };
         let now = slot.next_timeout;
+        let stream = self.streams.remove(&conn);
         while let Output::Transmit(t) = slot.endpoint.poll_output(now) {
-            self.out.push(t);
+            match &stream {
+                // What explains a refusal goes out before the close.
+                Some(s) => {
+                    let mut sock = &s.socket;
+                    let _ = sock.write_all(&s.pending);
+                    let _ = sock.write_all(&t.contents);
+                }
+                None => self.out.push(t),
+            }
+        }
+        if let Some(s) = stream {
+            let mut sock = &s.socket;
+            let _ = sock.write_all(&s.pending);
+            // Wakes the shard's reader task of the connection, which ends.
+            let _ = s.socket.shutdown(std::net::Shutdown::Both);
+            self.metrics.rtmp_connections.store(
+                self.streams.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         report_stats(&self.metrics, &mut slot);
         for addr in &slot.addrs {
@@ -791,6 +996,44 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
             was.rpc_rate_limited,
         ),
         (&m.rpc_not_text_total, now.rpc_not_text, was.rpc_not_text),
+    ] {
+        if now != was {
+            add(counter, now - was);
+        }
+    }
+    let (now, was) = (now.ingest, was.ingest);
+    if slot.endpoint.transport() != TransportKind::Rtmp || now == was {
+        return;
+    }
+    for (counter, now, was) in [
+        (&m.rtmp_bytes_total, now.bytes_in, was.bytes_in),
+        (
+            &m.rtmp_video_frames_total,
+            now.video_frames,
+            was.video_frames,
+        ),
+        (
+            &m.rtmp_audio_frames_total,
+            now.audio_frames,
+            was.audio_frames,
+        ),
+        (&m.rtmp_b_frames_total, now.b_frames, was.b_frames),
+        (
+            &m.rtmp_transcode_microseconds_total,
+            now.transcode_ns / 1000,
+            was.transcode_ns / 1000,
+        ),
+        (
+            &m.rtmp_audio_errors_total,
+            now.audio_errors,
+            was.audio_errors,
+        ),
+        (
+            &m.rtmp_unsupported_frames_total,
+            now.unsupported_frames,
+            was.unsupported_frames,
+        ),
+        (&m.rtmp_ignored_total, now.ignored, was.ignored),
     ] {
         if now != was {
             add(counter, now - was);

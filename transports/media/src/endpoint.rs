@@ -184,6 +184,37 @@ pub enum Command {
     Rpc(String),
     /// Close the connection; what is queued on the RPC stream goes out first.
     Close,
+    /// The answer to [`Event::PublishRequest`]: publish as this peer of the
+    /// room, or the refusal to tell the user.
+    Admit(Result<String, Refusal>),
+}
+
+/// Why a publish request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The stream name is not valid.
+    BadName(String),
+    /// Missing or wrong credentials, or a token without the permission.
+    Denied(String),
+    /// The node cannot take it (capacity, shutting down).
+    Unavailable(String),
+}
+
+impl Refusal {
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::BadName(_) => "bad_name",
+            Refusal::Denied(_) => "denied",
+            Refusal::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::BadName(m) | Refusal::Denied(m) | Refusal::Unavailable(m) => m,
+        }
+    }
 }
 
 /// Why an endpoint closed.
@@ -224,6 +255,10 @@ pub enum Event {
     /// A message from the user on the connection's RPC stream (within the
     /// transport's size and rate limits).
     Rpc(String),
+    /// The user asks to publish into `room` in band (RTMP's `publish`),
+    /// with the credentials it gave. The engine authorizes it and answers
+    /// with [`Command::Admit`]; no media comes before.
+    PublishRequest { room: String, token: Option<String> },
     /// The endpoint is finished; drop it.
     Closed(CloseReason),
 }
@@ -265,6 +300,29 @@ pub struct EndpointStats {
     pub rpc_rate_limited: u64,
     /// RPC messages refused because they are not UTF-8 text.
     pub rpc_not_text: u64,
+    /// What a transport that carries frames (RTMP, MoQ, SIP) received.
+    pub ingest: IngestStats,
+}
+
+/// Counters of an endpoint that receives frames and turns them into RTP
+/// (RTMP today).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Bytes received on its connection.
+    pub bytes_in: u64,
+    pub video_frames: u64,
+    /// Audio frames published (after any transcoding).
+    pub audio_frames: u64,
+    /// Video frames that need reordering (B-frames).
+    pub b_frames: u64,
+    /// Time spent transcoding, nanoseconds.
+    pub transcode_ns: u64,
+    /// Audio that could not be decoded.
+    pub audio_errors: u64,
+    /// Frames of a codec that is not forwarded.
+    pub unsupported_frames: u64,
+    /// Messages or tags not read.
+    pub ignored: u64,
 }
 
 /// Why an input was refused.

@@ -31,8 +31,8 @@ mod wire;
 pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
 pub use endpoint::{
-    CloseReason, Command, ConnId, Endpoint, EndpointStats, Event, Input, InputError, Output,
-    PublishedTrack, RouteKey, SessionId, Slot, SlotId, Transmit, TransportKind,
+    CloseReason, Command, ConnId, Endpoint, EndpointStats, Event, IngestStats, Input, InputError,
+    Output, PublishedTrack, Refusal, RouteKey, SessionId, Slot, SlotId, Transmit, TransportKind,
 };
 pub use keyframe::is_keyframe_start;
 pub use packet::MediaPacket;

@@ -1208,6 +1208,8 @@ impl corecast_media::Endpoint for Endpoint {
                 self.close_soon(now);
                 Ok(true)
             }
+            // WebRTC publishers are admitted over HTTP, before they exist.
+            In::Command(Command::Admit(_)) => Err(InputError::Unrecognized),
         }
     }
 

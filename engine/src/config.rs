@@ -177,6 +177,10 @@ pub struct Settings {
     pub rtmp_port: Option<u16>,
     /// Opus bitrate of transcoded AAC, bit/s.
     pub rtmp_audio_bitrate: u32,
+    /// RTMP: from accept to `publish`, at most.
+    pub rtmp_handshake_timeout: Duration,
+    /// RTMP: nothing received for this long closes the connection.
+    pub rtmp_idle_timeout: Duration,
     /// None: a single node, no cluster port.
     pub cluster: Option<ClusterSettings>,
 }
@@ -272,6 +276,8 @@ impl Settings {
                 b @ 6_000..=510_000 => b,
                 b => return Err(ConfigError::AudioBitrate(b)),
             },
+            rtmp_handshake_timeout: Duration::from_secs(10),
+            rtmp_idle_timeout: Duration::from_secs(30),
             cluster: None,
         })
         .and_then(|mut settings| {

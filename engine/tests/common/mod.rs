@@ -27,6 +27,10 @@ pub fn test_settings(shards: usize) -> Settings {
         max_pending: 2000,
         stun_claims_per_second: 1000,
         consent_timeout: Duration::from_secs(20),
+        rtmp_port: None,
+        rtmp_audio_bitrate: 128_000,
+        rtmp_handshake_timeout: Duration::from_secs(10),
+        rtmp_idle_timeout: Duration::from_secs(30),
         cluster: None,
     }
 }
@@ -235,6 +239,18 @@ impl Peer {
             })
             .collect()
     }
+}
+
+/// Polls `done` every 20 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
 }
 
 /// Pumps every peer until `done` or the deadline.

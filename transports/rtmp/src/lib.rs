@@ -6,7 +6,8 @@
 //! - [`session`]: the server side of a publishing connection;
 //! - [`flv`]: the audio and video tag bodies;
 //! - [`audio`]: AAC to Opus;
-//! - [`endpoint`]: all of it as a [`corecast_media::Endpoint`] the shard drives.
+//! - [`endpoint`]: all of it as a [`corecast_media::Endpoint`] the shard drives;
+//! - [`client`]: a publishing client for tests and the load generator.
 //!
 //! Why not an RTMP crate: rml_rtmp (the sans-IO one) reassembles one
 //! message at a time (chunks of two chunk streams may not interleave),
@@ -18,6 +19,7 @@
 pub mod amf0;
 pub mod audio;
 pub mod chunk;
+pub mod client;
 pub mod endpoint;
 pub mod flv;
 pub mod handshake;

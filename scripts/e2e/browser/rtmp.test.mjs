@@ -139,11 +139,16 @@ const overlay = (page) => page.evaluate(() => {
   return o.hidden ? '' : o.textContent;
 });
 
-/** Waits until /watch decoded `frames` frames of 640x360 H.264. */
+/** Waits until /watch decoded `frames` frames of 640x360 H.264; fails at
+ * once when the server refuses the page's offer for its codecs (the page
+ * would retry forever). */
 async function watchFrames(page, frames, ms = 40_000) {
   const [width, height] = SIZE;
-  const v = await until(`${frames} frames of ${width}x${height} on /watch`, () => inbound(page),
-    (v) => v.frames >= frames && v.width === width && v.height === height, ms);
+  const v = await until(`${frames} frames of ${width}x${height} on /watch`, async () => {
+    const error = await text(page, 'error').catch(() => '');
+    if (/in common/i.test(error)) throw new Error(`/watch cannot play the RTMP stream: ${error}`);
+    return inbound(page);
+  }, (v) => v.frames >= frames && v.width === width && v.height === height, ms);
   log(`/watch decoded ${v.frames} frames of ${v.width}x${v.height} ${v.codec}, `
     + `${v.audioPackets} ${v.audioCodec} packets (${v.audioSamples} samples), reconnects ${v.reconnects}`);
   assert.equal(v.codec, 'video/H264', 'RTMP H.264 is passed through');

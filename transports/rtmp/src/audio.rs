@@ -261,9 +261,9 @@ impl AacTranscoder {
     ) -> Result<(), AudioError> {
         self.sync(ts_ms);
         let decoded = self.decode(access_unit);
-        self.resample()?;
-        self.encode(out)?;
-        decoded
+        let resampled = self.resample();
+        let encoded = self.encode(out);
+        decoded.and(resampled).and(encoded)
     }
 
     /// Restarts the timeline at `ts_ms` when this is the first unit or when

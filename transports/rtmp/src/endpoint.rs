@@ -469,8 +469,10 @@ impl RtmpEndpoint {
                     tracing::debug!("rtmp {}: AAC frame: {e}", self.conn);
                 }
                 for f in frames.drain(..) {
-                    // The Opus frame's time in FLV milliseconds, for the clock.
-                    let ms = f.rtp_time / 48;
+                    // The Opus frame's time in FLV milliseconds, for the
+                    // clock: within a few frames of this message's.
+                    let off = f.rtp_time.wrapping_sub(ts.wrapping_mul(48)) as i32 / 48;
+                    let ms = ts.wrapping_add(off as u32);
                     self.opus_packet(now, ms, f.rtp_time, f.data, adm.audio);
                 }
                 self.media.opus = frames;

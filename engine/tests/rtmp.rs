@@ -531,3 +531,93 @@ fn hostile_connections_are_refused_counted_and_harmless() {
     drop(idle);
     node.shutdown();
 }
+
+/// An E-RTMP video tag: `1 | frame type | packet type`, FourCC, body.
+fn enhanced(keyframe: bool, packet_type: u8, fourcc: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x80 | (if keyframe { 1 } else { 2 } << 4) | packet_type];
+    b.extend_from_slice(fourcc);
+    b.extend_from_slice(body);
+    b
+}
+
+/// An AV1 OBU with a size field.
+fn obu(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut o = vec![(kind << 3) | 0x02];
+    let mut n = body.len();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            o.push(b);
+            break;
+        }
+        o.push(b | 0x80);
+    }
+    o.extend_from_slice(body);
+    o
+}
+
+#[test]
+fn enhanced_rtmp_av1_passes_through_and_hevc_is_refused() {
+    use corecast_media::av1;
+    let node = Node::start(&rtmp_settings(2)).expect("node starts");
+    let rtmp = node.rtmp_addr.expect("RTMP is on");
+    let config = EndpointConfig::new(vec![]);
+    let viewer = Peer::join_with(
+        &config,
+        node.http_addr,
+        "whep",
+        "av1",
+        corecast_media::Codec::Av1,
+    );
+    let mut viewers = vec![viewer];
+    let mut p = Rtmp::publish(rtmp, "av1").expect("publish");
+    let seq = obu(av1::OBU_SEQUENCE_HEADER, &[0, 0, 0, 0x6a, 0xef, 0xbf]);
+    let mut av1c = vec![0x81, 0x04, 0x0c, 0x00];
+    av1c.extend_from_slice(&seq);
+    p.video(0, &enhanced(true, 0, b"av01", &av1c));
+    let frame = |i: u32| -> Vec<u8> {
+        let len = if i % 10 == 0 { 4000 } else { 600 };
+        (0..len).map(|k| (k * 3 + i) as u8).collect()
+    };
+    let mut want = Vec::new();
+    for i in 0..20u32 {
+        let mut tu = obu(av1::OBU_TEMPORAL_DELIMITER, &[]);
+        tu.extend_from_slice(&obu(6, &frame(i)));
+        // CodedFramesX (3): no composition time.
+        p.video(i * 33, &enhanced(i % 10 == 0, 3, b"av01", &tu));
+        if i % 10 == 0 {
+            want.extend(av1::obus(&seq).unwrap());
+        }
+        want.extend(av1::obus(&obu(6, &frame(i))).unwrap());
+        pump_until(&mut viewers, Duration::from_millis(8), |_| false);
+    }
+    let got = |v: &Peer| {
+        let mut d = av1::Depacketizer::default();
+        let mut out = Vec::new();
+        for pl in v.payloads(MediaKind::Video) {
+            d.push(&pl, &mut out).expect("valid AV1 payloads in order");
+        }
+        out
+    };
+    let done = pump_until(&mut viewers, Duration::from_secs(5), |vs| {
+        got(&vs[0]).len() >= want.len()
+    });
+    assert!(done, "{} of {} OBUs", got(&viewers[0]).len(), want.len());
+    assert!(got(&viewers[0]) == want, "the OBUs differ from those sent");
+    let streams = http(node.http_addr, "GET", "/api/streams", &[], b"").body;
+    assert!(streams.contains("AV1"), "{streams}");
+
+    // HEVC: the encoder is told why and the connection closes.
+    let mut h = Rtmp::publish(rtmp, "hevc").expect("publish");
+    h.video(0, &enhanced(true, 0, b"hvc1", &[1, 2, 3]));
+    let mut answer = Vec::new();
+    let _ = h.sock.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains("NetStream.Publish.Failed") && text.contains("HEVC"),
+        "the encoder hears why"
+    );
+    assert!(metric(node.http_addr, "corecast_rtmp_unsupported_frames_total") >= 1);
+    node.shutdown();
+}

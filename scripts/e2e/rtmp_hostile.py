@@ -30,10 +30,9 @@ import socket
 import sys
 import time
 
-# How long the server gives a client to finish the RTMP handshake before it
-# closes the connection. An assumption until the server has its constant:
-# replace it with the real value from transports/rtmp (or pass
-# --handshake-timeout).
+# How long the server gives a connection from accept to `publish` before it
+# closes it: RtmpConfig::handshake_timeout in transports/rtmp/src/endpoint.rs
+# (keep the two equal, or pass --handshake-timeout).
 HANDSHAKE_TIMEOUT_S = 10.0
 # Scheduling slack on top of the timeout (a loaded 2-core runner).
 SLACK_S = 3.0

@@ -18,6 +18,7 @@
 //! - [`endpoint`]: the one interface a shard drives every transport through
 //!   ([`Endpoint`], [`ConnId`], slots, published tracks, inputs and outputs).
 
+pub mod av1;
 mod channel;
 mod codec;
 pub mod endpoint;
@@ -26,6 +27,7 @@ mod keyframe;
 mod packet;
 mod ratelimit;
 mod rewrite;
+pub mod vp9;
 mod wire;
 
 pub use channel::ChannelId;

@@ -11,7 +11,9 @@
 //!    before the connection closes);
 //! 3. media: H.264 access units become RTP payloads (RFC 6184 mode 1, SPS
 //!    and PPS before every IDR) on the `video` track at 90 kHz from the FLV
-//!    timestamps; AAC is transcoded to Opus ([`crate::audio`]) on the
+//!    timestamps, and so do Enhanced RTMP's AV1 (the sequence header before
+//!    every keyframe) and VP9; HEVC and legacy codecs end the publish with
+//!    `NetStream.Publish.Failed` and why; AAC is transcoded to Opus ([`crate::audio`]) on the
 //!    `audio` track at 48 kHz; Opus (E-RTMP) is passed through. Both tracks
 //!    take their wall clock from the FLV timestamps, so viewers' sender
 //!    reports keep them in sync;
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corecast_media::h264::{self, AvcConfig};
+use corecast_media::{av1, vp9};
 use corecast_media::{
     ChannelId, CloseReason, Codec, CodecInfo, Command, ConnId, Endpoint, EndpointStats, Event,
     IngestStats, Input, InputError, MediaKind, MediaPacket, Output, PublishedTrack, Refusal,
@@ -118,6 +121,10 @@ struct Media {
     audio_seq: u64,
     /// The first FLV timestamp and when it arrived: the tracks' wall clock.
     base: Option<(u32, Instant)>,
+    /// The AV1 sequence header of the `av1C` configuration.
+    av1_sequence: Option<Vec<u8>>,
+    /// The VP9 picture id of the next frame (15 bits).
+    picture_id: u16,
     b_frames_logged: bool,
     unsupported_logged: bool,
     payloads: Vec<Vec<u8>>,
@@ -190,6 +197,8 @@ impl RtmpEndpoint {
                 audio_codec_sent: false,
                 audio_seq: 0,
                 base: None,
+                av1_sequence: None,
+                picture_id: 0,
                 b_frames_logged: false,
                 unsupported_logged: false,
                 payloads: Vec::new(),
@@ -349,23 +358,119 @@ impl RtmpEndpoint {
             },
             VideoTag::Frame {
                 codec: VideoCodec::H264,
-                keyframe,
+                keyframe: _,
                 composition_ms,
                 data,
-            } => self.h264_frame(now, ts, keyframe, composition_ms, data, adm.video),
+            } => self.h264_frame(now, ts, composition_ms, data, adm.video),
+            VideoTag::Sequence {
+                codec: VideoCodec::Av1,
+                config,
+            } => {
+                self.media.av1_sequence = av1::config_sequence_header(config);
+                self.video_codec(CodecInfo::new(Codec::Av1, 90_000), adm.video);
+            }
+            VideoTag::Sequence {
+                codec: VideoCodec::Vp9,
+                ..
+            } => self.video_codec(CodecInfo::new(Codec::Vp9, 90_000), adm.video),
+            VideoTag::Frame {
+                codec: VideoCodec::Av1,
+                keyframe,
+                data,
+                ..
+            } => {
+                let Some(codec) = self.media.video_codec.filter(|c| c.codec == Codec::Av1) else {
+                    self.stats.ignored += 1;
+                    return;
+                };
+                let Ok(obus) = av1::obus(data) else {
+                    self.stats.ignored += 1;
+                    return;
+                };
+                let mut payloads = std::mem::take(&mut self.media.payloads);
+                let seq = self.media.av1_sequence.as_deref();
+                av1::packetize(&obus, keyframe, seq, MAX_PAYLOAD, &mut payloads);
+                self.video_packets(now, ts, codec, adm.video, &mut payloads);
+                self.media.payloads = payloads;
+            }
+            VideoTag::Frame {
+                codec: VideoCodec::Vp9,
+                keyframe,
+                data,
+                ..
+            } => {
+                let Some(codec) = self.media.video_codec.filter(|c| c.codec == Codec::Vp9) else {
+                    self.stats.ignored += 1;
+                    return;
+                };
+                let mut payloads = std::mem::take(&mut self.media.payloads);
+                vp9::packetize(
+                    data,
+                    keyframe,
+                    self.media.picture_id,
+                    MAX_PAYLOAD,
+                    &mut payloads,
+                );
+                self.media.picture_id = self.media.picture_id.wrapping_add(1) & 0x7fff;
+                self.video_packets(now, ts, codec, adm.video, &mut payloads);
+                self.media.payloads = payloads;
+            }
             VideoTag::Sequence { codec, .. } | VideoTag::Frame { codec, .. } => {
+                // HEVC and the legacy codecs: WebRTC viewers cannot play
+                // them. The encoder hears why and the connection closes.
                 self.stats.unsupported_frames += 1;
-                if !self.media.unsupported_logged {
-                    self.media.unsupported_logged = true;
-                    tracing::warn!(
-                        "rtmp {}: video codec {} is not forwarded (only H.264): \
-                         set the encoder to H.264",
-                        self.conn,
-                        codec.name()
-                    );
-                }
+                let why = format!(
+                    "video codec {} is not forwarded: WebRTC viewers cannot play it; \
+                     publish H.264, AV1 or VP9",
+                    codec.name()
+                );
+                tracing::warn!("rtmp {}: {why}", self.conn);
+                self.session
+                    .fail_publish("NetStream.Publish.Failed", &why, &mut self.tx);
+                self.flush_tx();
+                self.close(CloseReason::Closed);
             }
             VideoTag::End { .. } | VideoTag::Ignored { .. } => self.stats.ignored += 1,
+        }
+    }
+
+    /// The video track's codec is `info` from now on.
+    fn video_codec(&mut self, info: CodecInfo, channel: ChannelId) {
+        if self.media.video_codec != Some(info) {
+            self.media.video_codec = Some(info);
+            self.out
+                .push_back(Output::Event(Event::ActiveCodec(channel, info)));
+        }
+    }
+
+    /// Publishes one frame's payloads (the last carries the marker).
+    fn video_packets(
+        &mut self,
+        now: Instant,
+        ts: u32,
+        codec: CodecInfo,
+        channel: ChannelId,
+        payloads: &mut Vec<Vec<u8>>,
+    ) {
+        self.stats.video_frames += 1;
+        let rtp_time = ts.wrapping_mul(90);
+        let wallclock = self.wallclock(now, ts);
+        let n = payloads.len();
+        for (i, p) in payloads.drain(..).enumerate() {
+            let packet = MediaPacket {
+                channel,
+                kind: MediaKind::Video,
+                codec,
+                seq: self.media.video_seq,
+                rtp_time,
+                marker: i + 1 == n,
+                arrival: now,
+                wallclock,
+                orientation: None,
+                payload: Arc::from(p),
+            };
+            self.media.video_seq += 1;
+            self.out.push_back(Output::Event(Event::Media(packet)));
         }
     }
 
@@ -373,17 +478,18 @@ impl RtmpEndpoint {
         &mut self,
         now: Instant,
         ts: u32,
-        keyframe: bool,
         composition_ms: i32,
         data: &[u8],
         channel: ChannelId,
     ) {
-        let (Some(avc), Some(codec)) = (self.media.avc.as_ref(), self.media.video_codec) else {
+        let (Some(avc), Some(codec)) = (
+            self.media.avc.as_ref(),
+            self.media.video_codec.filter(|c| c.codec == Codec::H264),
+        ) else {
             // Frames before the sequence header cannot be decoded.
             self.stats.ignored += 1;
             return;
         };
-        self.stats.video_frames += 1;
         if composition_ms != 0 {
             self.stats.b_frames += 1;
             if !self.media.b_frames_logged {
@@ -405,26 +511,7 @@ impl RtmpEndpoint {
         };
         let mut payloads = std::mem::take(&mut self.media.payloads);
         h264::packetize(avc, &nals, MAX_PAYLOAD, &mut payloads);
-        let _ = keyframe;
-        let rtp_time = ts.wrapping_mul(90);
-        let wallclock = self.wallclock(now, ts);
-        let n = payloads.len();
-        for (i, p) in payloads.drain(..).enumerate() {
-            let packet = MediaPacket {
-                channel,
-                kind: MediaKind::Video,
-                codec,
-                seq: self.media.video_seq,
-                rtp_time,
-                marker: i + 1 == n,
-                arrival: now,
-                wallclock,
-                orientation: None,
-                payload: Arc::from(p),
-            };
-            self.media.video_seq += 1;
-            self.out.push_back(Output::Event(Event::Media(packet)));
-        }
+        self.video_packets(now, ts, codec, channel, &mut payloads);
         self.media.payloads = payloads;
     }
 

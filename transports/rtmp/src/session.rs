@@ -245,6 +245,17 @@ impl ServerSession {
         self.state = State::Ended;
     }
 
+    /// Ends a publishing stream with an error status (`NetStream.Publish.Failed`
+    /// and why: a codec corecast cannot forward); the caller closes the
+    /// connection once `out` is sent.
+    pub fn fail_publish(&mut self, code: &str, description: &str, out: &mut Vec<u8>) {
+        let State::Publishing { stream_id } = self.state else {
+            return;
+        };
+        self.on_status(out, stream_id, "error", code, description);
+        self.state = State::Ended;
+    }
+
     fn message(
         &mut self,
         m: Message,

@@ -999,7 +999,7 @@ impl Directory {
                     let mut any = false;
                     let fits = same_kind.any(|x| {
                         any = true;
-                        *x == codec
+                        x.plays(&codec)
                     });
                     any && !fits
                 })

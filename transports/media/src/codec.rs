@@ -85,6 +85,47 @@ impl CodecInfo {
     pub fn kind(&self) -> MediaKind {
         self.codec.kind()
     }
+
+    /// Whether a receiver that negotiated `self` can play a stream of
+    /// `stream`: the same codec, or for H.264 (same packetization mode) a
+    /// profile whose decoders decode the stream's: Constrained Baseline ⊂
+    /// Main ⊂ High ⊂ High 10 ⊂ High 4:2:2 ⊂ High 4:4:4 Predictive. Browsers
+    /// offer a few profiles only (Chromium: 42, 4d and f4, no High), and a
+    /// stream passed through from an encoder (RTMP) is often High.
+    pub fn plays(&self, stream: &CodecInfo) -> bool {
+        if self == stream {
+            return true;
+        }
+        if self.codec != Codec::H264
+            || stream.codec != Codec::H264
+            || self.clock_rate != stream.clock_rate
+            || self.h264_packetization_mode != stream.h264_packetization_mode
+        {
+            return false;
+        }
+        match (
+            self.h264_profile.and_then(h264_rank),
+            stream.h264_profile.and_then(h264_rank),
+        ) {
+            (Some(receiver), Some(stream)) => receiver >= stream,
+            _ => false,
+        }
+    }
+}
+
+/// The place of an H.264 profile (`profile_idc`) in the chain of profiles
+/// whose decoders decode the ones before; `None` for the others (Extended,
+/// the scalable and multiview profiles).
+fn h264_rank(profile_idc: u16) -> Option<u8> {
+    Some(match profile_idc {
+        0x42 => 0,
+        0x4d => 1,
+        0x64 => 2,
+        0x6e => 3,
+        0x7a => 4,
+        0xf4 => 5,
+        _ => return None,
+    })
 }
 
 impl fmt::Display for CodecInfo {
@@ -97,5 +138,41 @@ impl fmt::Display for CodecInfo {
             write!(f, " packetization-mode={m}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h264(profile: u16) -> CodecInfo {
+        CodecInfo {
+            codec: Codec::H264,
+            clock_rate: 90_000,
+            h264_profile: Some(profile),
+            h264_packetization_mode: Some(1),
+        }
+    }
+
+    #[test]
+    fn h264_decoders_play_lower_profiles() {
+        // Chromium's High 4:4:4 Predictive plays an encoder's High stream.
+        assert!(h264(0xf4).plays(&h264(0x64)));
+        assert!(h264(0x64).plays(&h264(0x4d)));
+        assert!(h264(0x4d).plays(&h264(0x42)));
+        assert!(h264(0x42).plays(&h264(0x42)));
+        // Not the other way, not across packetization modes or codecs.
+        assert!(!h264(0x42).plays(&h264(0x64)));
+        assert!(!h264(0x4d).plays(&h264(0x64)));
+        let mut mode0 = h264(0xf4);
+        mode0.h264_packetization_mode = Some(0);
+        assert!(!mode0.plays(&h264(0x42)));
+        assert!(
+            !h264(0x58).plays(&h264(0x42)),
+            "Extended is not in the chain"
+        );
+        let vp8 = CodecInfo::new(Codec::Vp8, 90_000);
+        assert!(vp8.plays(&vp8));
+        assert!(!vp8.plays(&h264(0x42)));
     }
 }

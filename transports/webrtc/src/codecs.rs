@@ -37,13 +37,27 @@ pub fn server_codecs() -> CodecConfig {
     all.enable_amr_wb(false);
     all.enable_h265(false);
     all.enable_h266(false);
-    let kept = all
+    let kept: Vec<PayloadParams> = all
         .params()
         .iter()
         .filter(|p| codec_info(p).is_some_and(|c| c.h264_packetization_mode != Some(0)))
         .cloned()
         .collect();
-    CodecConfig::new_from_payload_params(kept)
+    let mut config = CodecConfig::new_from_payload_params(kept);
+    // High 4:4:4 Predictive: what Chromium offers instead of High. Its
+    // decoders play every lower profile (see `CodecInfo::plays`), so a
+    // High stream (an RTMP encoder's) reaches such viewers.
+    let used: Vec<u8> = config
+        .params()
+        .iter()
+        .flat_map(|p| [Some(*p.pt()), p.resend().map(|r| *r)])
+        .flatten()
+        .collect();
+    let mut free = (96u8..=127).chain(35..=63).filter(|pt| !used.contains(pt));
+    if let (Some(pt), Some(rtx)) = (free.next(), free.next()) {
+        config.add_h264(pt.into(), Some(rtx.into()), true, 0xf4001f);
+    }
+    config
 }
 
 /// The server codecs restricted to those in `allowed` for the kinds that
@@ -56,7 +70,7 @@ pub(crate) fn restricted_codecs(allowed: &[CodecInfo]) -> CodecConfig {
         .iter()
         .filter(|p| {
             codec_info(p).is_some_and(|c| {
-                allowed.contains(&c) || !allowed.iter().any(|a| a.kind() == c.kind())
+                allowed.iter().any(|a| c.plays(a)) || !allowed.iter().any(|a| a.kind() == c.kind())
             })
         })
         .cloned()
@@ -83,6 +97,8 @@ mod tests {
             .filter(|c| c.codec == Codec::H264)
             .all(|c| c.h264_packetization_mode == Some(1)));
         assert!(!infos.iter().any(|c| c.codec == Codec::Pcmu));
+        // High 4:4:4 Predictive, which Chromium offers instead of High.
+        assert!(infos.iter().any(|c| c.h264_profile == Some(0xf4)));
     }
 
     #[test]

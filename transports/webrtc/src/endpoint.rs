@@ -1083,11 +1083,18 @@ impl Endpoint {
         let mid = self.sent[idx].mid;
         let negotiated = self.rtc.media(mid)?.remote_pts().to_vec();
         let params = self.rtc.codec_config().params();
-        let pt = negotiated.into_iter().find(|pt| {
-            params
-                .iter()
-                .any(|p| p.pt() == *pt && codec_info(p) == Some(codec))
-        })?;
+        // The codec itself, else one whose decoders play it (an H.264
+        // profile above the stream's).
+        let info = |pt: &Pt| params.iter().find(|p| p.pt() == *pt).and_then(codec_info);
+        let pt = negotiated
+            .iter()
+            .find(|pt| info(pt) == Some(codec))
+            .or_else(|| {
+                negotiated
+                    .iter()
+                    .find(|pt| info(pt).is_some_and(|c| c.plays(&codec)))
+            })
+            .copied()?;
         self.sent[idx].pt_cache = Some((codec, pt));
         Some(pt)
     }

@@ -98,10 +98,12 @@ impl Node {
             rtmp.resize_with(settings.shards, || None);
         }
         let node16 = settings.cluster.as_ref().map_or(0, |c| c.node_id as u16);
-        let mut rtmp_config = corecast_rtmp::RtmpConfig::default();
-        rtmp_config.audio_bitrate = settings.rtmp_audio_bitrate;
-        rtmp_config.handshake_timeout = settings.rtmp_handshake_timeout;
-        rtmp_config.idle_timeout = settings.rtmp_idle_timeout;
+        let rtmp_config = corecast_rtmp::RtmpConfig {
+            audio_bitrate: settings.rtmp_audio_bitrate,
+            handshake_timeout: settings.rtmp_handshake_timeout,
+            idle_timeout: settings.rtmp_idle_timeout,
+            ..Default::default()
+        };
         let addr = settings.http;
         let listener =
             std::net::TcpListener::bind(addr).map_err(|source| NodeError::Http { addr, source })?;

@@ -85,7 +85,7 @@ impl Rtmp {
 /// Frame `i` of the generated stream: a keyframe every 10, sizes that need
 /// FU-A fragments, bytes that name the frame.
 fn frame_nals(i: u32) -> Vec<u8> {
-    let (header, len) = if i % 10 == 0 {
+    let (header, len) = if i.is_multiple_of(10) {
         (0x65, 3000 + i as usize)
     } else {
         (0x41, 700 + i as usize)
@@ -100,7 +100,7 @@ fn frame_nals(i: u32) -> Vec<u8> {
 fn expected_nals(from: u32, to: u32) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for i in from..to {
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             out.push(SPS.to_vec());
             out.push(PPS.to_vec());
         }
@@ -115,7 +115,7 @@ fn send_frames(p: &mut Rtmp, viewers: &mut [Peer], from: u32, to: u32, aac: &mut
     for i in from..to {
         let ts = i * 33;
         let nal = frame_nals(i);
-        p.video(ts, &tags::avc_frame(i % 10 == 0, 0, &[&nal]));
+        p.video(ts, &tags::avc_frame(i.is_multiple_of(10), 0, &[&nal]));
         aac.send_until(p, ts);
         pump_until(viewers, Duration::from_millis(8), |_| false);
     }
@@ -577,7 +577,7 @@ fn enhanced_rtmp_av1_passes_through_and_hevc_is_refused() {
     av1c.extend_from_slice(&seq);
     p.video(0, &enhanced(true, 0, b"av01", &av1c));
     let frame = |i: u32| -> Vec<u8> {
-        let len = if i % 10 == 0 { 4000 } else { 600 };
+        let len = if i.is_multiple_of(10) { 4000 } else { 600 };
         (0..len).map(|k| (k * 3 + i) as u8).collect()
     };
     let mut want = Vec::new();
@@ -585,8 +585,8 @@ fn enhanced_rtmp_av1_passes_through_and_hevc_is_refused() {
         let mut tu = obu(av1::OBU_TEMPORAL_DELIMITER, &[]);
         tu.extend_from_slice(&obu(6, &frame(i)));
         // CodedFramesX (3): no composition time.
-        p.video(i * 33, &enhanced(i % 10 == 0, 3, b"av01", &tu));
-        if i % 10 == 0 {
+        p.video(i * 33, &enhanced(i.is_multiple_of(10), 3, b"av01", &tu));
+        if i.is_multiple_of(10) {
             want.extend(av1::obus(&seq).unwrap());
         }
         want.extend(av1::obus(&obu(6, &frame(i))).unwrap());

@@ -966,6 +966,7 @@ mod tests {
             ShardCommand::Cluster(_) => "cluster".into(),
             ShardCommand::Signal { .. } => "signal".into(),
             ShardCommand::Rpc { conn, .. } => format!("rpc {conn}"),
+            ShardCommand::Admit { conn, .. } => format!("admit {conn}"),
         }
     }
 

@@ -281,7 +281,12 @@ impl Directory {
             ));
         }
         let required = t.required();
-        if !required.is_empty() && !slot.codecs.iter().any(|c| required.contains(c)) {
+        if !required.is_empty()
+            && !slot
+                .codecs
+                .iter()
+                .any(|c| required.iter().any(|r| c.plays(r)))
+        {
             return Err(err(
                 "no_common_codec",
                 format!("slot {} did not negotiate the track's codec", slot.label),

@@ -214,11 +214,11 @@ impl Endpoint {
             if wanted.is_empty() {
                 continue;
             }
-            let has = ep
-                .sent
-                .iter()
-                .filter(|t| t.kind == kind)
-                .any(|t| ep.negotiated(t.mid).iter().any(|c| wanted.contains(c)));
+            let has = ep.sent.iter().filter(|t| t.kind == kind).any(|t| {
+                ep.negotiated(t.mid)
+                    .iter()
+                    .any(|c| wanted.iter().any(|w| c.plays(w)))
+            });
             if !has {
                 let wanted = wanted
                     .iter()

@@ -410,7 +410,28 @@ mod tests {
         assert_eq!(s.socket_buffer, 8 << 20);
         assert_eq!(s.max_pending, 2000);
         assert_eq!(s.stun_claims_per_second, 1000);
+        assert_eq!(s.rtmp_port, Some(1935));
+        assert_eq!(s.rtmp_audio_bitrate, 128_000);
         assert!(s.cluster.is_none());
+    }
+
+    #[test]
+    fn rtmp_is_on_by_default_and_zero_turns_it_off() {
+        let s = Settings::from_args(&ServeArgs::default()).unwrap();
+        assert_eq!(s.rtmp_port, Some(1935));
+        let off = ServeArgs {
+            rtmp_port: Some(0),
+            ..ServeArgs::default()
+        };
+        assert_eq!(Settings::from_args(&off).unwrap().rtmp_port, None);
+        let bad = ServeArgs {
+            rtmp_audio_bitrate: Some(1_000_000),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(
+            Settings::from_args(&bad),
+            Err(ConfigError::AudioBitrate(1_000_000))
+        ));
     }
 
     #[test]

@@ -83,6 +83,16 @@ impl Node {
         let mut rtmp: Vec<Option<std::net::TcpListener>> = Vec::new();
         let mut rtmp_addr = None;
         if let Some(mut port) = settings.rtmp_port {
+            if port != 0 {
+                // SO_REUSEPORT would let this node share the port with
+                // another process that holds it (another corecast): each
+                // would get half the encoders. Bind it alone first.
+                let addr = SocketAddr::from(([0, 0, 0, 0], port));
+                drop(
+                    std::net::TcpListener::bind(addr)
+                        .map_err(|source| NodeError::Rtmp { addr, source })?,
+                );
+            }
             for _ in 0..settings.shards {
                 let addr = SocketAddr::from(([0, 0, 0, 0], port));
                 let l = bind_stream_listener(addr)

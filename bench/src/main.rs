@@ -125,6 +125,13 @@ fn print_load(s: &load::LoadSummary) {
         opt(s.setup_per_s_per_core)
     );
     println!("| server peak RSS (MiB) | {} |", opt(s.server_rss_mb));
+    if s.rtmp {
+        println!("| RTMP publishers failed | {} |", s.rtmp_failures);
+        println!(
+            "| AAC to Opus, server CPU ms per second per stream | {} |",
+            opt(s.transcode_ms_per_s_per_stream)
+        );
+    }
 }
 
 fn print_rooms(s: &rooms::RoomsSummary) {

@@ -30,6 +30,10 @@ Roles for tests that mix in other peers (e.g. a browser):
 (frames decoded so far by each viewer, in viewer order), for drivers that
 check when frames arrive, e.g. across a publisher's restart.
 
+--report-first-frame prints, for each viewer, how long after its WHEP POST
+it decoded its first video frame and its first audio frame (join time):
+  first-frame viewer N: video=MS ms audio=MS ms
+
 Each check prints PASS or FAIL; the last line is "N passed, M failed", and the
 exit status is 0 only when nothing failed.
 
@@ -158,6 +162,8 @@ class Session:
     label: str
     pc: RTCPeerConnection
     location: Optional[str] = None
+    # time.monotonic() when its offer was POSTed.
+    posted_at: Optional[float] = None
 
 
 def auth_headers(token: Optional[str]) -> dict:
@@ -197,6 +203,7 @@ async def negotiate(
     """Send the session's full offer, apply the answer, record the Location."""
     offer = await create_full_offer(session.pc)
     sdp_log.info("%s offer:\n%s", session.label, offer)
+    session.posted_at = time.monotonic()
     location, answer, problem = await post_offer(http, url, offer, token)
     if answer:
         sdp_log.info("%s answer:\n%s", session.label, answer)
@@ -285,6 +292,9 @@ class Viewer:
     consumers: list = field(default_factory=list)
     # The only frame size counted (others are listed in other_sizes).
     size: tuple = VIDEO_SIZE
+    # time.monotonic() of the first decoded frame of each kind.
+    first_video: Optional[float] = None
+    first_audio: Optional[float] = None
 
     def done(self, want_frames: int) -> bool:
         return self.video_frames >= want_frames and self.audio_frames >= MIN_AUDIO_FRAMES
@@ -299,6 +309,10 @@ class Viewer:
         )
 
     def count(self, kind: str, frame) -> None:
+        if kind == "audio" and self.first_audio is None:
+            self.first_audio = time.monotonic()
+        if kind == "video" and self.first_video is None:
+            self.first_video = time.monotonic()
         if kind == "audio":
             self.audio_frames += 1
             if self.audio_frames > TONE_SKIP_FRAMES:
@@ -308,6 +322,14 @@ class Viewer:
         else:
             size = f"{frame.width}x{frame.height}"
             self.other_sizes[size] = self.other_sizes.get(size, 0) + 1
+
+    def first_frames(self) -> str:
+        """--report-first-frame: ms from the WHEP POST to the first frames."""
+        def ms(t: Optional[float]) -> str:
+            if t is None or self.session.posted_at is None:
+                return "none"
+            return f"{(t - self.session.posted_at) * 1000:.0f}"
+        return f"video={ms(self.first_video)} ms audio={ms(self.first_audio)} ms"
 
     def listen(self, frame) -> None:
         """Keep TONE_SECONDS of the first channel of s16 audio."""
@@ -505,6 +527,9 @@ async def run_view_only(http, args, report: Report) -> None:
     progress = asyncio.ensure_future(print_progress(viewers)) if args.progress else None
     try:
         await wait_for_frames(viewers, args.frames, args.timeout, report, args.tone)
+        if args.report_first_frame:
+            for v in viewers:
+                print(f"first-frame {v.session.label}: {v.first_frames()}", flush=True)
     finally:
         if progress:
             progress.cancel()
@@ -531,6 +556,9 @@ async def run_full(http, args, report: Report) -> None:
             progress = asyncio.ensure_future(print_progress(viewers))
         # The publisher is ours: it sends the sine.
         await wait_for_frames(viewers, args.frames, args.timeout, report, TONE_HZ)
+        if args.report_first_frame:
+            for v in viewers:
+                print(f"first-frame {v.session.label}: {v.first_frames()}", flush=True)
         if not all(v.done(args.frames) for v in viewers):
             log(f"publisher: {connection_states(publisher.session.pc)}")
     finally:
@@ -606,6 +634,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds the viewers join after the publisher (full run)")
     p.add_argument("--progress", action="store_true",
                    help="print every viewer's frame counts once a second while waiting")
+    p.add_argument("--report-first-frame", action="store_true",
+                   help="print each viewer's time from its WHEP POST to its first decoded "
+                        "video and audio frame")
     p.add_argument("-v", "--verbose", action="store_true", help="log aiortc/aioice at INFO")
     roles = p.add_mutually_exclusive_group()
     roles.add_argument("--publish-only", action="store_true",

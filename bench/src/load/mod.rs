@@ -2,6 +2,7 @@
 //! with live lines, a final table and a JSON summary.
 
 mod pacer;
+pub mod rtmp;
 pub mod schedule;
 mod shard;
 mod signal;
@@ -82,6 +83,11 @@ pub struct LoadArgs {
     /// Prefix of the stream names (stream i is PREFIX-i).
     #[arg(long, default_value = "bench")]
     pub stream_prefix: String,
+    /// Publish over RTMP instead of WHIP, to this URL template
+    /// (`rtmp://127.0.0.1:1935/live/{stream}`): H.264 probes and AAC audio
+    /// that the server transcodes to Opus; viewers negotiate H.264.
+    #[arg(long)]
+    pub rtmp: Option<String>,
 }
 
 /// The result of a run.
@@ -117,6 +123,13 @@ pub struct LoadSummary {
     pub join_p99_ms: f64,
     pub setup_per_s: f64,
     pub setup_per_s_per_core: Option<f64>,
+    /// Publishers were RTMP encoders (`--rtmp`).
+    pub rtmp: bool,
+    /// RTMP publishers that failed to publish or stopped.
+    pub rtmp_failures: u64,
+    /// Server CPU spent transcoding AAC to Opus, milliseconds per second
+    /// per publisher (from its `corecast_rtmp_transcode_microseconds_total`).
+    pub transcode_ms_per_s_per_stream: Option<f64>,
 }
 
 /// A measurement window: cumulative counters at its start.
@@ -135,6 +148,8 @@ struct Run {
     interval: Totals,
     viewers: u64,
     last_line: Instant,
+    /// Packets RTMP publishers sent (they run outside the shards).
+    rtmp_sent: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Run {
@@ -143,6 +158,9 @@ impl Run {
         let mut t = Totals::default();
         for s in &self.latest {
             t.merge_counts(s);
+        }
+        if let Some(sent) = &self.rtmp_sent {
+            t.sent += sent.load(std::sync::atomic::Ordering::Relaxed);
         }
         t
     }
@@ -275,7 +293,13 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         parse_bitrate(&args.bitrate).ok_or_else(|| format!("bad --bitrate {}", args.bitrate))?;
     HttpUrl::parse(&expand(&args.whip, "x")).map_err(|e| e.to_string())?;
     HttpUrl::parse(&expand(&args.whep, "x")).map_err(|e| e.to_string())?;
-    let plan = MediaPlan::standard(bitrate, args.pacing);
+    let mut plan = MediaPlan::standard(bitrate, args.pacing);
+    if let Some(t) = &args.rtmp {
+        rtmp::parse_url(&expand(t, "x")).ok_or_else(|| format!("bad --rtmp {t}"))?;
+        // One NAL unit per packet, each small enough for the server to
+        // send it whole (corecast_rtmp::endpoint::MAX_PAYLOAD).
+        plan.max_payload = 1100;
+    }
     let epoch = Instant::now();
     let signal = signal::start(4);
     let (report_tx, report_rx) = flume::unbounded();
@@ -295,6 +319,7 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
             commands: rx,
             reports: report_tx.clone(),
             signal: signal.clone(),
+            rtmp: args.rtmp.is_some(),
         };
         handles.push(shard::spawn(setup).map_err(|e| e.to_string())?);
     }
@@ -307,14 +332,33 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         interval: Totals::default(),
         viewers: 0,
         last_line: Instant::now(),
+        rtmp_sent: None,
     };
 
-    for i in 0..args.publishers {
-        let stream = format!("{}-{i}", args.stream_prefix);
-        let url = HttpUrl::parse(&expand(&args.whip, &stream)).map_err(|e| e.to_string())?;
-        let _ = run.commands[i as usize % shards].send(ShardCmd::AddPublisher { index: i, url });
+    let mut encoders = None;
+    if let Some(template) = &args.rtmp {
+        let urls = (0..args.publishers)
+            .map(|i| (i, expand(template, &format!("{}-{i}", args.stream_prefix))))
+            .collect();
+        let p = rtmp::start(urls, plan, epoch);
+        run.rtmp_sent = Some(p.sent.clone());
+        encoders = Some(p);
+    } else {
+        for i in 0..args.publishers {
+            let stream = format!("{}-{i}", args.stream_prefix);
+            let url = HttpUrl::parse(&expand(&args.whip, &stream)).map_err(|e| e.to_string())?;
+            let _ =
+                run.commands[i as usize % shards].send(ShardCmd::AddPublisher { index: i, url });
+        }
     }
     run.pump(Duration::from_secs(2));
+    let metrics_url = HttpUrl::parse(&expand(&args.whep, "x"))
+        .map(|u| u.join("/metrics"))
+        .map_err(|e| e.to_string())?;
+    let transcode_us = || -> Option<f64> {
+        let r = crate::url::request(&metrics_url, "GET", None, None, b"").ok()?;
+        rtmp::metric_sum(&r.body, "corecast_rtmp_transcode_microseconds_total")
+    };
 
     let mut summary = LoadSummary {
         publishers: args.publishers,
@@ -329,7 +373,14 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         setup_rate(&run, &setup_start, took, &mut summary);
         run.pump(Duration::from_secs(1));
         summary.max_viewers = run.cumulative().sessions_up;
-        measure(&mut run, args.duration)
+        let (before, at) = (transcode_us(), Instant::now());
+        let m = measure(&mut run, args.duration);
+        if let (Some(a), Some(b), true) = (before, transcode_us(), args.rtmp.is_some()) {
+            let secs = at.elapsed().as_secs_f64().max(1e-9);
+            let per_stream = (b - a) / 1000.0 / secs / f64::from(args.publishers.max(1));
+            summary.transcode_ms_per_s_per_stream = Some(per_stream);
+        }
+        m
     };
 
     let c = run.cumulative();
@@ -354,6 +405,11 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
     summary.jitter_ms_max = c.jitter_ms_max;
     summary.server_rss_mb = args.server_pid.and_then(procfs::peak_rss_mb);
 
+    summary.rtmp = args.rtmp.is_some();
+    if let Some(p) = encoders {
+        summary.rtmp_failures = p.failures.load(std::sync::atomic::Ordering::Relaxed);
+        p.stop();
+    }
     for tx in &run.commands {
         let _ = tx.send(ShardCmd::Stop);
     }

@@ -52,6 +52,10 @@ pub struct ShardSetup {
     pub commands: flume::Receiver<ShardCmd>,
     pub reports: flume::Sender<ShardReport>,
     pub signal: flume::Sender<SignalRequest>,
+    /// The publishers are RTMP encoders: viewers negotiate H.264, skip the
+    /// parameter sets before keyframes and count the transcoded audio
+    /// without checking it.
+    pub rtmp: bool,
 }
 
 struct PublisherState {
@@ -84,6 +88,7 @@ struct State {
     peers: Vec<Peer>,
     totals: Totals,
     buf: Vec<u8>,
+    rtmp: bool,
 }
 
 pub fn spawn(setup: ShardSetup) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
@@ -112,10 +117,21 @@ impl State {
                     peer.next_timeout = at;
                     return;
                 }
-                Output::Event(ClientEvent::Media { payload, .. }) => {
+                Output::Event(ClientEvent::Media { payload, kind, .. }) => {
                     let Some(viewer) = peer.viewer.as_mut() else {
                         continue;
                     };
+                    if self.rtmp {
+                        match kind {
+                            // SPS and PPS (a STAP-A) before each keyframe.
+                            MediaKind::Video if payload.first().map(|b| b & 0x1f) == Some(24) => {
+                                continue
+                            }
+                            // Opus transcoded from the encoder's AAC.
+                            MediaKind::Audio => continue,
+                            MediaKind::Video => {}
+                        }
+                    }
                     match payload::decode(&payload) {
                         Ok(probe) => {
                             if !viewer.joined {
@@ -222,6 +238,7 @@ async fn run(setup: ShardSetup) {
         peers: Vec::new(),
         totals: Totals::default(),
         buf: Vec::with_capacity(2048),
+        rtmp: setup.rtmp,
     }));
     let config = EndpointConfig::new(Vec::new());
     let stop = Rc::new(std::cell::Cell::new(false));
@@ -263,6 +280,11 @@ async fn run(setup: ShardSetup) {
         let signal = setup.signal.clone();
         let token = setup.token.clone();
         let local_ip = setup.local_ip;
+        let video = if setup.rtmp {
+            corecast_media::Codec::H264
+        } else {
+            corecast_media::Codec::Vp8
+        };
         receivers.push(glommio::spawn_local(async move {
             add_peer(
                 state,
@@ -273,6 +295,7 @@ async fn run(setup: ShardSetup) {
                 publisher,
                 publisher_index,
                 url,
+                video,
             )
             .await;
         }));
@@ -306,6 +329,7 @@ async fn add_peer(
     publisher: bool,
     publisher_index: u32,
     url: HttpUrl,
+    video: corecast_media::Codec,
 ) {
     let fail = |state: &Rc<RefCell<State>>, why: &str| {
         state.borrow_mut().totals.session_failures += 1;
@@ -324,8 +348,10 @@ async fn add_peer(
     let now = Instant::now();
     let made = if publisher {
         Client::publisher(&config, now, local)
-    } else {
+    } else if video == corecast_media::Codec::Vp8 {
         Client::viewer(&config, now, local)
+    } else {
+        Client::with_video_codec(&config, now, local, false, video)
     };
     let Ok((mut client, offer)) = made else {
         return fail(&state, "offer");

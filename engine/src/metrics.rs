@@ -73,7 +73,7 @@ shard_metrics! {
     rtmp_connections_total, "counter", "RTMP connections the shard accepted.";
     rtmp_rejected_total, "counter", "RTMP connections closed at once because the shard was at --max-endpoints-per-shard.";
     rtmp_bytes_total, "counter", "Bytes received on RTMP connections.";
-    rtmp_video_frames_total, "counter", "H.264 frames received from RTMP publishers.";
+    rtmp_video_frames_total, "counter", "Video frames (H.264, AV1, VP9) received from RTMP publishers.";
     rtmp_audio_frames_total, "counter", "Opus frames published from RTMP publishers (transcoded from AAC or passed through).";
     rtmp_b_frames_total, "counter", "Video frames with B-frame reordering (composition time) from RTMP publishers: WebRTC players show them out of order.";
     rtmp_transcode_microseconds_total, "counter", "Time the shard spent transcoding AAC to Opus.";
@@ -81,6 +81,8 @@ shard_metrics! {
     rtmp_unsupported_frames_total, "counter", "Frames of a codec corecast does not forward (HEVC, VP6, MP3, ...), dropped.";
     rtmp_ignored_total, "counter", "RTMP messages and tags not read (metadata, commands corecast does not serve, media before publish).";
     rtmp_protocol_errors_total, "counter", "RTMP connections closed for a protocol error (bad handshake, chunk stream, AMF, limits).";
+    rtmp_play_refused_total, "counter", "RTMP play requests refused (corecast ingests RTMP; viewers watch over WHEP).";
+    rtmp_codec_refused_total, "counter", "RTMP publishes ended because their video codec cannot be forwarded (HEVC, legacy codecs).";
     rtmp_timeouts_total, "counter", "RTMP connections closed by the handshake or idle timeout.";
     rtmp_write_overflows_total, "counter", "RTMP connections closed because they did not read what the server sent.";
 }

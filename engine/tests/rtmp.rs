@@ -376,6 +376,34 @@ fn publish_needs_a_valid_name_and_credentials() {
     node.shutdown();
 }
 
+/// `corecast_rtmp_refused_total{reason}`.
+fn refused_metric(http: SocketAddr, reason: &str) -> u64 {
+    let m = http_get_metrics(http);
+    let prefix = format!("corecast_rtmp_refused_total{{reason=\"{reason}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn http_get_metrics(http: SocketAddr) -> String {
+    common::http(http, "GET", "/metrics", &[], b"").body
+}
+
+/// Raises the soft limit of open files to `want` (at most the hard limit).
+fn raise_fd_limit(want: u64) {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < want {
+            l.rlim_cur = want.min(l.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 /// Sends `bytes` on a new connection and reports whether the server closed
 /// it within `limit`.
 fn closed_after(addr: SocketAddr, bytes: &[u8], limit: Duration) -> bool {
@@ -407,8 +435,10 @@ fn after_handshake(chunks: &[u8]) -> Vec<u8> {
 fn hostile_connections_are_refused_counted_and_harmless() {
     let node = Node::start(&rtmp_settings(2)).expect("node starts");
     let rtmp = node.rtmp_addr.expect("RTMP is on");
-    // 300 idle connections, open the whole time.
-    let idle: Vec<TcpStream> = (0..300)
+    // 500 idle connections, open the whole time (1000 descriptors in this
+    // process: raise the soft limit where it is 1024).
+    raise_fd_limit(4096);
+    let idle: Vec<TcpStream> = (0..500)
         .map(|_| TcpStream::connect(rtmp).unwrap())
         .collect();
     // A real stream goes on meanwhile.
@@ -518,7 +548,7 @@ fn hostile_connections_are_refused_counted_and_harmless() {
             .unwrap_or(0)
     };
     assert!(
-        common::wait_for(Duration::from_secs(10), || refused("timeout") >= 300),
+        common::wait_for(Duration::from_secs(10), || refused("timeout") >= 500),
         "idle connections time out: {}",
         refused("timeout")
     );
@@ -558,7 +588,7 @@ fn obu(kind: u8, body: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn enhanced_rtmp_av1_passes_through_and_hevc_is_refused() {
+fn enhanced_rtmp_av1_passes_through() {
     use corecast_media::av1;
     let node = Node::start(&rtmp_settings(2)).expect("node starts");
     let rtmp = node.rtmp_addr.expect("RTMP is on");
@@ -608,6 +638,52 @@ fn enhanced_rtmp_av1_passes_through_and_hevc_is_refused() {
     let streams = http(node.http_addr, "GET", "/api/streams", &[], b"").body;
     assert!(streams.contains("AV1"), "{streams}");
 
+    node.shutdown();
+}
+
+#[test]
+fn enhanced_rtmp_opus_passes_through() {
+    let node = Node::start(&rtmp_settings(1)).expect("node starts");
+    let rtmp = node.rtmp_addr.expect("RTMP is on");
+    let mut viewers = vec![whep_viewer(&node, "opus")];
+    let mut p = Rtmp::publish(rtmp, "opus").expect("publish");
+    // E-RTMP audio: ExHeader (9), packet type, FourCC, the Opus packet.
+    let audio = |packet_type: u8, body: &[u8]| {
+        let mut b = vec![0x90 | packet_type];
+        b.extend_from_slice(b"Opus");
+        b.extend_from_slice(body);
+        b
+    };
+    p.audio(0, &audio(0, b"OpusHead\x01\x02\x38\x01\x80\xbb\0\0\0\0\0"));
+    let packets: Vec<Vec<u8>> = (0..50u8).map(|i| vec![0xfc, i, i ^ 0x55, 7]).collect();
+    for (i, pk) in packets.iter().enumerate() {
+        p.audio(i as u32 * 20, &audio(1, pk));
+        pump_until(&mut viewers, Duration::from_millis(4), |_| false);
+    }
+    let done = pump_until(&mut viewers, Duration::from_secs(5), |vs| {
+        vs[0].payloads(MediaKind::Audio).len() >= packets.len()
+    });
+    assert!(
+        done,
+        "{} audio packets",
+        viewers[0].payloads(MediaKind::Audio).len()
+    );
+    assert_eq!(
+        viewers[0].payloads(MediaKind::Audio),
+        packets,
+        "Opus passed through unchanged"
+    );
+    assert_eq!(
+        metric(node.http_addr, "corecast_rtmp_transcode_microseconds_total"),
+        0
+    );
+    node.shutdown();
+}
+
+#[test]
+fn hevc_is_refused_with_a_reason() {
+    let node = Node::start(&rtmp_settings(1)).expect("node starts");
+    let rtmp = node.rtmp_addr.expect("RTMP is on");
     // HEVC: the encoder is told why and the connection closes.
     let mut h = Rtmp::publish(rtmp, "hevc").expect("publish");
     h.video(0, &enhanced(true, 0, b"hvc1", &[1, 2, 3]));
@@ -619,5 +695,67 @@ fn enhanced_rtmp_av1_passes_through_and_hevc_is_refused() {
         "the encoder hears why"
     );
     assert!(metric(node.http_addr, "corecast_rtmp_unsupported_frames_total") >= 1);
+    assert!(common::wait_for(Duration::from_secs(3), || refused_metric(
+        node.http_addr,
+        "codec"
+    ) == 1));
+    node.shutdown();
+}
+
+#[test]
+fn enhanced_rtmp_vp9_passes_through() {
+    use corecast_media::vp9;
+    let node = Node::start(&rtmp_settings(2)).expect("node starts");
+    let rtmp = node.rtmp_addr.expect("RTMP is on");
+    let config = EndpointConfig::new(vec![]);
+    let viewer = Peer::join_with(
+        &config,
+        node.http_addr,
+        "whep",
+        "vp9",
+        corecast_media::Codec::Vp9,
+    );
+    let mut viewers = vec![viewer];
+    let mut p = Rtmp::publish(rtmp, "vp9").expect("publish");
+    // SequenceStart with a vpcC record (profile 0, level 3.1, 8 bits).
+    p.video(
+        0,
+        &enhanced(true, 0, b"vp09", &[1, 0, 0, 0, 0, 31, 0x80, 2, 2, 2, 0, 0]),
+    );
+    let frame = |i: u32| -> Vec<u8> {
+        let len = if i.is_multiple_of(10) { 3500 } else { 500 };
+        (0..len).map(|k| (k * 5 + i) as u8).collect()
+    };
+    let want: Vec<Vec<u8>> = (0..20).map(frame).collect();
+    for (i, f) in want.iter().enumerate() {
+        let i = i as u32;
+        // CodedFrames (1): VP9 has no composition time.
+        p.video(i * 33, &enhanced(i.is_multiple_of(10), 1, b"vp09", f));
+        pump_until(&mut viewers, Duration::from_millis(8), |_| false);
+    }
+    let frames = |v: &Peer| {
+        let (mut out, mut cur) = (Vec::new(), Vec::new());
+        for pl in v.payloads(MediaKind::Video) {
+            let (data, _begin, end) = vp9::depacketize(&pl).expect("valid VP9 payloads");
+            cur.extend_from_slice(data);
+            if end {
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+        out
+    };
+    let done = pump_until(&mut viewers, Duration::from_secs(5), |vs| {
+        frames(&vs[0]).len() >= want.len()
+    });
+    assert!(
+        done,
+        "{} of {} frames",
+        frames(&viewers[0]).len(),
+        want.len()
+    );
+    assert!(
+        frames(&viewers[0]) == want,
+        "the frames differ from those sent"
+    );
     node.shutdown();
 }

@@ -742,6 +742,9 @@ impl Directory {
         for (reason, n) in [
             ("bad_name", 0),
             ("denied", 0),
+            ("unavailable", 0),
+            ("play", sum(|m| &m.rtmp_play_refused_total)),
+            ("codec", sum(|m| &m.rtmp_codec_refused_total)),
             ("protocol", sum(|m| &m.rtmp_protocol_errors_total)),
             ("timeout", sum(|m| &m.rtmp_timeouts_total)),
             ("capacity", sum(|m| &m.rtmp_rejected_total)),

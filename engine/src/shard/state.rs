@@ -1034,6 +1034,16 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
             was.unsupported_frames,
         ),
         (&m.rtmp_ignored_total, now.ignored, was.ignored),
+        (
+            &m.rtmp_play_refused_total,
+            now.play_refused,
+            was.play_refused,
+        ),
+        (
+            &m.rtmp_codec_refused_total,
+            now.codec_refused,
+            was.codec_refused,
+        ),
     ] {
         if now != was {
             add(counter, now - was);

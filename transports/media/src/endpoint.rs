@@ -323,6 +323,10 @@ pub struct IngestStats {
     pub unsupported_frames: u64,
     /// Messages or tags not read.
     pub ignored: u64,
+    /// Play requests refused (a transport that only ingests).
+    pub play_refused: u64,
+    /// Publishes ended because their codec cannot be forwarded.
+    pub codec_refused: u64,
 }
 
 /// Why an input was refused.

@@ -82,6 +82,10 @@ pub struct RtmpStats {
     pub unsupported_frames: u64,
     /// Messages or tags corecast does not read.
     pub ignored: u64,
+    /// `play` requests refused.
+    pub play_refused: u64,
+    /// Publishes ended for a video codec corecast cannot forward.
+    pub codec_refused: u64,
 }
 
 /// The codec of H.264 from an SPS's profile_idc.
@@ -272,6 +276,7 @@ impl RtmpEndpoint {
             }
             SessionEvent::PlayRefused { stream } => {
                 tracing::info!("rtmp {}: play of {stream} refused", self.conn);
+                self.stats.play_refused += 1;
                 self.close(CloseReason::Closed);
             }
             SessionEvent::Video { timestamp, body } => self.video(now, timestamp, &body),
@@ -419,6 +424,7 @@ impl RtmpEndpoint {
                 // HEVC and the legacy codecs: WebRTC viewers cannot play
                 // them. The encoder hears why and the connection closes.
                 self.stats.unsupported_frames += 1;
+                self.stats.codec_refused += 1;
                 let why = format!(
                     "video codec {} is not forwarded: WebRTC viewers cannot play it; \
                      publish H.264, AV1 or VP9",
@@ -741,6 +747,8 @@ impl Endpoint for RtmpEndpoint {
                 audio_errors: s.audio_errors,
                 unsupported_frames: s.unsupported_frames,
                 ignored: s.ignored,
+                play_refused: s.play_refused,
+                codec_refused: s.codec_refused,
             },
             ..EndpointStats::default()
         }

@@ -118,6 +118,10 @@ pub struct Totals {
     pub join_us: Histogram<u64>,
     pub sessions_up: u64,
     pub session_failures: u64,
+    /// Packets received that carry no probe and are not checked (Opus that
+    /// the server transcoded from an RTMP encoder's AAC, SPS/PPS): egress,
+    /// but no loss or latency accounting.
+    pub unchecked: u64,
 }
 
 impl Default for Totals {
@@ -136,6 +140,7 @@ impl Default for Totals {
             join_us: histogram(),
             sessions_up: 0,
             session_failures: 0,
+            unchecked: 0,
         }
     }
 }
@@ -183,6 +188,7 @@ impl Totals {
         self.jitter_ms_max = self.jitter_ms_max.max(other.jitter_ms_max);
         self.sessions_up += other.sessions_up;
         self.session_failures += other.session_failures;
+        self.unchecked += other.unchecked;
     }
 
     /// Lost over expected, 0 when nothing was expected.

@@ -256,7 +256,9 @@ fn measure(run: &mut Run, d: Duration) -> Measured {
     run.pump(d);
     let end = run.window();
     let secs = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
-    let received = end.totals.received.saturating_sub(start.totals.received);
+    // Probes, and the packets of RTMP streams that carry none.
+    let received = (end.totals.received + end.totals.unchecked)
+        .saturating_sub(start.totals.received + start.totals.unchecked);
     let expected = end.totals.expected.saturating_sub(start.totals.expected);
     let lost = end.totals.lost.saturating_sub(start.totals.lost);
     let sent = end.totals.sent.saturating_sub(start.totals.sent);

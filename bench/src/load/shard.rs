@@ -122,14 +122,13 @@ impl State {
                         continue;
                     };
                     if self.rtmp {
-                        match kind {
-                            // SPS and PPS (a STAP-A) before each keyframe.
-                            MediaKind::Video if payload.first().map(|b| b & 0x1f) == Some(24) => {
-                                continue
-                            }
-                            // Opus transcoded from the encoder's AAC.
-                            MediaKind::Audio => continue,
-                            MediaKind::Video => {}
+                        // SPS and PPS (a STAP-A) before each keyframe, and
+                        // Opus transcoded from the encoder's AAC: sent to
+                        // the viewer, not probes.
+                        let params = payload.first().map(|b| b & 0x1f) == Some(24);
+                        if kind == MediaKind::Audio || params {
+                            self.totals.unchecked += 1;
+                            continue;
                         }
                     }
                     match payload::decode(&payload) {
@@ -207,6 +206,7 @@ impl State {
             corrupted: self.totals.corrupted,
             sessions_up: self.totals.sessions_up,
             session_failures: self.totals.session_failures,
+            unchecked: self.totals.unchecked,
             latency_us: self.totals.latency_us.clone(),
             delivered_us: self.totals.delivered_us.clone(),
             join_us: self.totals.join_us.clone(),

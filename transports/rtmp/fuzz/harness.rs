@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use corecast_media::{ConnId, Endpoint, Event, Input, Output};
-use corecast_rtmp::amf0::{self, Value};
+use corecast_rtmp::amf0;
 use corecast_rtmp::chunk::{types, write_message, ChunkReader, Limits};
 use corecast_rtmp::client::tags;
 use corecast_rtmp::session::{ServerSession, SessionConfig, SessionEvent};
@@ -16,53 +16,12 @@ use corecast_rtmp::{RtmpConfig, RtmpEndpoint};
 
 /// A valid handshake (C0, C1, C2).
 pub fn handshake() -> Vec<u8> {
-    let mut b = vec![3u8];
-    b.extend((0..1536).map(|i| (i * 7) as u8));
-    b.extend(std::iter::repeat_n(0u8, 1536));
-    b
-}
-
-fn command(out: &mut Vec<u8>, stream_id: u32, values: &[Value]) {
-    let mut p = Vec::new();
-    for v in values {
-        amf0::encode(v, &mut p);
-    }
-    write_message(out, 128, 3, 0, types::COMMAND_AMF0, stream_id, &p);
+    corecast_rtmp::client::scripted_handshake()
 }
 
 /// Handshake, connect, createStream and publish of `key`.
 pub fn publish_prefix(key: &str) -> Vec<u8> {
-    let mut b = handshake();
-    command(
-        &mut b,
-        0,
-        &[
-            amf0::string("connect"),
-            Value::Number(1.0),
-            amf0::object(&[("app", amf0::string("live"))]),
-        ],
-    );
-    command(
-        &mut b,
-        0,
-        &[
-            amf0::string("createStream"),
-            Value::Number(2.0),
-            Value::Null,
-        ],
-    );
-    command(
-        &mut b,
-        1,
-        &[
-            amf0::string("publish"),
-            Value::Number(3.0),
-            Value::Null,
-            amf0::string(key),
-            amf0::string("live"),
-        ],
-    );
-    b
+    corecast_rtmp::client::scripted_publish("live", key)
 }
 
 /// Target `rtmp_session`: the bytes after a valid handshake, cut into

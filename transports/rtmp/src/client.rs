@@ -246,6 +246,60 @@ impl PublishClient {
     }
 }
 
+/// What a publisher sends when it does not wait for answers: C0, C1 and
+/// C2, then `connect` to `app`, `createStream` and `publish` of `key`, at
+/// the default chunk size. For tests and fuzzing, where the server's
+/// answers are known.
+pub fn scripted_publish(app: &str, key: &str) -> Vec<u8> {
+    let mut b = scripted_handshake();
+    let command = |b: &mut Vec<u8>, stream_id: u32, values: &[Value]| {
+        let mut p = Vec::new();
+        for v in values {
+            amf0::encode(v, &mut p);
+        }
+        write_message(b, 128, CS_COMMAND, 0, types::COMMAND_AMF0, stream_id, &p);
+    };
+    command(
+        &mut b,
+        0,
+        &[
+            amf0::string("connect"),
+            Value::Number(1.0),
+            amf0::object(&[("app", amf0::string(app))]),
+        ],
+    );
+    command(
+        &mut b,
+        0,
+        &[
+            amf0::string("createStream"),
+            Value::Number(2.0),
+            Value::Null,
+        ],
+    );
+    command(
+        &mut b,
+        1,
+        &[
+            amf0::string("publish"),
+            Value::Number(3.0),
+            Value::Null,
+            amf0::string(key),
+            amf0::string("live"),
+        ],
+    );
+    b
+}
+
+/// C0, C1 and C2 of a client that does not wait for S1 (servers do not
+/// check C2 against it).
+pub fn scripted_handshake() -> Vec<u8> {
+    let mut b = vec![VERSION];
+    b.extend((0..PACKET).map(|i| (i * 7) as u8));
+    b.extend(std::iter::repeat_n(0u8, PACKET));
+    b
+}
+
 /// FLV tag bodies for generated streams.
 pub mod tags {
     /// An AVC sequence header (AVCDecoderConfigurationRecord) of one SPS

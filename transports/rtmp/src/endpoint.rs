@@ -66,28 +66,6 @@ impl Default for RtmpConfig {
     }
 }
 
-/// Counters of one RTMP endpoint (the engine sums them per shard).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RtmpStats {
-    pub bytes_in: u64,
-    pub video_frames: u64,
-    pub audio_frames: u64,
-    /// Video frames with a composition time (B-frames in the stream).
-    pub b_frames: u64,
-    /// Time spent transcoding audio, nanoseconds.
-    pub transcode_ns: u64,
-    /// Audio access units that failed to decode.
-    pub audio_errors: u64,
-    /// Frames of a codec corecast cannot forward, dropped.
-    pub unsupported_frames: u64,
-    /// Messages or tags corecast does not read.
-    pub ignored: u64,
-    /// `play` requests refused.
-    pub play_refused: u64,
-    /// Publishes ended for a video codec corecast cannot forward.
-    pub codec_refused: u64,
-}
-
 /// The codec of H.264 from an SPS's profile_idc.
 fn h264_info(profile_idc: u8) -> CodecInfo {
     CodecInfo {
@@ -165,7 +143,8 @@ pub struct RtmpEndpoint {
     /// Close once what is queued is out.
     closing: Option<CloseReason>,
     closed: bool,
-    stats: RtmpStats,
+    /// Its counters (`bytes_in` and part of `ignored` come from the session).
+    stats: IngestStats,
 }
 
 impl RtmpEndpoint {
@@ -212,7 +191,7 @@ impl RtmpEndpoint {
             tx: Vec::new(),
             closing: None,
             closed: false,
-            stats: RtmpStats::default(),
+            stats: IngestStats::default(),
         }
     }
 
@@ -225,10 +204,12 @@ impl RtmpEndpoint {
         self.room.as_deref()
     }
 
-    pub fn rtmp_stats(&self) -> RtmpStats {
-        RtmpStats {
-            bytes_in: self.session.stats().bytes_in,
-            ignored: self.stats.ignored + self.session.stats().messages_ignored,
+    /// Its counters, the session's included.
+    pub fn ingest_stats(&self) -> IngestStats {
+        let session = self.session.stats();
+        IngestStats {
+            bytes_in: session.bytes_in,
+            ignored: self.stats.ignored + session.messages_ignored,
             ..self.stats
         }
     }
@@ -736,20 +717,8 @@ impl Endpoint for RtmpEndpoint {
     }
 
     fn stats(&self) -> EndpointStats {
-        let s = self.rtmp_stats();
         EndpointStats {
-            ingest: IngestStats {
-                bytes_in: s.bytes_in,
-                video_frames: s.video_frames,
-                audio_frames: s.audio_frames,
-                b_frames: s.b_frames,
-                transcode_ns: s.transcode_ns,
-                audio_errors: s.audio_errors,
-                unsupported_frames: s.unsupported_frames,
-                ignored: s.ignored,
-                play_refused: s.play_refused,
-                codec_refused: s.codec_refused,
-            },
+            ingest: self.ingest_stats(),
             ..EndpointStats::default()
         }
     }

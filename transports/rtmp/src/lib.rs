@@ -25,4 +25,4 @@ pub mod flv;
 pub mod handshake;
 pub mod session;
 
-pub use endpoint::{RtmpConfig, RtmpEndpoint, RtmpStats};
+pub use endpoint::{RtmpConfig, RtmpEndpoint};

@@ -542,10 +542,7 @@ pub(crate) mod tests {
 
     impl TestClient {
         pub fn handshake() -> Vec<u8> {
-            let mut b = vec![3u8];
-            b.extend((0..PACKET).map(|i| (i * 7) as u8));
-            b.extend(std::iter::repeat_n(0u8, PACKET));
-            b
+            crate::client::scripted_handshake()
         }
 
         pub fn command(&self, out: &mut Vec<u8>, stream_id: u32, values: &[Value]) {
@@ -553,50 +550,13 @@ pub(crate) mod tests {
             for v in values {
                 amf0::encode(v, &mut p);
             }
-            write_message(
-                out,
-                self.chunk_size,
-                3,
-                0,
-                types::COMMAND_AMF0,
-                stream_id,
-                &p,
-            );
+            let size = self.chunk_size;
+            write_message(out, size, 3, 0, types::COMMAND_AMF0, stream_id, &p);
         }
 
         /// Handshake, connect, createStream, publish `key`.
         pub fn publish(&self, app: &str, key: &str) -> Vec<u8> {
-            let mut b = Self::handshake();
-            self.command(
-                &mut b,
-                0,
-                &[
-                    amf0::string("connect"),
-                    Value::Number(1.0),
-                    amf0::object(&[("app", amf0::string(app))]),
-                ],
-            );
-            self.command(
-                &mut b,
-                0,
-                &[
-                    amf0::string("createStream"),
-                    Value::Number(2.0),
-                    Value::Null,
-                ],
-            );
-            self.command(
-                &mut b,
-                1,
-                &[
-                    amf0::string("publish"),
-                    Value::Number(3.0),
-                    Value::Null,
-                    amf0::string(key),
-                    amf0::string("live"),
-                ],
-            );
-            b
+            crate::client::scripted_publish(app, key)
         }
     }
 

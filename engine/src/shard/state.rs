@@ -223,7 +223,7 @@ impl Shard {
 
     /// Sends (or keeps) bytes toward a stream connection; closes it when it
     /// does not read.
-    fn write_stream(&mut self, conn: ConnId, bytes: &[u8]) {
+    fn write_stream(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         let Some(s) = self.streams.get_mut(&conn) else {
             return;
         };
@@ -245,7 +245,7 @@ impl Shard {
             if let Some(slot) = self.endpoints.get_mut(&conn) {
                 let _ = slot
                     .endpoint
-                    .handle_input(Instant::now(), Input::Command(Command::Close));
+                    .handle_input(now, Input::Command(Command::Close));
             }
         }
     }
@@ -853,7 +853,7 @@ impl Shard {
             };
             match slot.endpoint.poll_output(now) {
                 Output::Transmit(t) if self.streams.contains_key(&conn) => {
-                    self.write_stream(conn, &t.contents)
+                    self.write_stream(now, conn, &t.contents)
                 }
                 Output::Transmit(t) => self.out.push(t),
                 Output::Timeout(at) => {

@@ -43,10 +43,16 @@ pub fn server_codecs() -> CodecConfig {
         .filter(|p| codec_info(p).is_some_and(|c| c.h264_packetization_mode != Some(0)))
         .cloned()
         .collect();
-    let mut config = CodecConfig::new_from_payload_params(kept);
-    // High 4:4:4 Predictive: what Chromium offers instead of High. Its
-    // decoders play every lower profile (see `CodecInfo::plays`), so a
-    // High stream (an RTMP encoder's) reaches such viewers.
+    CodecConfig::new_from_payload_params(kept)
+}
+
+/// The server codecs and H.264 High 4:4:4 Predictive, for connections that
+/// receive (WHEP viewers, SDK peers): what Chromium offers instead of
+/// High. Its decoders play every lower profile (see `CodecInfo::plays`),
+/// so a High stream (an RTMP encoder's) reaches such viewers. Publishers
+/// (WHIP) are not offered it: nothing should send it.
+pub fn viewer_codecs() -> CodecConfig {
+    let mut config = server_codecs();
     let used: Vec<u8> = config
         .params()
         .iter()
@@ -65,7 +71,7 @@ pub fn server_codecs() -> CodecConfig {
 /// viewer of an audio-only stream still negotiates its video m-line, so it
 /// stays in the BUNDLE group). Kept in the server's order of preference.
 pub(crate) fn restricted_codecs(allowed: &[CodecInfo]) -> CodecConfig {
-    let kept = server_codecs()
+    let kept = viewer_codecs()
         .params()
         .iter()
         .filter(|p| {
@@ -97,8 +103,15 @@ mod tests {
             .filter(|c| c.codec == Codec::H264)
             .all(|c| c.h264_packetization_mode == Some(1)));
         assert!(!infos.iter().any(|c| c.codec == Codec::Pcmu));
-        // High 4:4:4 Predictive, which Chromium offers instead of High.
-        assert!(infos.iter().any(|c| c.h264_profile == Some(0xf4)));
+        // High 4:4:4 Predictive, which Chromium offers instead of High, for
+        // viewers only.
+        assert!(!infos.iter().any(|c| c.h264_profile == Some(0xf4)));
+        let viewer: Vec<CodecInfo> = viewer_codecs()
+            .params()
+            .iter()
+            .filter_map(codec_info)
+            .collect();
+        assert!(viewer.iter().any(|c| c.h264_profile == Some(0xf4)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Rtc};
 
-use crate::codecs::{codec_info, restricted_codecs, server_codecs};
+use crate::codecs::{codec_info, restricted_codecs, server_codecs, viewer_codecs};
 use crate::lipsync::{SenderClock, TrackReport};
 use crate::sdpfrag::IceFragment;
 use crate::{EndpointConfig, Error};
@@ -196,7 +196,7 @@ impl Endpoint {
         required: &[CodecInfo],
     ) -> Result<(Endpoint, String), Error> {
         let codecs = if required.is_empty() {
-            server_codecs()
+            viewer_codecs()
         } else {
             restricted_codecs(required)
         };
@@ -256,7 +256,7 @@ impl Endpoint {
             now,
             offer,
             Role::Peer,
-            server_codecs(),
+            viewer_codecs(),
             Some(who),
             names,
         )

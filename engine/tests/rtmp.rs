@@ -447,6 +447,9 @@ fn hostile_connections_are_refused_counted_and_harmless() {
     p.start();
     let mut aac = AacCursor::new();
     send_frames(&mut p, &mut viewers, 0, 10, &mut aac);
+    // Connections that never published do not take the node's capacity:
+    // the endpoints are the publisher and the viewer.
+    assert_eq!(metric(node.http_addr, "corecast_endpoints"), 2);
 
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let random: Vec<u8> = (0..4096)

@@ -24,6 +24,8 @@ pub(super) fn on_publish_request(
     token: Option<&str>,
 ) {
     let checked = check(control, transport, room, token);
+    // For the log: a refused name may be long.
+    let shown: String = room.chars().take(128).collect();
     let Ok(mut d) = control.directory.lock() else {
         return;
     };
@@ -38,12 +40,12 @@ pub(super) fn on_publish_request(
             };
             let peer =
                 d.add_stream_publisher(room, conn, shard, transport, audio, video, now, unix_ms());
-            tracing::info!("{} {room}: publisher {conn}", transport.name());
+            tracing::info!("{} {shown}: publisher {conn}", transport.name());
             Ok(peer)
         }
         Err(r) => {
             tracing::info!(
-                "{} {room}: publish of {conn} refused: {}",
+                "{} {shown}: publish of {conn} refused: {}",
                 transport.name(),
                 r.message()
             );

@@ -30,6 +30,10 @@ pub const CONTROL_OUTBOX_CAP: usize = 65_536;
 /// Bytes a stream connection (RTMP) may leave unread before the shard
 /// closes it. A publisher reads only acknowledgements and status messages.
 pub const MAX_STREAM_BACKLOG: usize = 1 << 20;
+/// Stream connections (RTMP) a shard holds before their publish is
+/// admitted, at most: connections that never log in cannot fill the node's
+/// endpoint capacity (they do not count toward it) or its descriptors.
+pub const MAX_UNADMITTED_STREAMS: usize = 1024;
 
 /// The TCP connection of a stream endpoint: a non-blocking handle to write
 /// with (the shard's reader task holds the other).
@@ -37,6 +41,10 @@ struct StreamConn {
     socket: TcpStream,
     /// Bytes the socket did not take yet.
     pending: Vec<u8>,
+    /// It asked the control thread to publish (which then knows it).
+    requested: bool,
+    /// Its publish was admitted: it counts as an endpoint of the node.
+    admitted: bool,
 }
 
 /// What a shard needs to accept stream connections itself (RTMP).
@@ -158,7 +166,10 @@ impl Shard {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Option<ConnId> {
-        if self.endpoints.len() >= self.stream_settings.max_endpoints {
+        let unadmitted = self.streams.values().filter(|s| !s.admitted).count();
+        if self.endpoints.len() >= self.stream_settings.max_endpoints
+            || unadmitted >= MAX_UNADMITTED_STREAMS
+        {
             inc(&self.metrics.rtmp_rejected_total);
             return None;
         }
@@ -195,6 +206,8 @@ impl Shard {
             StreamConn {
                 socket,
                 pending: Vec::new(),
+                requested: false,
+                admitted: false,
             },
         );
         self.store_endpoint_count();
@@ -250,9 +263,12 @@ impl Shard {
         }
     }
 
+    /// The endpoints gauge (the node's admission counts it): stream
+    /// connections only once admitted.
     fn store_endpoint_count(&self) {
+        let unadmitted = self.streams.values().filter(|s| !s.admitted).count();
         self.metrics.endpoints.store(
-            self.endpoints.len() as u64,
+            (self.endpoints.len() - unadmitted.min(self.endpoints.len())) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
     }
@@ -420,10 +436,7 @@ impl Shard {
                         reported: EndpointStats::default(),
                     },
                 );
-                self.metrics.endpoints.store(
-                    self.endpoints.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                self.store_endpoint_count();
                 self.emit(ControlEvent::Adopted {
                     conn,
                     shard: self.id,
@@ -511,6 +524,10 @@ impl Shard {
                     for t in slot.endpoint.published() {
                         self.publishers.insert(t.channel, conn);
                     }
+                    if let Some(s) = self.streams.get_mut(&conn) {
+                        s.admitted = true;
+                    }
+                    self.store_endpoint_count();
                 }
                 self.drive(now, conn);
             }
@@ -890,6 +907,9 @@ impl Shard {
                     Some(s) => s.endpoint.transport(),
                     None => return,
                 };
+                if let Some(s) = self.streams.get_mut(&conn) {
+                    s.requested = true;
+                }
                 self.emit(ControlEvent::PublishRequest {
                     conn,
                     shard: self.id,
@@ -904,8 +924,13 @@ impl Shard {
                 {
                     inc(&self.metrics.rtmp_timeouts_total);
                 }
+                // A stream connection that never asked to publish is
+                // unknown to the control thread.
+                let known = self.streams.get(&conn).is_none_or(|s| s.requested);
                 self.remove(conn);
-                self.emit(ControlEvent::Closed { conn, reason });
+                if known {
+                    self.emit(ControlEvent::Closed { conn, reason });
+                }
             }
         }
     }
@@ -916,15 +941,11 @@ impl Shard {
             return;
         };
         let now = slot.next_timeout;
-        let stream = self.streams.remove(&conn);
+        let mut stream = self.streams.remove(&conn);
         while let Output::Transmit(t) = slot.endpoint.poll_output(now) {
-            match &stream {
+            match stream.as_mut() {
                 // What explains a refusal goes out before the close.
-                Some(s) => {
-                    let mut sock = &s.socket;
-                    let _ = sock.write_all(&s.pending);
-                    let _ = sock.write_all(&t.contents);
-                }
+                Some(s) => s.pending.extend_from_slice(&t.contents),
                 None => self.out.push(t),
             }
         }
@@ -954,10 +975,7 @@ impl Shard {
             }
         }
         self.publishers.retain(|_, s| *s != conn);
-        self.metrics.endpoints.store(
-            self.endpoints.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.store_endpoint_count();
     }
 }
 

@@ -188,7 +188,7 @@ impl Reader<'_> {
                 if n > self.bytes.len() - self.pos {
                     return Err(AmfError::Truncated);
                 }
-                let mut items = Vec::with_capacity(n);
+                let mut items = Vec::with_capacity(n.min(MAX_VALUES));
                 for _ in 0..n {
                     items.push(self.value(depth + 1)?);
                 }

@@ -49,6 +49,17 @@ pub struct Limits {
     pub max_chunk_streams: usize,
 }
 
+impl Limits {
+    /// Before a publish is admitted: commands only, no media.
+    pub fn before_publish() -> Limits {
+        Limits {
+            max_message: 64 << 10,
+            max_partial: 256 << 10,
+            max_chunk_streams: 16,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
@@ -160,6 +171,12 @@ impl ChunkReader {
             streams: HashMap::new(),
             partial_bytes: 0,
         }
+    }
+
+    /// Other bounds from now on (tighter ones apply to what arrives next;
+    /// what is held already stays).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// The peer's current chunk size.

@@ -29,6 +29,8 @@ const PING_RESPONSE: u16 = 7;
 /// How a session behaves.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// The chunk stream's bounds once a publish is accepted (before:
+    /// [`Limits::before_publish`]).
     pub limits: Limits,
     /// The application name publishers connect to (`rtmp://host/APP/key`).
     pub app: String,
@@ -159,7 +161,8 @@ pub struct ServerSession {
 impl ServerSession {
     /// `random` fills the handshake's S1.
     pub fn new(config: SessionConfig, random: &[u8]) -> ServerSession {
-        let reader = ChunkReader::new(config.limits);
+        // Media limits only once a publish is accepted.
+        let reader = ChunkReader::new(Limits::before_publish());
         ServerSession {
             config,
             handshake: Handshake::new(random),
@@ -223,6 +226,7 @@ impl ServerSession {
             return;
         };
         let (stream_id, name) = (*stream_id, name.clone());
+        self.reader.set_limits(self.config.limits);
         self.user_control(out, STREAM_BEGIN, stream_id);
         self.on_status(
             out,
@@ -350,6 +354,9 @@ impl ServerSession {
                     .and_then(|o| o.get("app"))
                     .and_then(Value::as_str)
                     .unwrap_or("");
+                if app.len() > MAX_NAME {
+                    return Err(SessionError::Protocol("application name too long"));
+                }
                 let (app, query) = split_query(app);
                 let app = app.trim_end_matches('/');
                 if app != self.config.app {
@@ -361,10 +368,14 @@ impl ServerSession {
                         status(
                             "error",
                             "NetConnection.Connect.Rejected",
-                            &format!("no application {app:?}: publish to /{}/", self.config.app),
+                            &format!(
+                                "no application {:?}: publish to /{}/",
+                                shown(app),
+                                self.config.app
+                            ),
                         ),
                     );
-                    return Err(SessionError::WrongApp(app.to_string()));
+                    return Err(SessionError::WrongApp(shown(app).to_string()));
                 }
                 self.app_token = query.and_then(token_of);
                 self.window_ack_size(out);
@@ -403,6 +414,9 @@ impl ServerSession {
                     return Err(SessionError::Protocol("publish sent twice"));
                 }
                 let key = arg(3).and_then(Value::as_str).unwrap_or("");
+                if key.len() > MAX_NAME {
+                    return Err(SessionError::Protocol("stream key too long"));
+                }
                 let (stream, query) = split_query(key);
                 let token = query.and_then(token_of).or_else(|| self.app_token.clone());
                 self.state = State::PublishPending {
@@ -417,7 +431,7 @@ impl ServerSession {
             "play" => {
                 self.require_connected()?;
                 let key = arg(3).and_then(Value::as_str).unwrap_or("");
-                let (stream, _) = split_query(key);
+                let (stream, _) = split_query(shown(key));
                 self.on_status(
                     out,
                     m.stream_id,
@@ -509,6 +523,19 @@ fn status(level: &str, code: &str, description: &str) -> Value {
         ("code", amf0::string(code)),
         ("description", amf0::string(description)),
     ])
+}
+
+/// The longest application name or stream key read (a key carries its
+/// token: a JWT of a few hundred bytes); longer ones end the connection.
+pub const MAX_NAME: usize = 4096;
+
+/// At most the first 64 characters of a peer's string, for replies and
+/// logs.
+fn shown(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
 
 /// `name?query` → (`name`, `query`).
@@ -659,6 +686,38 @@ pub(crate) mod tests {
         ev.clear();
         s.push(&b, &mut out, &mut ev).unwrap();
         assert_eq!(ev, vec![SessionEvent::Unpublished]);
+    }
+
+    #[test]
+    fn media_limits_apply_only_once_a_publish_is_accepted() {
+        let c = TestClient { chunk_size: 128 };
+        let big = vec![0u8; 100_000];
+        // Before: a 100 kB message (more than a command needs) is refused.
+        let mut s = ServerSession::new(SessionConfig::default(), &[]);
+        let mut b = TestClient::handshake();
+        write_message(&mut b, 128, 6, 0, types::VIDEO, 1, &big);
+        let r = s.push(&b, &mut Vec::new(), &mut Vec::new());
+        assert!(matches!(
+            r,
+            Err(SessionError::Chunk(
+                crate::chunk::ChunkError::MessageTooLong(_)
+            ))
+        ));
+        // After: it is media.
+        let mut s = ServerSession::new(SessionConfig::default(), &[]);
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        s.push(&c.publish("live", "k"), &mut out, &mut ev).unwrap();
+        s.accept_publish(&mut out);
+        let mut b = Vec::new();
+        write_message(&mut b, 128, 6, 0, types::VIDEO, 1, &big);
+        ev.clear();
+        s.push(&b, &mut out, &mut ev).unwrap();
+        assert!(matches!(&ev[..], [SessionEvent::Video { body, .. }] if body.len() == big.len()));
+        // Names longer than MAX_NAME end the connection, unechoed.
+        let mut s = ServerSession::new(SessionConfig::default(), &[]);
+        let long = "a".repeat(MAX_NAME + 1);
+        let r = s.push(&c.publish(&long, "k"), &mut Vec::new(), &mut Vec::new());
+        assert_eq!(r, Err(SessionError::Protocol("application name too long")));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use corecast_webrtc::EndpointConfig;
 
@@ -112,6 +113,8 @@ impl Node {
             audio_bitrate: settings.rtmp_audio_bitrate,
             handshake_timeout: settings.rtmp_handshake_timeout,
             idle_timeout: settings.rtmp_idle_timeout,
+            // Times the transcoder for corecast_rtmp_transcode_microseconds_total.
+            cpu_clock: Some(Instant::now),
             ..Default::default()
         };
         let addr = settings.http;

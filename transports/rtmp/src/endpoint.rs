@@ -92,7 +92,7 @@ pub fn video_codecs() -> Vec<CodecInfo> {
     [0x42, 0x4d, 0x64].into_iter().map(h264_info).collect()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Admitted {
     audio: ChannelId,
     video: ChannelId,
@@ -312,7 +312,7 @@ impl RtmpEndpoint {
     }
 
     fn video(&mut self, now: Instant, ts: u32, body: &[u8]) {
-        let Some(adm) = self.admitted.clone() else {
+        let Some(adm) = self.admitted else {
             return;
         };
         let tag = match flv::parse_video(body) {
@@ -508,7 +508,7 @@ impl RtmpEndpoint {
     }
 
     fn audio(&mut self, now: Instant, ts: u32, body: &[u8]) {
-        let Some(adm) = self.admitted.clone() else {
+        let Some(adm) = self.admitted else {
             return;
         };
         let tag = match flv::parse_audio(body) {

@@ -28,6 +28,8 @@ fn packet(seq: u64) -> MediaPacket {
         arrival: Instant::now(),
         wallclock: Instant::now(),
         orientation: None,
+        layer: Default::default(),
+        audio_level: None,
         payload: Arc::from(vec![0x10u8; 1150]),
     }
 }

@@ -42,8 +42,11 @@ pub const REFRESH: Duration = Duration::from_secs(5);
 /// An entry not set again for this long is gone (its holder refreshes it
 /// every [`REFRESH`]).
 pub const STALE: Duration = Duration::from_secs(16);
-/// Feedback kind of a keyframe request on a track channel.
+/// Feedback kind of a keyframe request on a track channel, of every layer;
+/// the next kinds ask for one spatial layer (`KEYFRAME_FEEDBACK + 1 + layer`).
 const KEYFRAME_FEEDBACK: u8 = 1;
+/// Spatial layers a keyframe request can name.
+const KEYFRAME_LAYERS: u8 = 4;
 
 type Worker = SdnWorker<(), (), (), (), ()>;
 
@@ -83,8 +86,9 @@ pub enum ClusterEvent {
         channel: ChannelId,
         data: Vec<u8>,
     },
-    /// A viewer on another node needs a keyframe of a channel published here.
-    Keyframe(ChannelId),
+    /// A viewer on another node needs a keyframe of a channel published
+    /// here: of one spatial layer, or of every layer with `None`.
+    Keyframe(ChannelId, Option<u8>),
     /// A peer of a room on another (live) node appeared or changed.
     PeerUp(PeerRecord),
     /// That peer left, or its node went down.
@@ -424,9 +428,14 @@ impl Cluster {
         self.pubsub(now, channel, ChannelControl::UnsubAuto);
     }
 
-    /// Asks the publisher of a subscribed channel for a keyframe.
-    pub fn request_keyframe(&mut self, now: Instant, channel: ChannelId) {
-        let fb = Feedback::simple(KEYFRAME_FEEDBACK, 1, 200, 1000);
+    /// Asks the publisher of a subscribed channel for a keyframe (of one
+    /// spatial layer, or of every layer with `None`).
+    pub fn request_keyframe(&mut self, now: Instant, channel: ChannelId, layer: Option<u8>) {
+        let kind = match layer {
+            Some(l) if l < KEYFRAME_LAYERS => KEYFRAME_FEEDBACK + 1 + l,
+            _ => KEYFRAME_FEEDBACK,
+        };
+        let fb = Feedback::simple(kind, 1, 200, 1000);
         self.pubsub(now, channel, ChannelControl::FeedbackAuto(fb));
     }
 
@@ -629,8 +638,10 @@ impl Cluster {
                     }
                     ChannelEvent::FeedbackData(fb) => {
                         let publishing = self.channels.get(&channel).is_some_and(|c| c.publishing);
-                        if fb.kind == KEYFRAME_FEEDBACK && publishing {
-                            self.event(ClusterEvent::Keyframe(channel));
+                        let layers = KEYFRAME_FEEDBACK..=KEYFRAME_FEEDBACK + KEYFRAME_LAYERS;
+                        if layers.contains(&fb.kind) && publishing {
+                            let layer = fb.kind.checked_sub(KEYFRAME_FEEDBACK + 1);
+                            self.event(ClusterEvent::Keyframe(channel, layer));
                         }
                     }
                 }

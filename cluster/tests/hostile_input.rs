@@ -31,7 +31,7 @@ fn conversation() -> Vec<Vec<u8>> {
             110 => nodes[1].publish_start(now, ch),
             120 => nodes[1].set_peer(now, record(ch)),
             150..=155 => nodes[1].publish(now, ch, vec![step as u8; 24]),
-            170 => nodes[0].request_keyframe(now, ch),
+            170 => nodes[0].request_keyframe(now, ch, None),
             _ => {}
         }
         for n in &mut nodes {
@@ -161,23 +161,26 @@ const CLUSTER_PORT_INPUTS: usize = 300_000;
 /// Twin of the fuzz target `media_wire`.
 #[test]
 fn media_wire_twin() {
-    // Version 2: flags bit 0 marker, bit 1 orientation in bits 2-3, bit 4
-    // a signed µs wallclock offset.
-    let mut opus = vec![2, 1, 0, 0, 0xbb, 0x80, 0];
+    // Version 3: flags bit 0 marker, bit 1 orientation in bits 2-3, bit 4
+    // a signed µs wallclock offset, bit 5 a layer byte, bit 6 an audio
+    // level byte.
+    let mut opus = vec![3, 1, 0, 0, 0xbb, 0x80, 0];
     opus.extend_from_slice(&7u64.to_be_bytes());
     opus.extend_from_slice(&960u32.to_be_bytes());
-    opus.push(0);
+    opus.push(64);
+    opus.push(37);
     opus.extend_from_slice(&[0xfc, 0xff, 0xfe]);
-    let mut h264 = vec![2, 12, 0, 1, 0x5f, 0x90, 3, 0x42, 0xe0, 1];
+    let mut h264 = vec![3, 12, 0, 1, 0x5f, 0x90, 3, 0x42, 0xe0, 1];
     h264.extend_from_slice(&u64::MAX.to_be_bytes());
     h264.extend_from_slice(&u32::MAX.to_be_bytes());
     h264.push(1 | 2 | (1 << 2));
     h264.extend_from_slice(&[0x7c, 0x85, 0x88, 0x84]);
-    let mut vp8 = vec![2, 10, 0, 1, 0x5f, 0x90, 0];
+    let mut vp8 = vec![3, 10, 0, 1, 0x5f, 0x90, 0];
     vp8.extend_from_slice(&65_536u64.to_be_bytes());
     vp8.extend_from_slice(&90_000u32.to_be_bytes());
-    vp8.push(1 | 2 | (3 << 2) | 16);
+    vp8.push(1 | 2 | (3 << 2) | 16 | 32);
     vp8.extend_from_slice(&(-20_000i32).to_be_bytes());
+    vp8.push(0x21);
     vp8.extend_from_slice(&[0x10, 0x50, 0x42]);
     let now = Instant::now();
     assert!(

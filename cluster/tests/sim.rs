@@ -295,9 +295,18 @@ fn a_channel_reaches_every_subscribed_node_bit_exact_and_in_order() {
     assert!(media_of(&net.take_events(3), ch).is_empty());
     // A keyframe request travels back to the publishing node.
     let now = net.now;
-    net.node(2).request_keyframe(now, ch);
+    net.node(2).request_keyframe(now, ch, None);
     net.run(Duration::from_millis(300));
-    assert!(net.take_events(1).contains(&ClusterEvent::Keyframe(ch)));
+    assert!(net
+        .take_events(1)
+        .contains(&ClusterEvent::Keyframe(ch, None)));
+    // Of one simulcast layer: only that layer's encoder is asked.
+    let now = net.now;
+    net.node(2).request_keyframe(now, ch, Some(2));
+    net.run(Duration::from_millis(300));
+    assert!(net
+        .take_events(1)
+        .contains(&ClusterEvent::Keyframe(ch, Some(2))));
 }
 
 #[test]

@@ -59,8 +59,8 @@ mod tests {
             }
         }
         let p = links[0].to[2].as_mut().unwrap();
-        assert!(p.push(RingMsg::Keyframe(ChannelId(5))).is_ok());
+        assert!(p.push(RingMsg::Keyframe(ChannelId(5), None)).is_ok());
         let c = links[2].from[0].as_mut().unwrap();
-        assert!(matches!(c.pop(), Ok(RingMsg::Keyframe(ChannelId(5)))));
+        assert!(matches!(c.pop(), Ok(RingMsg::Keyframe(ChannelId(5), None))));
     }
 }

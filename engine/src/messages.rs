@@ -138,8 +138,9 @@ pub enum ControlEvent {
 pub enum RingMsg {
     /// A packet published on a channel that has subscribers on the receiving shard.
     Media(MediaPacket),
-    /// A viewer asks for a keyframe on a channel; the shard with its publisher acts.
-    Keyframe(ChannelId),
+    /// A viewer asks for a keyframe on a channel (of one spatial layer, or
+    /// of every layer with `None`); the shard with its publisher acts.
+    Keyframe(ChannelId, Option<u8>),
     /// A local publisher's packet for the cluster (toward shard 0).
     Export(MediaPacket),
     /// A datagram from a routed address of an endpoint that the receiving

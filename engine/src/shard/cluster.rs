@@ -91,7 +91,7 @@ impl Shard {
                 if on && port.remote.insert(channel) {
                     port.cluster.subscribe(now, channel);
                     // The viewers already here need a keyframe to start.
-                    port.cluster.request_keyframe(now, channel);
+                    port.cluster.request_keyframe(now, channel, None);
                 } else if !on && port.remote.remove(&channel) {
                     port.cluster.unsubscribe(now, channel);
                 }
@@ -120,14 +120,19 @@ impl Shard {
 
     /// Asks the publishing node of a remote channel for a keyframe; false if
     /// the channel is not one this node subscribes to.
-    pub(super) fn remote_keyframe(&mut self, now: Instant, channel: ChannelId) -> bool {
+    pub(super) fn remote_keyframe(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        layer: Option<u8>,
+    ) -> bool {
         let Some(port) = self.cluster.as_mut() else {
             return false;
         };
         if !port.is_remote(channel) {
             return false;
         }
-        port.cluster.request_keyframe(now, channel);
+        port.cluster.request_keyframe(now, channel, layer);
         self.drain_cluster(now);
         true
     }
@@ -154,7 +159,7 @@ impl Shard {
                 Ok(packet) => self.publish(now, packet),
                 Err(_) => inc(&self.metrics.bad_packets_total),
             },
-            ClusterEvent::Keyframe(channel) => self.request_keyframe(now, channel),
+            ClusterEvent::Keyframe(channel, layer) => self.request_keyframe(now, channel, layer),
             ClusterEvent::PeerUp(record) => {
                 self.tell_control(ControlEvent::RemotePeer { up: true, record })
             }

@@ -453,7 +453,7 @@ impl Shard {
                     .filter(|t| t.kind == MediaKind::Video)
                     .map(|t| t.channel);
                 for ch in video {
-                    self.keyframe_local(now, ch);
+                    self.keyframe_local(now, ch, None);
                 }
             }
             ShardCommand::Ingress { conn, datagram } => {
@@ -551,7 +551,7 @@ impl Shard {
                 };
                 match msg {
                     RingMsg::Media(packet) => self.deliver_local(now, &packet),
-                    RingMsg::Keyframe(channel) => self.keyframe_local(now, channel),
+                    RingMsg::Keyframe(channel, layer) => self.keyframe_local(now, channel, layer),
                     RingMsg::Export(packet) => self.export(now, &packet),
                     RingMsg::Ingress { conn, datagram } => {
                         self.cross_shard_ingress(now, conn, &datagram)
@@ -596,7 +596,7 @@ impl Shard {
             }
             // A new subscriber of video needs a keyframe to start decoding
             // (the publisher's endpoint ignores this for audio).
-            self.request_keyframe(now, ch);
+            self.request_keyframe(now, ch, None);
         }
     }
 
@@ -830,31 +830,31 @@ impl Shard {
         }
     }
 
-    pub(super) fn request_keyframe(&mut self, now: Instant, channel: ChannelId) {
+    pub(super) fn request_keyframe(&mut self, now: Instant, channel: ChannelId, layer: Option<u8>) {
         if self.publishers.contains_key(&channel) {
-            self.keyframe_local(now, channel);
+            self.keyframe_local(now, channel, layer);
             return;
         }
-        if self.remote_keyframe(now, channel) {
+        if self.remote_keyframe(now, channel, layer) {
             return;
         }
         for j in 0..self.links.to.len() {
             if j != self.id {
-                self.push_ring(j, RingMsg::Keyframe(channel));
+                self.push_ring(j, RingMsg::Keyframe(channel, layer));
             }
         }
     }
 
-    fn keyframe_local(&mut self, now: Instant, channel: ChannelId) {
+    fn keyframe_local(&mut self, now: Instant, channel: ChannelId, layer: Option<u8>) {
         let Some(&conn) = self.publishers.get(&channel) else {
             // Published on another node: shard 0 asks the cluster.
-            self.remote_keyframe(now, channel);
+            self.remote_keyframe(now, channel, layer);
             return;
         };
         let Some(slot) = self.endpoints.get_mut(&conn) else {
             return;
         };
-        let command = Input::Command(Command::RequestKeyframe(channel));
+        let command = Input::Command(Command::RequestKeyframe(channel, layer));
         if matches!(slot.endpoint.handle_input(now, command), Ok(true)) {
             self.drive(now, conn);
         }
@@ -886,7 +886,7 @@ impl Shard {
     fn on_event(&mut self, now: Instant, conn: ConnId, event: Event) {
         match event {
             Event::Media(packet) => self.publish(now, packet),
-            Event::KeyframeRequest(channel) => self.request_keyframe(now, channel),
+            Event::KeyframeRequest(channel, layer) => self.request_keyframe(now, channel, layer),
             Event::SlotLive(slot) => self.emit(ControlEvent::SlotLive { conn, slot }),
             Event::Rpc(text) => {
                 // Within the endpoint's size and rate limits; the control
@@ -1189,6 +1189,8 @@ mod tests {
             arrival: at,
             wallclock: at,
             orientation: None,
+            layer: Default::default(),
+            audio_level: None,
             payload: Arc::from(&[0x10u8, 0][..]),
         }
     }

@@ -24,6 +24,19 @@ impl ChannelId {
         }
         ChannelId(xxhash_rust::xxh3::xxh3_64_with_seed(&buf, CHANNEL_SEED))
     }
+
+    /// The id of one spatial layer of this track, where a viewer's stream
+    /// must tell layers apart (each is a source of its own for the
+    /// [`crate::Rewriter`]). Layer 0 is the track's own id.
+    pub fn layer(self, spatial: u8) -> ChannelId {
+        if spatial == 0 {
+            return self;
+        }
+        let mut buf = [0u8; 9];
+        buf[..8].copy_from_slice(&self.0.to_le_bytes());
+        buf[8] = spatial;
+        ChannelId(xxhash_rust::xxh3::xxh3_64_with_seed(&buf, CHANNEL_SEED))
+    }
 }
 
 impl fmt::Display for ChannelId {
@@ -45,6 +58,15 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.0, 15_425_407_791_679_159_137);
         assert_eq!(a.to_string(), "d6120ea8c2943b61");
+    }
+
+    #[test]
+    fn layers_have_ids_of_their_own() {
+        let c = ChannelId::for_track("r", "p", "video");
+        assert_eq!(c.layer(0), c);
+        assert_ne!(c.layer(1), c);
+        assert_ne!(c.layer(1), c.layer(2));
+        assert_eq!(c.layer(2), c.layer(2));
     }
 
     #[test]

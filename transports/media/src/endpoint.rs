@@ -178,8 +178,15 @@ pub enum Command {
         slot: SlotId,
         channel: Option<ChannelId>,
     },
-    /// Ask the user's encoder for a keyframe of a published track.
-    RequestKeyframe(ChannelId),
+    /// Ask the user's encoder for a keyframe of a published track: of one
+    /// spatial layer (a simulcast stream), or of every layer with `None`.
+    RequestKeyframe(ChannelId, Option<u8>),
+    /// The viewer's layer preference for a slot: no spatial layer above
+    /// `max_spatial` (`None`: the best its link carries).
+    Prefer {
+        slot: SlotId,
+        max_spatial: Option<u8>,
+    },
     /// A message for the user on the connection's RPC stream.
     Rpc(String),
     /// Close the connection; what is queued on the RPC stream goes out first.
@@ -247,9 +254,10 @@ pub enum Event {
     Media(MediaPacket),
     /// A published track started sending (or switched to) a codec.
     ActiveCodec(ChannelId, CodecInfo),
-    /// A slot lost a picture of the channel it plays and asks its publisher
-    /// for a keyframe.
-    KeyframeRequest(ChannelId),
+    /// A slot lost a picture of the channel it plays, or waits to start or
+    /// switch a layer, and asks its publisher for a keyframe: of that
+    /// spatial layer, or of every layer with `None`.
+    KeyframeRequest(ChannelId, Option<u8>),
     /// A slot sent the first packet of the channel it was pointed at.
     SlotLive(SlotId),
     /// A message from the user on the connection's RPC stream (within the
@@ -302,6 +310,25 @@ pub struct EndpointStats {
     pub rpc_not_text: u64,
     /// What a transport that carries frames (RTMP, MoQ, SIP) received.
     pub ingest: IngestStats,
+    /// How adaptive forwarding serves the endpoint's video slots.
+    pub layers: LayerStats,
+}
+
+/// Adaptive forwarding of one endpoint's video slots (see
+/// [`crate::LayerSelector`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LayerStats {
+    pub switches_up: u64,
+    pub switches_down: u64,
+    /// Times a slot paused video because no layer fitted its link.
+    pub pauses: u64,
+    /// Video slots forwarding each spatial layer now (a gauge).
+    pub on_layer: [u16; crate::layers::MAX_SPATIAL],
+    /// Video slots paused now (a gauge).
+    pub paused: u16,
+    /// The leg's bandwidth estimate, bits per second (a gauge; 0 when it
+    /// is not estimated).
+    pub estimate_bps: u64,
 }
 
 /// Counters of an endpoint that receives frames and turns them into RTP

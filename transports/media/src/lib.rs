@@ -13,6 +13,8 @@
 //!   keyframe, where a new viewer can start.
 //! - [`Rewriter`]: keeps the sequence numbers and timestamps toward one
 //!   subscriber continuous when the publisher behind a track changes.
+//! - [`LayerSelector`]: which simulcast layer of a track one viewer gets,
+//!   from its bandwidth estimate, switching only at keyframes.
 //! - [`h264`]: H.264 access units to RTP payloads and back (RFC 6184 mode
 //!   1), for the transports that carry frames.
 //! - [`endpoint`]: the one interface a shard drives every transport through
@@ -24,9 +26,12 @@ mod codec;
 pub mod endpoint;
 pub mod h264;
 mod keyframe;
+pub mod layers;
 mod packet;
 mod ratelimit;
 mod rewrite;
+pub mod speakers;
+pub mod vp8;
 pub mod vp9;
 mod wire;
 
@@ -34,9 +39,11 @@ pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
 pub use endpoint::{
     CloseReason, Command, ConnId, Endpoint, EndpointStats, Event, IngestStats, Input, InputError,
-    Output, PublishedTrack, Refusal, RouteKey, SessionId, Slot, SlotId, Transmit, TransportKind,
+    LayerStats, Output, PublishedTrack, Refusal, RouteKey, SessionId, Slot, SlotId, Transmit,
+    TransportKind,
 };
 pub use keyframe::is_keyframe_start;
+pub use layers::{Layer, LayerSelector, SelectorConfig, SelectorStats, Verdict, MAX_SPATIAL};
 pub use packet::MediaPacket;
 pub use ratelimit::TokenBucket;
 pub use rewrite::{Rewriter, Rewritten};

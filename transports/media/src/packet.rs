@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::{ChannelId, CodecInfo, MediaKind};
+use crate::{ChannelId, CodecInfo, Layer, MediaKind};
 
 /// One RTP packet as published on a track channel.
 ///
@@ -33,6 +33,12 @@ pub struct MediaPacket {
     /// 2 180°, 3 90° clockwise), when the publisher sent it. Phones publish
     /// rotation only there.
     pub orientation: Option<u8>,
+    /// The simulcast layer (and temporal layer) the packet belongs to;
+    /// 0/0 for a track without layers.
+    pub layer: Layer,
+    /// The audio level the publisher measured (RFC 6464: 0 loudest to 127
+    /// silence, -dBov), when it sent one.
+    pub audio_level: Option<u8>,
     /// RTP payload, without header.
     pub payload: Arc<[u8]>,
 }

@@ -4,32 +4,37 @@
 //! version (1) | codec (1) | clock_rate (4) | h264 flags (1)
 //! [h264_profile (2)] [packetization_mode (1)]
 //! seq (8) | rtp_time (4) | flags (1)
-//! [wallclock − arrival, µs (4, signed)] | payload (rest)
+//! [wallclock − arrival, µs (4, signed)] [layer (1)] [audio level (1)]
+//! payload (rest)
 //! ```
 //!
 //! Big-endian. Flags: bit 0 marker; bit 1 a video orientation follows in
 //! bits 2–3 (the rotation bits of the CVO extension); bit 4 the wallclock
-//! offset field is present. The channel travels beside it (the pub-sub
+//! offset field is present; bit 5 the layer byte is present (spatial layer
+//! in the high nibble, temporal in the low; layer 0/0 is not sent); bit 6
+//! the audio level byte (RFC 6464, 0–127) is present. The channel travels beside it (the pub-sub
 //! channel) and the arrival time is the receiver's own; the wallclock
 //! (the publisher's sender-report mapping) travels as an offset from the
 //! sending node's arrival time and is placed at the same offset from the
 //! receiving node's (at most ±60 s; zero is not sent). Encoding is
 //! canonical: what decodes re-encodes to the same bytes. Nodes of one
 //! cluster must speak the same version (version 1 had no orientation and no
-//! wallclock). Codec numbers are part of the cluster protocol: never
+//! wallclock, version 2 no layer and no audio level). Codec numbers are part of the cluster protocol: never
 //! renumber them.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{ChannelId, Codec, CodecInfo, MediaPacket};
+use crate::{ChannelId, Codec, CodecInfo, Layer, MediaPacket};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 const MARKER: u8 = 1;
 const HAS_ORIENTATION: u8 = 2;
 const ORIENTATION_SHIFT: u8 = 2;
 const HAS_WALLCLOCK: u8 = 16;
+const HAS_LAYER: u8 = 32;
+const HAS_AUDIO_LEVEL: u8 = 64;
 /// A wallclock further than this from the arrival is not sent (the
 /// receiver uses its arrival time instead).
 const MAX_WALLCLOCK_OFFSET_US: u32 = 60_000_000;
@@ -121,9 +126,23 @@ pub fn encode_media(packet: &MediaPacket, out: &mut Vec<u8>) {
     if offset.is_some() {
         flags |= HAS_WALLCLOCK;
     }
+    let layer = (packet.layer.spatial.min(15) << 4) | packet.layer.temporal.min(15);
+    if layer != 0 {
+        flags |= HAS_LAYER;
+    }
+    let level = packet.audio_level.map(|l| l.min(127));
+    if level.is_some() {
+        flags |= HAS_AUDIO_LEVEL;
+    }
     out.push(flags);
     if let Some(us) = offset {
         out.extend_from_slice(&us.to_be_bytes());
+    }
+    if layer != 0 {
+        out.push(layer);
+    }
+    if let Some(level) = level {
+        out.push(level);
     }
     out.extend_from_slice(&packet.payload);
 }
@@ -185,7 +204,12 @@ pub fn decode_media(
     let seq = u64::from_be_bytes(r.take::<8>()?);
     let rtp_time = u32::from_be_bytes(r.take::<4>()?);
     let [flags] = r.take::<1>()?;
-    let known = MARKER | HAS_ORIENTATION | (3 << ORIENTATION_SHIFT) | HAS_WALLCLOCK;
+    let known = MARKER
+        | HAS_ORIENTATION
+        | (3 << ORIENTATION_SHIFT)
+        | HAS_WALLCLOCK
+        | HAS_LAYER
+        | HAS_AUDIO_LEVEL;
     let stray_rotation = flags & HAS_ORIENTATION == 0 && flags & (3 << ORIENTATION_SHIFT) != 0;
     if flags & !known != 0 || stray_rotation {
         return Err(WireError::Marker(flags));
@@ -212,6 +236,27 @@ pub fn decode_media(
         h264_profile,
         h264_packetization_mode,
     };
+    let layer = if flags & HAS_LAYER != 0 {
+        let [b] = r.take::<1>()?;
+        if b == 0 {
+            return Err(WireError::Marker(flags));
+        }
+        Layer {
+            spatial: b >> 4,
+            temporal: b & 15,
+        }
+    } else {
+        Layer::default()
+    };
+    let audio_level = if flags & HAS_AUDIO_LEVEL != 0 {
+        let [b] = r.take::<1>()?;
+        if b > 127 {
+            return Err(WireError::Marker(flags));
+        }
+        Some(b)
+    } else {
+        None
+    };
     Ok(MediaPacket {
         channel,
         kind: codec.kind(),
@@ -222,6 +267,8 @@ pub fn decode_media(
         arrival,
         wallclock,
         orientation,
+        layer,
+        audio_level,
         payload: Arc::from(r.0),
     })
 }
@@ -242,6 +289,8 @@ mod tests {
             arrival: at,
             wallclock: at,
             orientation: None,
+            layer: Layer::default(),
+            audio_level: None,
             payload: Arc::from(&[1u8, 2, 3][..]),
         }
     }
@@ -277,6 +326,36 @@ mod tests {
     }
 
     #[test]
+    fn layer_and_audio_level_travel() {
+        let t0 = Instant::now();
+        let mut p = packet(t0);
+        p.layer = Layer {
+            spatial: 2,
+            temporal: 1,
+        };
+        p.audio_level = Some(37);
+        let q = round_trip(&p, t0);
+        assert_eq!(q.layer, p.layer);
+        assert_eq!(q.audio_level, Some(37));
+        // Layer 0/0 and no level cost nothing.
+        let mut plain = Vec::new();
+        encode_media(&packet(t0), &mut plain);
+        let mut extras = Vec::new();
+        encode_media(&p, &mut extras);
+        assert_eq!(extras.len(), plain.len() + 2);
+        // A layer byte of zero is not canonical; a level above 127 is not one.
+        let n = plain.len() - 3;
+        let mut bad = plain.clone();
+        bad[n - 1] |= HAS_LAYER;
+        bad.insert(n, 0);
+        assert!(decode_media(ChannelId(9), &bad, t0).is_err());
+        let mut bad = plain.clone();
+        bad[n - 1] |= HAS_AUDIO_LEVEL;
+        bad.insert(n, 200);
+        assert!(decode_media(ChannelId(9), &bad, t0).is_err());
+    }
+
+    #[test]
     fn without_extras_the_wallclock_is_the_arrival() {
         let t0 = Instant::now() + Duration::from_secs(100);
         let q = round_trip(&packet(t0), t0);
@@ -294,7 +373,7 @@ mod tests {
         let mut bytes = Vec::new();
         encode_media(&packet(t0), &mut bytes);
         let flags_at = bytes.len() - 4;
-        for bad in [0x20u8, 0x40, 0x80, 0x04 | 1, 0x08] {
+        for bad in [0x80u8, 0x04 | 1, 0x08] {
             let mut b = bytes.clone();
             b[flags_at] = bad;
             assert_eq!(

@@ -459,6 +459,8 @@ impl RtmpEndpoint {
                 arrival: now,
                 wallclock,
                 orientation: None,
+                layer: Default::default(),
+                audio_level: None,
                 payload: Arc::from(p),
             };
             self.media.video_seq += 1;
@@ -604,6 +606,8 @@ impl RtmpEndpoint {
             arrival: now,
             wallclock,
             orientation: None,
+            layer: Default::default(),
+            audio_level: None,
             payload: Arc::from(data),
         };
         self.media.audio_seq += 1;
@@ -701,7 +705,7 @@ impl Endpoint for RtmpEndpoint {
             }
             // Nothing to ask an RTMP encoder: it sends keyframes on its own
             // schedule (its GOP).
-            Input::Command(Command::RequestKeyframe(_)) => Ok(false),
+            Input::Command(Command::RequestKeyframe(..) | Command::Prefer { .. }) => Ok(false),
             Input::Command(_) | Input::Datagram { .. } | Input::Media(_) => {
                 Err(InputError::Unrecognized)
             }

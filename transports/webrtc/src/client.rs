@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use corecast_media::{Codec, MediaKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec as RtcCodec, CodecConfig};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::rtp::{ExtensionValues, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, Input, Rtc};
 
@@ -46,6 +48,9 @@ pub enum ClientEvent {
     },
     /// The server asked this publisher for a keyframe.
     KeyframeRequest(MediaKind),
+    /// The server asked this simulcast publisher for a keyframe of one
+    /// layer (an index into its RIDs).
+    LayerKeyframeRequest(usize),
     Closed,
 }
 
@@ -122,6 +127,8 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     connected: bool,
     video_codec: RtcCodec,
+    /// The simulcast layers' RIDs it sends, lowest first (publisher).
+    rids: Vec<Rid>,
 }
 
 impl Client {
@@ -131,7 +138,19 @@ impl Client {
         now: Instant,
         local: SocketAddr,
     ) -> Result<(Client, String), Error> {
-        Client::new(config, now, local, Direction::SendOnly, Codec::Vp8)
+        Client::new(config, now, local, Direction::SendOnly, Codec::Vp8, &[])
+    }
+
+    /// A publisher whose VP8 video is simulcast in layers with these RIDs,
+    /// lowest first (`a=simulcast:send q;h;f`). Send each layer with
+    /// [`Client::send_layer`]. Returns the WHIP offer.
+    pub fn simulcast_publisher(
+        config: &EndpointConfig,
+        now: Instant,
+        local: SocketAddr,
+        rids: &[&str],
+    ) -> Result<(Client, String), Error> {
+        Client::new(config, now, local, Direction::SendOnly, Codec::Vp8, rids)
     }
 
     /// A viewer receiving one audio and one video track. Returns the WHEP offer.
@@ -140,7 +159,7 @@ impl Client {
         now: Instant,
         local: SocketAddr,
     ) -> Result<(Client, String), Error> {
-        Client::new(config, now, local, Direction::RecvOnly, Codec::Vp8)
+        Client::new(config, now, local, Direction::RecvOnly, Codec::Vp8, &[])
     }
 
     /// A publisher (`send = true`) or viewer that offers only `video` for its
@@ -157,7 +176,7 @@ impl Client {
         } else {
             Direction::RecvOnly
         };
-        Client::new(config, now, local, dir, video)
+        Client::new(config, now, local, dir, video, &[])
     }
 
     fn new(
@@ -166,6 +185,7 @@ impl Client {
         local: SocketAddr,
         dir: Direction,
         video_codec: Codec,
+        rids: &[&str],
     ) -> Result<(Client, String), Error> {
         let mut builder = Rtc::builder()
             .set_rtp_mode(true)
@@ -193,7 +213,14 @@ impl Client {
         rtc.add_local_candidate(candidate);
         let mut api = rtc.sdp_api();
         let audio = api.add_media(RtcKind::Audio, dir, None, None, None);
-        let video = api.add_media(RtcKind::Video, dir, None, None, None);
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for rid in rids {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        let video = api.add_media(RtcKind::Video, dir, None, None, simulcast);
         let (offer, pending) = api
             .apply()
             .ok_or(Error::NoMedia("media in the client's offer"))?;
@@ -205,6 +232,7 @@ impl Client {
             events: VecDeque::new(),
             connected: false,
             video_codec,
+            rids: rids.iter().map(|r| Rid::from(*r)).collect(),
         };
         Ok((client, offer.to_sdp_string()))
     }
@@ -301,6 +329,39 @@ impl Client {
         true
     }
 
+    /// Sends one packet of simulcast layer `layer` (an index into the RIDs
+    /// it was made with; publisher). `seq` is the layer's own extended
+    /// sequence number.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_layer(
+        &mut self,
+        now: Instant,
+        layer: usize,
+        seq: u64,
+        rtp_time: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> bool {
+        if !self.connected {
+            return false;
+        }
+        let (Some(pt), Some(rid)) = (self.pt(MediaKind::Video), self.rids.get(layer).copied())
+        else {
+            return false;
+        };
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(self.video, Some(rid)) else {
+            return false;
+        };
+        stream.write_rtp(
+            RtpWrite::new(pt, seq.into(), rtp_time, now, payload.to_vec())
+                .marker(marker)
+                .nackable(true),
+        );
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        true
+    }
+
     /// Asks the server for a keyframe (viewer): a PLI on the video track.
     pub fn request_keyframe(&mut self) -> bool {
         let mid = self.video;
@@ -369,7 +430,15 @@ impl Client {
                 } else {
                     MediaKind::Video
                 };
-                self.events.push_back(ClientEvent::KeyframeRequest(kind));
+                match r
+                    .rid
+                    .and_then(|rid| self.rids.iter().position(|x| *x == rid))
+                {
+                    Some(layer) => self
+                        .events
+                        .push_back(ClientEvent::LayerKeyframeRequest(layer)),
+                    None => self.events.push_back(ClientEvent::KeyframeRequest(kind)),
+                }
             }
             Event::SenderFeedback(f) => {
                 let kind = if f.mid == self.audio {

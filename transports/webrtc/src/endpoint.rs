@@ -5,13 +5,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use corecast_media::{
-    is_keyframe_start, ChannelId, CloseReason, CodecInfo, EndpointStats, MediaKind, MediaPacket,
-    Output, Rewriter, SlotId, Transmit,
+    is_keyframe_start, ChannelId, CloseReason, Codec, CodecInfo, EndpointStats, Layer,
+    LayerSelector, MediaKind, MediaPacket, Output, Rewriter, SelectorConfig, SlotId, Transmit,
+    Verdict,
 };
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::CodecConfig;
 use str0m::media::SenderFeedback;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Rtc};
@@ -80,15 +82,28 @@ struct InTrack {
     name: String,
     channel: ChannelId,
     active: Option<CodecInfo>,
+    /// The RIDs of its simulcast layers, lowest first (the order of the
+    /// offer's `a=simulcast:send`); empty for a track of one stream.
+    rids: Vec<Rid>,
+    /// Per spatial layer (one without simulcast): keyframe requests and the
+    /// last RTCP sender report (each simulcast stream has its own RTP clock
+    /// offset).
+    layers: Vec<InLayer>,
+}
+
+/// One stream of a published track: a simulcast layer, or the only one.
+#[derive(Debug, Default)]
+struct InLayer {
     last_keyframe_request: Option<Instant>,
-    /// A keyframe was asked for before the track's first packet: send the
+    /// A keyframe was asked for before the stream's first packet: send the
     /// request as soon as the receive stream exists.
     keyframe_pending: bool,
     /// A keyframe was asked for within the keyframe interval of the last
     /// request: it goes out when the interval ends (requests aggregate,
     /// none is lost).
     keyframe_deferred: bool,
-    /// The track's last RTCP sender report.
+    /// Whether a packet of this stream arrived.
+    seen: bool,
     report: Option<TrackReport>,
 }
 
@@ -102,10 +117,57 @@ struct SentTrack {
     pt_cache: Option<(CodecInfo, Pt)>,
     /// When this slot last asked for a keyframe (the user's PLI/FIR, or
     /// waiting for the keyframe that starts its stream).
-    last_keyframe: Option<Instant>,
+    last_keyframe: [Option<Instant>; corecast_media::MAX_SPATIAL],
     /// The first packet of the current source went out ([`Event::SlotLive`]).
     live: bool,
+    /// Which layer of a simulcast channel it forwards (video).
+    selector: LayerSelector,
+    /// Keeps VP8 picture ids continuous across layer switches.
+    vp8: corecast_media::vp8::Vp8Rewriter,
 }
+
+impl SentTrack {
+    fn new(mid: Mid, kind: MediaKind) -> SentTrack {
+        SentTrack {
+            mid,
+            kind,
+            source: None,
+            rewriter: None,
+            pt_cache: None,
+            last_keyframe: [None; corecast_media::MAX_SPATIAL],
+            live: false,
+            selector: LayerSelector::new(SelectorConfig::default()),
+            vp8: corecast_media::vp8::Vp8Rewriter::new(),
+        }
+    }
+
+    /// What the stats gauges count of this slot: the layer it forwards and
+    /// whether it is paused.
+    fn layer_state(&self) -> (Option<u8>, bool) {
+        (self.selector.current(), self.selector.is_paused())
+    }
+}
+
+/// How a WHEP viewer's leg adapts to its link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewerOptions {
+    /// Negotiate transport-wide congestion control and estimate the
+    /// viewer's bandwidth, to pick the simulcast layer its link carries.
+    /// Costs the feedback's processing (docs/benchmarks.md): worth it when
+    /// the stream has layers to choose from.
+    pub adaptive: bool,
+    /// No spatial layer above this one (the viewer's preference).
+    pub max_spatial: Option<u8>,
+}
+
+/// Bits per second kept for a leg's audio (Opus at up to 32 kbit/s with
+/// its packet overhead) when its estimate is shared among its video slots.
+const AUDIO_RESERVE: u64 = 64_000;
+/// How often a leg whose estimate is below what it wants asks its
+/// estimator for a probe.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// The estimator's first guess for an adaptive viewer's link.
+const INITIAL_ESTIMATE: u64 = 1_000_000;
 
 /// Receive slots of one kind an SDK connection may offer, at most.
 pub const MAX_SLOTS_PER_KIND: usize = 32;
@@ -141,8 +203,11 @@ pub struct Endpoint {
     who: Option<PublisherInfo>,
     /// The SDK's names for its send transceivers, by mid.
     names: Vec<(String, String)>,
-    /// Published track per SSRC (a Peer publishes several of a kind).
-    ssrc_tracks: Vec<(u32, usize)>,
+    /// Published track and spatial layer per SSRC (a Peer publishes several
+    /// of a kind, a simulcast track one SSRC per layer).
+    ssrc_tracks: Vec<(u32, usize, u8)>,
+    /// The simulcast RIDs of each media section of the offer, lowest first.
+    offer_rids: Vec<(Mid, Vec<Rid>)>,
     rpc: Rpc,
     /// A close asked for while the data channel still had messages to send.
     close_at: Option<Instant>,
@@ -155,6 +220,15 @@ pub struct Endpoint {
     viewer_keyframe_interval: Duration,
     /// The publisher's NTP clock on ours (lip sync).
     sender_clock: SenderClock,
+    /// What this leg last asked its bandwidth estimator to find (minimum,
+    /// desired), bits per second.
+    bwe_wanted: (u64, u64),
+    /// When a leg that wants more than its estimate may ask for a probe
+    /// again, and how many it asked for.
+    probe_at: Option<Instant>,
+    probes: u64,
+    /// A viewer's preferred top spatial layer (new slots start with it).
+    max_spatial: Option<u8>,
     connected: bool,
     closed: bool,
     stats: EndpointStats,
@@ -176,6 +250,7 @@ impl Endpoint {
             server_codecs(),
             Some(who),
             Vec::new(),
+            false,
         )?;
         if ep.published.is_empty() {
             return Err(Error::NoMedia("audio or video track to publish (sendonly)"));
@@ -195,13 +270,37 @@ impl Endpoint {
         offer: &str,
         required: &[CodecInfo],
     ) -> Result<(Endpoint, String), Error> {
+        Endpoint::viewer_with(config, now, offer, required, ViewerOptions::default())
+    }
+
+    /// [`Endpoint::viewer`] with options: an adaptive leg estimates the
+    /// viewer's bandwidth and forwards the simulcast layer that fits it.
+    pub fn viewer_with(
+        config: &EndpointConfig,
+        now: Instant,
+        offer: &str,
+        required: &[CodecInfo],
+        options: ViewerOptions,
+    ) -> Result<(Endpoint, String), Error> {
         let codecs = if required.is_empty() {
             viewer_codecs()
         } else {
             restricted_codecs(required)
         };
-        let (ep, answer) =
-            Endpoint::accept(config, now, offer, Role::Viewer, codecs, None, Vec::new())?;
+        let (mut ep, answer) = Endpoint::accept(
+            config,
+            now,
+            offer,
+            Role::Viewer,
+            codecs,
+            None,
+            Vec::new(),
+            options.adaptive,
+        )?;
+        ep.max_spatial = options.max_spatial;
+        for t in &mut ep.sent {
+            t.selector.set_max_spatial(now, options.max_spatial);
+        }
         if ep.sent.is_empty() {
             return Err(Error::NoMedia("audio or video track to receive (recvonly)"));
         }
@@ -259,9 +358,13 @@ impl Endpoint {
             viewer_codecs(),
             Some(who),
             names,
+            true,
         )
     }
 
+    /// `adaptive`: estimate the user's downlink (transport-wide congestion
+    /// control) and forward the simulcast layers that fit it.
+    #[allow(clippy::too_many_arguments)]
     fn accept(
         config: &EndpointConfig,
         now: Instant,
@@ -270,6 +373,7 @@ impl Endpoint {
         codecs: CodecConfig,
         who: Option<PublisherInfo>,
         names: Vec<(String, String)>,
+        adaptive: bool,
     ) -> Result<(Endpoint, String), Error> {
         let offer_text = offer;
         let remote_creds = crate::sdpfrag::parse_sdpfrag(offer).ok().and_then(|f| {
@@ -290,8 +394,11 @@ impl Endpoint {
             .set_local_ice_credentials(creds)
             .set_stats_interval(None);
         *builder.codec_config() = codecs;
-        if role == Role::Viewer {
+        if role == Role::Viewer && !adaptive {
             builder = builder.set_extension_map(viewer_extensions());
+        }
+        if adaptive {
+            builder = builder.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)));
         }
         let mut rtc = builder.build(now);
         for addr in &config.candidates {
@@ -313,6 +420,7 @@ impl Endpoint {
             who,
             names,
             ssrc_tracks: Vec::new(),
+            offer_rids: offer_simulcast(offer_text),
             rpc: Rpc {
                 channel: None,
                 queue: VecDeque::new(),
@@ -327,6 +435,10 @@ impl Endpoint {
             keyframe_interval: config.keyframe_interval,
             viewer_keyframe_interval: config.viewer_keyframe_interval,
             sender_clock: SenderClock::default(),
+            bwe_wanted: (0, 0),
+            probe_at: None,
+            probes: 0,
+            max_spatial: None,
             connected: false,
             closed: false,
             stats: EndpointStats::default(),
@@ -502,18 +614,19 @@ impl Endpoint {
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!("timeout input refused: {e}");
         }
-        let deferred: Vec<ChannelId> = self
-            .published
-            .iter()
-            .filter(|t| t.keyframe_deferred)
-            .filter(|t| {
-                t.last_keyframe_request
-                    .is_none_or(|at| now >= at + self.keyframe_interval)
-            })
-            .map(|t| t.channel)
-            .collect();
-        for channel in deferred {
-            self.request_keyframe(now, channel);
+        let mut deferred = Vec::new();
+        for t in &self.published {
+            for (i, l) in t.layers.iter().enumerate() {
+                let due = l
+                    .last_keyframe_request
+                    .is_none_or(|at| now >= at + self.keyframe_interval);
+                if l.keyframe_deferred && due {
+                    deferred.push((t.channel, i as u8));
+                }
+            }
+        }
+        for (channel, layer) in deferred {
+            self.request_keyframe(now, channel, Some(layer));
         }
     }
 
@@ -521,9 +634,10 @@ impl Endpoint {
     fn keyframe_due(&self) -> Option<Instant> {
         self.published
             .iter()
-            .filter(|t| t.keyframe_deferred)
-            .map(|t| {
-                t.last_keyframe_request
+            .flat_map(|t| &t.layers)
+            .filter(|l| l.keyframe_deferred)
+            .map(|l| {
+                l.last_keyframe_request
                     .map_or(self.last_now, |at| at + self.keyframe_interval)
             })
             .min()
@@ -533,20 +647,68 @@ impl Endpoint {
     /// channels is ignored from now on. The next packet continues the
     /// viewer's sequence numbers (see [`Rewriter`]).
     pub fn subscribe(&mut self, kind: MediaKind, channel: Option<ChannelId>) {
-        for t in self.sent.iter_mut().filter(|t| t.kind == kind) {
-            t.source = channel;
-            t.live = false;
+        for i in 0..self.sent.len() {
+            if self.sent[i].kind == kind {
+                self.point_slot(i, channel);
+            }
         }
     }
 
     /// Points one receive slot at a channel (or stops it), like
     /// [`Endpoint::subscribe`] for one slot.
     pub fn subscribe_slot(&mut self, slot: SlotId, channel: Option<ChannelId>) {
+        let i = usize::from(slot.0);
+        if self.sent.get(i).is_some_and(|t| t.source != channel) {
+            self.point_slot(i, channel);
+        }
+    }
+
+    /// A slot plays another channel: its layer choice starts over (the
+    /// rewriters keep the stream continuous).
+    fn point_slot(&mut self, i: usize, channel: Option<ChannelId>) {
+        let now = self.last_now;
+        let max = self.max_spatial;
+        let Some(t) = self.sent.get_mut(i) else {
+            return;
+        };
+        let before = t.layer_state();
+        t.source = channel;
+        t.live = false;
+        let estimate = t.selector.estimate();
+        t.selector = LayerSelector::new(SelectorConfig::default());
+        t.selector.set_max_spatial(now, max);
+        if let Some(e) = estimate {
+            t.selector.set_estimate(now, e);
+        }
+        self.layer_moved(before, (None, false));
+    }
+
+    /// The viewer's preferred top spatial layer for one slot.
+    pub fn prefer(&mut self, now: Instant, slot: SlotId, max_spatial: Option<u8>) {
         if let Some(t) = self.sent.get_mut(usize::from(slot.0)) {
-            if t.source != channel {
-                t.source = channel;
-                t.live = false;
-            }
+            t.selector.set_max_spatial(now, max_spatial);
+        }
+    }
+
+    /// Keeps the layer counters in step with a slot whose forwarded layer
+    /// or pause changed from `before` to `after`.
+    fn layer_moved(&mut self, before: (Option<u8>, bool), after: (Option<u8>, bool)) {
+        if before == after {
+            return;
+        }
+        let l = &mut self.stats.layers;
+        if let Some(b) = before.0 {
+            let n = &mut l.on_layer[usize::from(b)];
+            *n = n.saturating_sub(1);
+        }
+        if let Some(a) = after.0 {
+            l.on_layer[usize::from(a)] += 1;
+        }
+        if after.1 && !before.1 {
+            l.pauses += 1;
+            l.paused += 1;
+        } else if before.1 && !after.1 {
+            l.paused = l.paused.saturating_sub(1);
         }
     }
 
@@ -594,23 +756,63 @@ impl Endpoint {
             self.stats.media_dropped += 1;
             return false;
         };
+        let spatial = packet.layer.spatial;
+        let mut switched = false;
+        if packet.kind == MediaKind::Video {
+            let track = &mut self.sent[idx];
+            let before = track.layer_state();
+            let counted = track.selector.stats();
+            let (codec, payload) = (packet.codec.codec, &packet.payload);
+            let verdict = track
+                .selector
+                .on_packet(now, packet.layer, payload.len(), || {
+                    is_keyframe_start(codec, payload)
+                });
+            let (after, waits) = (track.layer_state(), track.selector.wants_keyframe());
+            let now_counted = track.selector.stats();
+            self.layer_moved(before, after);
+            let l = &mut self.stats.layers;
+            l.switches_up += now_counted.switches_up - counted.switches_up;
+            l.switches_down += now_counted.switches_down - counted.switches_down;
+            match verdict {
+                Verdict::Forward => {}
+                Verdict::Switch => switched = true,
+                // A packet of the layer it waits to start or switch to:
+                // ask for that layer's keyframe (within the slot's limit).
+                Verdict::Drop if waits == Some(spatial) => {
+                    if after.0.is_none() {
+                        self.stats.waiting_keyframe += 1;
+                    }
+                    return self.viewer_wants_keyframe(now, idx, Some(spatial));
+                }
+                // Another layer than the one forwarded: not for this viewer.
+                Verdict::Drop => return false,
+            }
+        }
+        // Each layer is a source of its own: a switch starts a new run.
+        let source = packet.channel.layer(spatial);
         let track = &mut self.sent[idx];
         let rewriter = track.rewriter.get_or_insert_with(|| {
             // A random start below 2^15 (RFC 3550 §5.1), ROC 0.
             Rewriter::new(packet.codec.clock_rate, rand::random::<u16>() & 0x7fff)
         });
+        let new_run = rewriter.starts_run(source, packet.seq);
         if packet.kind == MediaKind::Video
-            && rewriter.starts_run(packet.channel, packet.seq)
+            && new_run
+            && !switched
             && !is_keyframe_start(packet.codec.codec, &packet.payload)
         {
             self.stats.waiting_keyframe += 1;
-            return self.viewer_wants_keyframe(now, idx);
+            return self.viewer_wants_keyframe(now, idx, Some(spatial));
         }
-        let Some(out) =
-            rewriter.rewrite(packet.channel, packet.seq, packet.rtp_time, packet.arrival)
+        let Some(out) = rewriter.rewrite(source, packet.seq, packet.rtp_time, packet.arrival)
         else {
             self.stats.media_dropped += 1;
             return false;
+        };
+        let vp8_patch = match packet.codec.codec {
+            Codec::Vp8 => vp8_patch(&mut track.vp8, new_run, &packet.payload),
+            _ => None,
         };
         let mid = track.mid;
         let nackable = packet.kind == MediaKind::Video;
@@ -631,6 +833,9 @@ impl Endpoint {
         )
         .marker(packet.marker)
         .nackable(nackable);
+        if let Some(patch) = vp8_patch {
+            write = write.vp8_patch(patch);
+        }
         // Header extension values only where there is one to send (the
         // orientation of a phone's video); the common packet carries none.
         if let Some(o) = packet.orientation {
@@ -650,9 +855,10 @@ impl Endpoint {
         true
     }
 
-    /// A slot asks for a keyframe of the channel it plays, limited to one
-    /// per `viewer_keyframe_interval`. Returns whether an event was queued.
-    fn viewer_wants_keyframe(&mut self, now: Instant, idx: usize) -> bool {
+    /// A slot asks for a keyframe of the channel it plays (of one spatial
+    /// layer, or every layer with `None`), limited to one per layer per
+    /// `viewer_keyframe_interval`. Returns whether an event was queued.
+    fn viewer_wants_keyframe(&mut self, now: Instant, idx: usize, layer: Option<u8>) -> bool {
         let interval = self.viewer_keyframe_interval;
         let Some(track) = self.sent.get_mut(idx) else {
             return false;
@@ -660,13 +866,18 @@ impl Endpoint {
         let Some(channel) = track.source else {
             return false;
         };
-        if track.last_keyframe.is_some_and(|at| now < at + interval) {
+        // Each layer has its own limit: a switch to another layer is not
+        // held up by the user's requests for the one it gets.
+        let Some(last) = track.last_keyframe.get_mut(usize::from(layer.unwrap_or(0))) else {
+            return false;
+        };
+        if last.is_some_and(|at| now < at + interval) {
             self.stats.keyframe_requests_limited += 1;
             return false;
         }
-        track.last_keyframe = Some(now);
+        *last = Some(now);
         self.events
-            .push_back(EndpointEvent::KeyframeRequest(channel));
+            .push_back(EndpointEvent::KeyframeRequest(channel, layer));
         true
     }
 
@@ -680,42 +891,63 @@ impl Endpoint {
         }
     }
 
-    /// Asks a publisher for a keyframe on its track of `channel`. Requests
-    /// aggregate: at most one goes out per keyframe interval, and one asked
-    /// for within the interval goes out when it ends (from
-    /// [`Endpoint::handle_timeout`]), so no viewer waits for a keyframe that
-    /// was never requested. Returns whether a request went out now.
-    pub fn request_keyframe(&mut self, now: Instant, channel: ChannelId) -> bool {
+    /// Asks a publisher for a keyframe on its track of `channel`: of one
+    /// spatial layer (a simulcast stream), or of every layer with `None`.
+    /// Requests aggregate per layer: at most one goes out per keyframe
+    /// interval, and one asked for within the interval goes out when it ends
+    /// (from [`Endpoint::handle_timeout`]), so no viewer waits for a
+    /// keyframe that was never requested. Returns whether a request went
+    /// out now.
+    pub fn request_keyframe(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        layer: Option<u8>,
+    ) -> bool {
         if self.closed {
             return false;
         }
-        let interval = self.keyframe_interval;
-        let Some(track) = self.published.iter_mut().find(|t| t.channel == channel) else {
+        let Some(idx) = self.published.iter().position(|t| t.channel == channel) else {
             return false;
         };
-        if track.active.is_none() {
+        let layers = self.published[idx].layers.len() as u8;
+        match layer {
+            Some(l) => l < layers && self.request_layer_keyframe(now, idx, l),
+            None => (0..layers).fold(false, |sent, l| {
+                self.request_layer_keyframe(now, idx, l) | sent
+            }),
+        }
+    }
+
+    fn request_layer_keyframe(&mut self, now: Instant, idx: usize, layer: u8) -> bool {
+        let interval = self.keyframe_interval;
+        let track = &mut self.published[idx];
+        let (mid, rid) = (track.mid, track.rids.get(usize::from(layer)).copied());
+        let Some(state) = track.layers.get_mut(usize::from(layer)) else {
+            return false;
+        };
+        if !state.seen {
             // A request before the first packet is lost on some stacks; send
-            // it when the track starts.
-            track.keyframe_pending = true;
+            // it when the stream starts.
+            state.keyframe_pending = true;
             return false;
         }
-        if track
+        if state
             .last_keyframe_request
             .is_some_and(|at| now < at + interval)
         {
-            track.keyframe_deferred = true;
+            state.keyframe_deferred = true;
             return false;
         }
-        let mid = track.mid;
         let mut api = self.rtc.direct_api();
-        let Some(stream) = api.stream_rx_by_mid(mid, None) else {
-            track.keyframe_pending = true;
+        let Some(stream) = api.stream_rx_by_mid(mid, rid) else {
+            state.keyframe_pending = true;
             return false;
         };
         stream.request_keyframe(KeyframeRequestKind::Pli);
-        track.last_keyframe_request = Some(now);
-        track.keyframe_pending = false;
-        track.keyframe_deferred = false;
+        state.last_keyframe_request = Some(now);
+        state.keyframe_pending = false;
+        state.keyframe_deferred = false;
         self.stats.keyframe_requests_sent += 1;
         true
     }
@@ -875,9 +1107,14 @@ impl Endpoint {
             Event::MediaAdded(added) => self.on_media_added(added.mid, added.kind, added.direction),
             Event::RtpPacket(packet) => self.on_rtp(packet),
             Event::KeyframeRequest(req) => {
+                // The user lost a picture of the layer it gets.
                 if let Some(idx) = self.sent.iter().position(|t| t.mid == req.mid) {
-                    self.viewer_wants_keyframe(self.last_now, idx);
+                    let layer = self.sent[idx].selector.current();
+                    self.viewer_wants_keyframe(self.last_now, idx, layer);
                 }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.on_estimate(estimate.as_u64());
             }
             // The first channel the user opens carries the RPC.
             Event::ChannelOpen(id, _label)
@@ -923,15 +1160,10 @@ impl Endpoint {
         let of_kind = self.sent.iter().filter(|t| t.kind == kind).count();
         let known = self.sent.iter().any(|t| t.mid == mid);
         if plays && !known && !(one_per_kind && of_kind > 0) && of_kind < MAX_SLOTS_PER_KIND {
-            self.sent.push(SentTrack {
-                mid,
-                kind,
-                source: None,
-                rewriter: None,
-                pt_cache: None,
-                last_keyframe: None,
-                live: false,
-            });
+            let mut slot = SentTrack::new(mid, kind);
+            slot.selector
+                .set_max_spatial(self.last_now, self.max_spatial);
+            self.sent.push(slot);
         }
     }
 
@@ -955,16 +1187,24 @@ impl Endpoint {
             return;
         }
         let channel = ChannelId::for_track(&who.room, &who.peer, &name);
+        let rids: Vec<Rid> = match kind {
+            MediaKind::Video => self
+                .offer_rids
+                .iter()
+                .find(|(m, _)| *m == mid)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default(),
+            MediaKind::Audio => Vec::new(),
+        };
+        let layers = (0..rids.len().max(1)).map(|_| InLayer::default()).collect();
         self.published.push(InTrack {
             mid,
             kind,
             name,
             channel,
             active: None,
-            last_keyframe_request: None,
-            keyframe_pending: false,
-            keyframe_deferred: false,
-            report: None,
+            rids,
+            layers,
         });
     }
 
@@ -976,7 +1216,7 @@ impl Endpoint {
         let Some(codec) = self.codec_of(pt) else {
             return;
         };
-        let Some(idx) = self.track_of(*packet.header.ssrc, codec.kind()) else {
+        let Some((idx, spatial)) = self.track_of(*packet.header.ssrc, codec.kind()) else {
             return;
         };
         let track = &mut self.published[idx];
@@ -985,15 +1225,24 @@ impl Endpoint {
             self.events
                 .push_back(EndpointEvent::ActiveCodec(track.channel, codec));
         }
-        let (kind, pending, channel) = (track.kind, track.keyframe_pending, track.channel);
+        let Some(layer) = track.layers.get_mut(usize::from(spatial)) else {
+            return;
+        };
+        layer.seen = true;
+        let (kind, pending, channel) = (track.kind, layer.keyframe_pending, track.channel);
         let rtp_time = packet.header.timestamp;
-        let wallclock = match &track.report {
+        let wallclock = match &layer.report {
             Some(report) => self
                 .sender_clock
                 .wallclock(report, rtp_time, packet.timestamp),
             None => packet.timestamp,
         };
         let orientation = packet.header.ext_vals.video_orientation.map(|o| o as u8);
+        let audio_level = packet
+            .header
+            .ext_vals
+            .audio_level
+            .map(|l| l.unsigned_abs().min(127));
         self.events.push_back(EndpointEvent::Media(MediaPacket {
             channel: track.channel,
             kind,
@@ -1004,10 +1253,75 @@ impl Endpoint {
             arrival: packet.timestamp,
             wallclock,
             orientation,
+            layer: Layer {
+                spatial,
+                temporal: 0,
+            },
+            audio_level,
             payload: packet.payload,
         }));
         if pending {
-            self.request_keyframe(packet.timestamp, channel);
+            self.request_keyframe(packet.timestamp, channel, Some(spatial));
+        }
+    }
+
+    /// A new estimate of the user's downlink: shared among the video slots
+    /// that play something (after the audio's share), it picks their
+    /// layers; the estimator is told what to probe for next.
+    fn on_estimate(&mut self, bps: u64) {
+        let now = self.last_now;
+        self.stats.layers.estimate_bps = bps;
+        let audio = self
+            .sent
+            .iter()
+            .any(|t| t.kind == MediaKind::Audio && t.source.is_some());
+        let video: Vec<usize> = (0..self.sent.len())
+            .filter(|&i| self.sent[i].kind == MediaKind::Video && self.sent[i].source.is_some())
+            .collect();
+        if video.is_empty() {
+            return;
+        }
+        let reserve = if audio { AUDIO_RESERVE } else { 0 };
+        let share = bps.saturating_sub(reserve) / video.len() as u64;
+        let (mut next_layers, mut desired) = (0, reserve);
+        for i in video {
+            let t = &mut self.sent[i];
+            let before = t.layer_state();
+            t.selector.set_estimate(now, share);
+            let after = t.layer_state();
+            let (next, top) = t.selector.wanted_bitrate(now);
+            next_layers += next;
+            desired += top;
+            self.layer_moved(before, after);
+        }
+        // The estimate of a leg that sends less than its link carries
+        // stays near what it sends: padding (capped by the estimate) up to
+        // the next layer's rate lets it grow until that layer fits; probes
+        // look for the top layer's. A leg on its top layer pads nothing.
+        let minimum = if next_layers > 0 {
+            reserve + next_layers
+        } else {
+            0
+        };
+        // str0m probes when the desired rate rises above its estimate; a
+        // leg that wants more than it gets asks again every
+        // PROBE_INTERVAL (one bit per second more), so a link that came
+        // back is found within seconds, not by slow growth.
+        let mut desired = desired.max(reserve + 1);
+        let wants_more = bps < desired;
+        if wants_more && self.probe_at.is_none_or(|at| now >= at) {
+            self.probe_at = Some(now + PROBE_INTERVAL);
+            self.probes += 1;
+            desired += self.probes;
+        } else if desired <= self.bwe_wanted.1 && desired + 64 > self.bwe_wanted.1 {
+            // The same wish as before: not a new probe, and no reset.
+            desired = self.bwe_wanted.1;
+        }
+        if (minimum, desired) != self.bwe_wanted {
+            self.bwe_wanted = (minimum, desired);
+            self.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
         }
     }
 
@@ -1016,6 +1330,10 @@ impl Endpoint {
         let Some(track) = self.published.iter_mut().find(|t| t.mid == feedback.mid) else {
             return;
         };
+        let spatial = feedback
+            .rid
+            .and_then(|rid| track.rids.iter().position(|r| *r == rid))
+            .unwrap_or(0);
         let clock_rate = track.active.map_or(
             match track.kind {
                 MediaKind::Audio => 48_000,
@@ -1024,7 +1342,10 @@ impl Endpoint {
             |c| c.clock_rate,
         );
         let info = feedback.sender_info;
-        track.report = Some(self.sender_clock.on_report(
+        let Some(layer) = track.layers.get_mut(spatial) else {
+            return;
+        };
+        layer.report = Some(self.sender_clock.on_report(
             info.ntp_time,
             info.rtp_time.numer() as u32,
             clock_rate,
@@ -1032,31 +1353,40 @@ impl Endpoint {
         ));
     }
 
-    /// The published track an SSRC belongs to: by its stream's mid (cached);
-    /// a WHIP publisher's only track of the kind when str0m has no stream.
-    fn track_of(&mut self, ssrc: u32, kind: MediaKind) -> Option<usize> {
-        if let Some((_, idx)) = self.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
-            return Some(*idx);
+    /// The published track and spatial layer an SSRC belongs to: by its
+    /// stream's mid and RID (cached); a WHIP publisher's only track of the
+    /// kind when str0m has no stream.
+    fn track_of(&mut self, ssrc: u32, kind: MediaKind) -> Option<(usize, u8)> {
+        if let Some((_, idx, layer)) = self.ssrc_tracks.iter().find(|(s, ..)| *s == ssrc) {
+            return Some((*idx, *layer));
         }
-        let mid = self
+        let stream = self
             .rtc
             .direct_api()
             .stream_rx(&ssrc.into())
-            .map(|s| s.mid());
-        let idx = match mid {
-            Some(mid) => self.published.iter().position(|t| t.mid == mid),
+            .map(|s| (s.mid(), s.rid()));
+        let (idx, rid) = match stream {
+            Some((mid, rid)) => (self.published.iter().position(|t| t.mid == mid)?, rid),
             None if self.role == Role::Publisher => {
-                self.published.iter().position(|t| t.kind == kind)
+                (self.published.iter().position(|t| t.kind == kind)?, None)
             }
-            None => None,
-        }?;
-        if self.published[idx].kind != kind {
+            None => return None,
+        };
+        let track = &self.published[idx];
+        if track.kind != kind {
             return None;
         }
+        // A simulcast track's stream without a known RID is not forwarded:
+        // its layer is unknown.
+        let layer = match rid {
+            _ if track.rids.is_empty() => 0,
+            Some(rid) => track.rids.iter().position(|r| *r == rid)? as u8,
+            None => return None,
+        };
         if self.ssrc_tracks.len() < 64 {
-            self.ssrc_tracks.push((ssrc, idx));
+            self.ssrc_tracks.push((ssrc, idx, layer));
         }
-        Some(idx)
+        Some((idx, layer))
     }
 
     fn codec_of(&mut self, pt: Pt) -> Option<CodecInfo> {
@@ -1100,6 +1430,32 @@ impl Endpoint {
     }
 }
 
+/// The descriptor patch that keeps a VP8 stream's picture ids continuous
+/// toward one viewer (`new_run`: the packet starts a new run of the slot's
+/// stream, as after a layer switch); `None` when nothing changes.
+fn vp8_patch(
+    rewriter: &mut corecast_media::vp8::Vp8Rewriter,
+    new_run: bool,
+    payload: &[u8],
+) -> Option<str0m::rtp::Vp8Patch> {
+    let d = corecast_media::vp8::parse(payload)?;
+    let o = rewriter.offsets(new_run, &d);
+    if o.is_zero() {
+        return None;
+    }
+    // str0m writes the new numbers as it serializes the packet: no copy.
+    let parsed = str0m::rtp::Vp8Descriptor::parse(payload).ok()?;
+    let mut patch = parsed.patch();
+    if let Some(p) = d.picture_id {
+        let mask = if d.long_picture_id { 0x7fff } else { 0x7f };
+        patch = patch.picture_id(p.wrapping_add(o.picture_id) & mask);
+    }
+    if let Some(t) = d.tl0picidx {
+        patch = patch.tl0_pic_idx(t.wrapping_add(o.tl0picidx));
+    }
+    patch.build().ok()
+}
+
 /// The RTP header extensions a viewer's leg negotiates: str0m's standard
 /// set without transport-wide congestion control. corecast forwards one
 /// layer per track and estimates no viewer's downlink, so that feedback
@@ -1138,6 +1494,42 @@ fn too_many_slots(offer: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The simulcast layers each media section of an offer sends: its mid and
+/// the RIDs of `a=simulcast:send` in order (the first of alternatives;
+/// paused ones, `~rid`, too: they may start later), at most
+/// [`corecast_media::MAX_SPATIAL`].
+fn offer_simulcast(offer: &str) -> Vec<(Mid, Vec<Rid>)> {
+    let mut out = Vec::new();
+    let mut mid = None;
+    for line in offer.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("m=") {
+            mid = None;
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(Mid::from(m.trim()));
+        } else if let Some(rest) = line.strip_prefix("a=simulcast:") {
+            let Some(mid) = mid else { continue };
+            let mut parts = rest.split_whitespace();
+            while let (Some(dir), Some(list)) = (parts.next(), parts.next()) {
+                if dir != "send" {
+                    continue;
+                }
+                let rids: Vec<Rid> = list
+                    .split(';')
+                    .filter_map(|alts| alts.split(',').next())
+                    .map(|r| r.trim_start_matches('~'))
+                    .filter(|r| !r.is_empty() && r.len() <= 8)
+                    .take(corecast_media::MAX_SPATIAL)
+                    .map(Rid::from)
+                    .collect();
+                if rids.len() > 1 {
+                    out.push((mid, rids));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The media ids of an offer, in m-line order.
@@ -1204,8 +1596,12 @@ impl corecast_media::Endpoint for Endpoint {
                 self.subscribe_slot(slot, channel);
                 Ok(false)
             }
-            In::Command(Command::RequestKeyframe(channel)) => {
-                Ok(self.request_keyframe(now, channel))
+            In::Command(Command::RequestKeyframe(channel, layer)) => {
+                Ok(self.request_keyframe(now, channel, layer))
+            }
+            In::Command(Command::Prefer { slot, max_spatial }) => {
+                self.prefer(now, slot, max_spatial);
+                Ok(false)
             }
             In::Command(Command::Rpc(text)) => {
                 self.send_rpc(text);

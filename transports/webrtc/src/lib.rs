@@ -49,8 +49,8 @@ pub use config::EndpointConfig;
 pub use corecast_media::{CloseReason, EndpointStats, Output, Transmit};
 pub use demux::{classify, stun_local_ufrag, PacketClass};
 pub use endpoint::{
-    Endpoint, EndpointEvent, PublisherInfo, Role, MAX_RPC_MESSAGE, MAX_SLOTS_PER_KIND, RPC_BURST,
-    RPC_RATE,
+    Endpoint, EndpointEvent, PublisherInfo, Role, ViewerOptions, MAX_RPC_MESSAGE,
+    MAX_SLOTS_PER_KIND, RPC_BURST, RPC_RATE,
 };
 pub use error::Error;
 pub use room_client::{RoomClient, RoomEvent};

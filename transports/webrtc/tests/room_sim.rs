@@ -164,6 +164,8 @@ impl Sim {
             arrival: now,
             wallclock: now,
             orientation: None,
+            layer: Default::default(),
+            audio_level: None,
             payload: Arc::from(payload),
         };
         if self.endpoint.queue_media(now, &packet) {

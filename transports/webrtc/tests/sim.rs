@@ -255,9 +255,11 @@ fn a_keyframe_asked_for_before_the_first_packet_is_requested_on_it() {
     w.run_until(Duration::from_secs(5), World::all_connected);
     let now = w.now;
     assert!(
-        !w.legs[p]
-            .endpoint
-            .request_keyframe(now, ChannelId::for_track("room", "alice", "video")),
+        !w.legs[p].endpoint.request_keyframe(
+            now,
+            ChannelId::for_track("room", "alice", "video"),
+            None
+        ),
         "no stream yet"
     );
     for i in 0..5u64 {

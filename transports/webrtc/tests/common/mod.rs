@@ -52,12 +52,63 @@ pub struct World {
     pub lossy_other: usize,
     pub keyframe_requests_sent: usize,
     /// Keyframe requests of viewer legs, passed to publishers at the next drain.
-    pub keyframes: Vec<ChannelId>,
+    pub keyframes: Vec<(ChannelId, Option<u8>)>,
+    /// Bottlenecks toward some addresses (a viewer's downlink).
+    pub links: Vec<(SocketAddr, Link)>,
     /// Media packets the publishers' legs published.
     pub published: usize,
     /// Datagrams from this address to the server are copied to `captured`.
     pub capture_from: Option<SocketAddr>,
     pub captured: Vec<Vec<u8>>,
+}
+
+/// A bottleneck: datagrams leave it one after another at `rate_bps`; one
+/// that would wait longer than `max_queue` is dropped (a drop-tail queue).
+pub struct Link {
+    pub rate_bps: u64,
+    pub max_queue: Duration,
+    pub busy_until: Instant,
+    pub dropped: usize,
+    pub bytes: usize,
+}
+
+impl Link {
+    pub fn new(rate_bps: u64, now: Instant) -> Link {
+        Link {
+            rate_bps,
+            max_queue: Duration::from_millis(250),
+            busy_until: now,
+            dropped: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// Puts a datagram on the network: through its destination's bottleneck,
+/// if any, then `LATENCY`; kept in delivery order.
+pub fn enqueue(
+    in_flight: &mut VecDeque<(Instant, Transmit)>,
+    links: &mut [(SocketAddr, Link)],
+    now: Instant,
+    t: Transmit,
+) {
+    let mut at = now + LATENCY;
+    if let Some((_, link)) = links.iter_mut().find(|(a, _)| *a == t.destination) {
+        let start = link.busy_until.max(now);
+        if start - now > link.max_queue {
+            link.dropped += 1;
+            return;
+        }
+        let bits = (t.contents.len() as u64 + 28) * 8;
+        link.busy_until = start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
+        link.bytes += t.contents.len();
+        at = link.busy_until + LATENCY;
+    }
+    let pos = in_flight
+        .iter()
+        .rposition(|(when, _)| *when <= at)
+        .map_or(0, |p| p + 1);
+    in_flight.insert(pos, (at, t));
 }
 
 pub fn addr(s: &str) -> SocketAddr {
@@ -80,6 +131,7 @@ impl World {
             lossy_other: 0,
             keyframe_requests_sent: 0,
             keyframes: Vec::new(),
+            links: Vec::new(),
             published: 0,
             capture_from: None,
             captured: Vec::new(),
@@ -226,7 +278,7 @@ impl World {
         for p in &mut self.clients {
             loop {
                 match p.client.poll_output(now) {
-                    Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                    Output::Transmit(t) => enqueue(&mut self.in_flight, &mut self.links, now, t),
                     Output::Event(e) => p.events.push(e),
                     Output::Timeout(at) => {
                         p.next_timeout = at;
@@ -240,9 +292,9 @@ impl World {
         for leg in &mut self.legs {
             loop {
                 match leg.endpoint.poll_output(now) {
-                    Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                    Output::Transmit(t) => enqueue(&mut self.in_flight, &mut self.links, now, t),
                     Output::Event(EndpointEvent::Media(m)) => media.push(m),
-                    Output::Event(EndpointEvent::KeyframeRequest(k)) => keyframes.push(k),
+                    Output::Event(EndpointEvent::KeyframeRequest(c, l)) => keyframes.push((c, l)),
                     Output::Event(EndpointEvent::Closed(r)) => leg.closed = Some(r),
                     Output::Event(_) => {}
                     Output::Timeout(at) => {
@@ -261,9 +313,9 @@ impl World {
                 }
             }
         }
-        for k in keyframes {
+        for (channel, layer) in keyframes {
             for i in 0..self.legs.len() {
-                if self.legs[i].endpoint.request_keyframe(now, k) {
+                if self.legs[i].endpoint.request_keyframe(now, channel, layer) {
                     self.keyframe_requests_sent += 1;
                     self.drain_leg(i);
                 }
@@ -276,9 +328,9 @@ impl World {
         let leg = &mut self.legs[i];
         loop {
             match leg.endpoint.poll_output(now) {
-                Output::Transmit(t) => self.in_flight.push_back((now + LATENCY, t)),
+                Output::Transmit(t) => enqueue(&mut self.in_flight, &mut self.links, now, t),
                 Output::Event(EndpointEvent::Closed(r)) => leg.closed = Some(r),
-                Output::Event(EndpointEvent::KeyframeRequest(k)) => self.keyframes.push(k),
+                Output::Event(EndpointEvent::KeyframeRequest(c, l)) => self.keyframes.push((c, l)),
                 Output::Event(_) => {}
                 Output::Timeout(_) => break,
             }

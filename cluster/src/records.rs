@@ -23,6 +23,9 @@ pub struct TrackRecord {
     /// negotiated.
     pub codecs: Vec<CodecInfo>,
     pub muted: bool,
+    /// Simulcast layers the track sends (1: a single stream): a WHEP viewer
+    /// of it on another node gets an adaptive leg.
+    pub layers: u8,
 }
 
 impl TrackRecord {
@@ -106,6 +109,7 @@ mod tests {
                 channel: 42,
                 codecs: vec![CodecInfo::new(Codec::Vp8, 90_000)],
                 muted: false,
+                layers: 1,
             }],
         };
         assert_eq!(PeerRecord::decode(&r.encode()), Some(r.clone()));

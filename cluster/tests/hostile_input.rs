@@ -86,6 +86,7 @@ fn record(channel: ChannelId) -> PeerRecord {
             channel: channel.0,
             codecs: vec![CodecInfo::new(Codec::Vp8, 90_000)],
             muted: false,
+            layers: 1,
         }],
     }
 }

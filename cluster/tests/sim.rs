@@ -175,6 +175,7 @@ fn record(room: &str, channel: ChannelId) -> PeerRecord {
             channel: channel.0,
             codecs: vec![CodecInfo::new(Codec::Vp8, 90_000)],
             muted: false,
+            layers: 1,
         }],
     }
 }

@@ -48,6 +48,12 @@ pub enum ShardCommand {
         slot: SlotId,
         channel: Option<ChannelId>,
     },
+    /// The viewer's layer preference for a receive slot.
+    Prefer {
+        conn: ConnId,
+        slot: SlotId,
+        max_spatial: Option<u8>,
+    },
     /// A message for the user on the connection's RPC stream.
     Rpc { conn: ConnId, text: String },
     /// The answer to a [`ControlEvent::PublishRequest`]: publish as this

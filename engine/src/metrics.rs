@@ -69,6 +69,16 @@ shard_metrics! {
     control_outbox_drops_total, "counter", "Lifecycle events dropped because the shard's outbox was full (never expected).";
     timer_wakeups_total, "counter", "Wake-ups of the shard's timer task.";
     endpoint_timeouts_total, "counter", "Time inputs given to endpoints whose timeout was due.";
+    layer_switches_up_total, "counter", "Video slots switched to a higher simulcast layer (at its keyframe).";
+    layer_switches_down_total, "counter", "Video slots switched to a lower simulcast layer (at its keyframe).";
+    video_pauses_total, "counter", "Times a video slot paused because not even the lowest layer fitted its viewer's bandwidth estimate.";
+    video_slots_layer0, "gauge", "Video slots forwarding spatial layer 0 (the lowest, or the only one).";
+    video_slots_layer1, "gauge", "Video slots forwarding spatial layer 1.";
+    video_slots_layer2, "gauge", "Video slots forwarding spatial layer 2.";
+    video_slots_layer3, "gauge", "Video slots forwarding spatial layer 3.";
+    video_slots_paused, "gauge", "Video slots paused because no layer fits their viewer's bandwidth estimate.";
+    estimated_legs, "gauge", "Viewer legs with a bandwidth estimate (adaptive WHEP viewers, SDK connections).";
+    estimate_bps_sum, "gauge", "Sum of the bandwidth estimates of estimated_legs, bits per second (divide for the mean).";
     rtmp_connections, "gauge", "RTMP connections the shard holds.";
     rtmp_connections_total, "counter", "RTMP connections the shard accepted.";
     rtmp_rejected_total, "counter", "RTMP connections closed at once because the shard was at --max-endpoints-per-shard.";
@@ -156,6 +166,15 @@ pub fn inc(c: &AtomicU64) {
 #[inline]
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Moves a gauge that one shard writes from `was` to `now` (its share of
+/// the gauge changed): wrapping arithmetic, the sum stays right.
+#[inline]
+pub fn shift(c: &AtomicU64, was: u64, now: u64) {
+    if now != was {
+        c.fetch_add(now.wrapping_sub(was), Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -970,6 +970,7 @@ mod tests {
             ShardCommand::Signal { .. } => "signal".into(),
             ShardCommand::Rpc { conn, .. } => format!("rpc {conn}"),
             ShardCommand::Admit { conn, .. } => format!("admit {conn}"),
+            ShardCommand::Prefer { conn, .. } => format!("prefer {conn}"),
         }
     }
 

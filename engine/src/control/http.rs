@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use corecast_cluster::gateway::Intent;
 use corecast_cluster::{ClusterView, NodeRole};
 use corecast_media::ConnId;
-use corecast_webrtc::{parse_sdpfrag, Endpoint, Error as RtcError, PublisherInfo};
+use corecast_webrtc::{parse_sdpfrag, Endpoint, Error as RtcError, PublisherInfo, ViewerOptions};
 use tower_http::cors::{Any, CorsLayer};
 
 use super::auth::{Access, Action, Denied};
@@ -369,6 +369,7 @@ async fn whep(
     State(control): State<Arc<Control>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -379,12 +380,17 @@ async fn whep(
         Ok(o) => o,
         Err(r) => return refuse(r),
     };
-    let required = match control.directory.lock() {
-        Ok(d) => d.required_codecs(&stream),
+    let (required, layers) = match control.directory.lock() {
+        Ok(d) => (d.required_codecs(&stream), d.stream_layers(&stream)),
         Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "control state poisoned"),
     };
+    let options = match viewer_options(uri.query(), layers) {
+        Ok(o) => o,
+        Err(why) => return text(StatusCode::BAD_REQUEST, &why),
+    };
     let now = Instant::now();
-    let (endpoint, answer) = match Endpoint::viewer(&control.config, now, &offer, &required) {
+    let viewer = Endpoint::viewer_with(&control.config, now, &offer, &required, options);
+    let (endpoint, answer) = match viewer {
         Ok(x) => x,
         Err(e) => return rtc_error(e),
     };
@@ -394,6 +400,45 @@ async fn whep(
     let session = d.add_viewer(&stream, Box::new(endpoint), now);
     tracing::info!("whep {stream}: viewer {session}");
     created(format!("/whep/{stream}/{session}"), answer)
+}
+
+/// A WHEP viewer's options from its query (docs/adaptive-forwarding.md):
+/// `max_layer=N` caps the spatial layer (0 = lowest), `adaptive=0|1`
+/// turns the bandwidth estimate off or on. Adaptive by default when the
+/// stream's publisher sends simulcast (`layers` > 1).
+fn viewer_options(query: Option<&str>, layers: u8) -> Result<ViewerOptions, String> {
+    let mut options = ViewerOptions {
+        adaptive: layers > 1,
+        max_spatial: None,
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "max_layer" => {
+                let layer = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|l| usize::from(*l) < corecast_media::MAX_SPATIAL)
+                    .ok_or_else(|| {
+                        format!(
+                            "max_layer must be a spatial layer from 0 to {}",
+                            corecast_media::MAX_SPATIAL - 1
+                        )
+                    })?;
+                options.max_spatial = Some(layer);
+            }
+            "adaptive" => {
+                options.adaptive = match value {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => return Err("adaptive must be 0 or 1".into()),
+                }
+            }
+            // Other parameters (a token, a cache buster) are not ours.
+            _ => {}
+        }
+    }
+    Ok(options)
 }
 
 /// Unix time in milliseconds (when a connection was made: of two
@@ -660,7 +705,7 @@ async fn closed(State(control): State<Arc<Control>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, viewer_options};
 
     #[test]
     fn token_compare_is_exact() {
@@ -671,5 +716,20 @@ mod tests {
         assert!(!constant_time_eq(b"Bearer s3cret", b"Bearer s3cre"));
         assert!(!constant_time_eq(b"Bearer s3cret", b"Bearer s3cret "));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn whep_query_sets_the_viewer_options() {
+        let o = viewer_options(None, 3).unwrap();
+        assert!(o.adaptive, "a simulcast stream gets an adaptive leg");
+        assert_eq!(o.max_spatial, None);
+        assert!(!viewer_options(None, 1).unwrap().adaptive);
+        let o = viewer_options(Some("max_layer=1&token=x"), 3).unwrap();
+        assert_eq!(o.max_spatial, Some(1));
+        assert!(!viewer_options(Some("adaptive=0"), 3).unwrap().adaptive);
+        assert!(viewer_options(Some("adaptive=1"), 1).unwrap().adaptive);
+        for bad in ["max_layer=4", "max_layer=", "max_layer=-1", "adaptive=yes"] {
+            assert!(viewer_options(Some(bad), 3).is_err(), "{bad}");
+        }
     }
 }

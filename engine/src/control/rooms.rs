@@ -58,6 +58,8 @@ pub(super) struct Track {
     pub(super) active: Option<CodecInfo>,
     pub(super) muted: bool,
     pub(super) published: bool,
+    /// Simulcast layers it sends (1: a single stream).
+    pub(super) layers: u8,
 }
 
 impl Track {
@@ -76,6 +78,7 @@ impl Track {
             "kind": kind_name(self.kind),
             "codec": self.active.map(|c| c.to_string()),
             "muted": self.muted,
+            "layers": self.layers,
         })
     }
 }
@@ -159,6 +162,7 @@ fn tracks_of(endpoint: &dyn Endpoint) -> Vec<Track> {
             active: None,
             muted: false,
             published: true,
+            layers: t.layers.max(1),
         })
         .collect()
 }
@@ -219,6 +223,7 @@ impl Directory {
             active: None,
             muted: false,
             published: true,
+            layers: 1,
         };
         let tracks = vec![
             track("audio", MediaKind::Audio, audio),
@@ -464,6 +469,20 @@ impl Directory {
             }
         }
         out
+    }
+
+    /// How many simulcast layers the video of `room`'s WHIP publisher sends
+    /// (1 without simulcast or without a publisher).
+    pub fn stream_layers(&self, room: &str) -> u8 {
+        self.whip_publisher(room)
+            .and_then(|(_, p)| {
+                p.tracks
+                    .iter()
+                    .filter(|t| t.kind == MediaKind::Video && t.published)
+                    .map(|t| t.layers)
+                    .max()
+            })
+            .unwrap_or(1)
     }
 
     /// Points a follower's slots at the WHIP publisher's tracks of their kind.
@@ -783,6 +802,7 @@ impl Directory {
                     channel: t.channel.0,
                     codecs: t.required(),
                     muted: t.muted,
+                    layers: t.layers,
                 })
                 .collect(),
         };
@@ -852,6 +872,7 @@ impl Directory {
                 active: (t.codecs.len() == 1).then(|| t.codecs[0]),
                 muted: t.muted,
                 published: true,
+                layers: t.layers.max(1),
             })
             .collect();
         let metadata: Value = serde_json::from_str(&record.metadata).unwrap_or(Value::Null);

@@ -8,11 +8,12 @@
 
 use std::time::Instant;
 
-use corecast_media::{ConnId, SlotId, TransportKind};
+use corecast_media::{ConnId, MediaKind, SlotId, TransportKind};
 use serde_json::{json, Map, Value};
 
 use super::directory::Directory;
 use super::rooms::{kind_name, peer_json, Peer, Sub, SubState};
+use crate::messages::ShardCommand;
 
 /// The protocol version this server speaks.
 pub const PROTOCOL: u64 = 1;
@@ -38,6 +39,27 @@ type Handled = Result<(Map<String, Value>, Vec<Value>), RpcError>;
 
 fn ok() -> Handled {
     Ok((Map::new(), Vec::new()))
+}
+
+/// The optional `max_layer` of a request: a spatial layer from 0 to 3, or
+/// null/absent for none.
+fn max_layer(req: &Value) -> Result<Option<u8>, RpcError> {
+    match req.get("max_layer") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|l| *l < corecast_media::MAX_SPATIAL as u64)
+            .map(|l| Some(l as u8))
+            .ok_or_else(|| {
+                err(
+                    "bad_request",
+                    format!(
+                        "max_layer must be a spatial layer from 0 to {}",
+                        corecast_media::MAX_SPATIAL - 1
+                    ),
+                )
+            }),
+    }
 }
 
 fn field<'a>(req: &'a Value, name: &str) -> Result<&'a str, RpcError> {
@@ -82,6 +104,7 @@ impl Directory {
             "unpublish" => self.rpc_publish(conn, &req, false),
             "subscribe" => self.rpc_subscribe(conn, &req),
             "unsubscribe" => self.rpc_unsubscribe(conn, &req),
+            "prefer" => self.rpc_prefer(conn, &req),
             "mute" => self.rpc_mute(conn, &req, true),
             "unmute" => self.rpc_mute(conn, &req, false),
             "update" => self.rpc_update(conn, &req),
@@ -216,6 +239,7 @@ impl Directory {
         let target = field(req, "peer")?;
         let track = field(req, "track")?;
         let mid = req.get("mid").and_then(Value::as_str);
+        let max_layer = max_layer(req)?;
         let (room, me) = self
             .whoami(conn)
             .ok_or_else(|| err("bad_request", "gone"))?;
@@ -314,11 +338,46 @@ impl Directory {
                 sent: false,
             },
         );
+        self.prefer(conn, id, max_layer);
         let mut fields = Map::new();
         fields.insert("mid".into(), json!(label));
         fields.insert("kind".into(), json!(kind_name(kind)));
         follow.push(json!({"event": "subscription", "mid": label, "peer": target, "track": track, "state": if t.muted { "paused" } else { "waiting" }}));
         Ok((fields, follow))
+    }
+
+    /// `prefer`: the top spatial layer a video slot gets (`max_layer`,
+    /// absent or null for the best its link carries).
+    fn rpc_prefer(&mut self, conn: ConnId, req: &Value) -> Handled {
+        let mid = field(req, "mid")?;
+        let max_layer = max_layer(req)?;
+        let c = self
+            .conns
+            .get(&conn)
+            .ok_or_else(|| err("bad_request", "gone"))?;
+        let slot = c
+            .slots
+            .iter()
+            .find(|s| s.label == mid)
+            .ok_or_else(|| err("bad_request", format!("no receive slot with mid '{mid}'")))?;
+        if slot.kind != MediaKind::Video {
+            return Err(err("bad_request", format!("slot {mid} is not video")));
+        }
+        let id = slot.id;
+        self.prefer(conn, id, max_layer);
+        Ok((Map::new(), Vec::new()))
+    }
+
+    /// Tells the shard of `conn` a slot's layer preference.
+    fn prefer(&mut self, conn: ConnId, slot: SlotId, max_spatial: Option<u8>) {
+        if let Some(shard) = self.conns.get(&conn).and_then(|c| c.shard()) {
+            let cmd = ShardCommand::Prefer {
+                conn,
+                slot,
+                max_spatial,
+            };
+            self.send(shard, cmd);
+        }
     }
 
     fn rpc_unsubscribe(&mut self, conn: ConnId, req: &Value) -> Handled {
@@ -402,7 +461,14 @@ impl Directory {
 fn is_request(name: &str) -> bool {
     matches!(
         name,
-        "publish" | "unpublish" | "subscribe" | "unsubscribe" | "mute" | "unmute" | "update"
+        "publish"
+            | "unpublish"
+            | "subscribe"
+            | "unsubscribe"
+            | "prefer"
+            | "mute"
+            | "unmute"
+            | "update"
     )
 }
 
@@ -506,7 +572,17 @@ mod tests {
         /// RPC messages to `conn` since the last call, and whether the shard
         /// was told to point one of its slots at a channel.
         fn take(&mut self, conn: ConnId) -> (Vec<Value>, Vec<(SlotId, bool)>) {
-            let (mut rpc, mut subs) = (Vec::new(), Vec::new());
+            let (rpc, subs, _) = self.take_all(conn);
+            (rpc, subs)
+        }
+
+        /// [`Room::take`] and the layer preferences the shard was told.
+        #[allow(clippy::type_complexity)]
+        fn take_all(
+            &mut self,
+            conn: ConnId,
+        ) -> (Vec<Value>, Vec<(SlotId, bool)>, Vec<(SlotId, Option<u8>)>) {
+            let (mut rpc, mut subs, mut prefs) = (Vec::new(), Vec::new(), Vec::new());
             for cmd in self.shard.try_iter() {
                 match cmd {
                     ShardCommand::Rpc { conn: c, text } if c == conn => {
@@ -517,10 +593,15 @@ mod tests {
                         slot,
                         channel,
                     } if c == conn => subs.push((slot, channel.is_some())),
+                    ShardCommand::Prefer {
+                        conn: c,
+                        slot,
+                        max_spatial,
+                    } if c == conn => prefs.push((slot, max_spatial)),
                     _ => {}
                 }
             }
-            (rpc, subs)
+            (rpc, subs, prefs)
         }
     }
 
@@ -589,6 +670,53 @@ mod tests {
             1,
             "{rooms}"
         );
+    }
+
+    #[test]
+    fn a_subscription_carries_a_layer_preference_and_prefer_changes_it() {
+        let mut r = Room::new();
+        r.join("alice");
+        let bob = r.join("bob");
+        r.take(bob);
+        r.rpc(
+            bob,
+            json!({"id": 2, "request": "subscribe", "peer": "alice", "track": "video", "max_layer": 1}),
+        );
+        let (msgs, subs, prefs) = r.take_all(bob);
+        assert_eq!(msgs[0]["ok"], true, "{msgs:?}");
+        let slot = subs[0].0;
+        assert_eq!(prefs, vec![(slot, Some(1))]);
+        let mid = msgs[0]["mid"].clone();
+        r.rpc(
+            bob,
+            json!({"id": 3, "request": "prefer", "mid": mid, "max_layer": null}),
+        );
+        let (msgs, _, prefs) = r.take_all(bob);
+        assert_eq!(msgs[0]["ok"], true, "{msgs:?}");
+        assert_eq!(prefs, vec![(slot, None)]);
+        for (bad, why) in [
+            (
+                json!({"id": 4, "request": "prefer", "mid": mid, "max_layer": 4}),
+                "max_layer",
+            ),
+            (
+                json!({"id": 5, "request": "prefer", "mid": mid, "max_layer": "x"}),
+                "max_layer",
+            ),
+            (
+                json!({"id": 6, "request": "prefer", "mid": "nope"}),
+                "no receive slot",
+            ),
+        ] {
+            r.rpc(bob, bad);
+            let (msgs, _, prefs) = r.take_all(bob);
+            assert_eq!(msgs[0]["error"]["code"], "bad_request", "{msgs:?}");
+            assert!(
+                msgs[0]["error"]["message"].as_str().unwrap().contains(why),
+                "{msgs:?}"
+            );
+            assert!(prefs.is_empty());
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corecast_media::{
-    ChannelId, Command, Endpoint, EndpointStats, Event, Input, MediaKind, MediaPacket, Output,
-    RouteKey, SlotId, Transmit, TransportKind,
+    ChannelId, Command, Endpoint, EndpointStats, Event, Input, LayerStats, MediaKind, MediaPacket,
+    Output, RouteKey, SlotId, Transmit, TransportKind,
 };
 use corecast_rtmp::{RtmpConfig, RtmpEndpoint};
 use corecast_webrtc::stun_local_ufrag;
@@ -16,7 +16,7 @@ use corecast_webrtc::stun_local_ufrag;
 use super::cluster::ClusterPort;
 use crate::mesh::ShardLinks;
 use crate::messages::{ConnId, ControlEvent, Datagram, RingMsg, ShardCommand};
-use crate::metrics::{add, inc, ShardMetrics};
+use crate::metrics::{add, inc, shift, ShardMetrics};
 use corecast_media::TokenBucket;
 
 /// Addresses of endpoints on other shards that one shard forwards, at most.
@@ -474,6 +474,16 @@ impl Shard {
                 slot,
                 channel,
             } => self.subscribe(now, conn, slot, channel),
+            ShardCommand::Prefer {
+                conn,
+                slot,
+                max_spatial,
+            } => {
+                if let Some(s) = self.endpoints.get_mut(&conn) {
+                    let prefer = Command::Prefer { slot, max_spatial };
+                    let _ = s.endpoint.handle_input(now, Input::Command(prefer));
+                }
+            }
             ShardCommand::Fanout { channel, shards } => {
                 if shards == 0 {
                     self.fanout.remove(&channel);
@@ -940,6 +950,8 @@ impl Shard {
         let Some(mut slot) = self.endpoints.remove(&conn) else {
             return;
         };
+        // Its share of the gauges goes with it.
+        report_layers(&self.metrics, &slot.reported.layers, &LayerStats::default());
         let now = slot.next_timeout;
         let mut stream = self.streams.remove(&conn);
         while let Output::Transmit(t) = slot.endpoint.poll_output(now) {
@@ -1019,6 +1031,9 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
             add(counter, now - was);
         }
     }
+    if now.layers != was.layers {
+        report_layers(m, &was.layers, &now.layers);
+    }
     let (now, was) = (now.ingest, was.ingest);
     if slot.endpoint.transport() != TransportKind::Rtmp || now == was {
         return;
@@ -1067,6 +1082,44 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
             add(counter, now - was);
         }
     }
+}
+
+/// Moves the shard's adaptive-forwarding counters and gauges by one
+/// endpoint's change from `was` to `now`.
+fn report_layers(m: &ShardMetrics, was: &LayerStats, now: &LayerStats) {
+    for (counter, now, was) in [
+        (&m.layer_switches_up_total, now.switches_up, was.switches_up),
+        (
+            &m.layer_switches_down_total,
+            now.switches_down,
+            was.switches_down,
+        ),
+        (&m.video_pauses_total, now.pauses, was.pauses),
+    ] {
+        if now != was {
+            add(counter, now - was);
+        }
+    }
+    let layers = [
+        &m.video_slots_layer0,
+        &m.video_slots_layer1,
+        &m.video_slots_layer2,
+        &m.video_slots_layer3,
+    ];
+    for (gauge, (now, was)) in layers.iter().zip(now.on_layer.iter().zip(&was.on_layer)) {
+        shift(gauge, u64::from(*was), u64::from(*now));
+    }
+    shift(
+        &m.video_slots_paused,
+        u64::from(was.paused),
+        u64::from(now.paused),
+    );
+    shift(
+        &m.estimated_legs,
+        u64::from(was.estimate_bps > 0),
+        u64::from(now.estimate_bps > 0),
+    );
+    shift(&m.estimate_bps_sum, was.estimate_bps, now.estimate_bps);
 }
 
 #[cfg(test)]

@@ -145,6 +145,8 @@ pub struct PublishedTrack {
     pub channel: ChannelId,
     /// The codecs the transport negotiated for it, in preference order.
     pub codecs: Vec<CodecInfo>,
+    /// How many simulcast layers it sends (1: a single stream).
+    pub layers: u8,
 }
 
 /// An input to an endpoint.

@@ -649,6 +649,7 @@ impl Endpoint for RtmpEndpoint {
                 kind: MediaKind::Audio,
                 channel: adm.audio,
                 codecs: vec![opus_info()],
+                layers: 1,
             },
             PublishedTrack {
                 name: "video".into(),
@@ -659,6 +660,7 @@ impl Endpoint for RtmpEndpoint {
                     .video_codec
                     .map(|c| vec![c])
                     .unwrap_or_else(video_codecs),
+                layers: 1,
             },
         ]
     }

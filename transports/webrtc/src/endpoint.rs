@@ -523,6 +523,7 @@ impl Endpoint {
                 kind: t.kind,
                 channel: t.channel,
                 codecs: self.negotiated(t.mid),
+                layers: t.rids.len().max(1) as u8,
             })
             .collect()
     }

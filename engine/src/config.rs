@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Opus bitrate of audio transcoded from RTMP publishers' AAC, bit/s. [default: 128000]
     #[arg(long)]
     pub rtmp_audio_bitrate: Option<u32>,
+    /// Speakers an SDK connection that follows a room's speakers hears at
+    /// once, at most (the loudest; 1 to 16). [default: 3]
+    #[arg(long)]
+    pub top_audio: Option<usize>,
     /// Base URL other nodes and gateways use for this node's HTTP API.
     /// [default: http://<first --ice-ip>:<http port>]
     #[arg(long)]
@@ -131,6 +135,7 @@ struct FileConfig {
     public_url: Option<String>,
     rtmp_port: Option<u16>,
     rtmp_audio_bitrate: Option<u32>,
+    top_audio: Option<usize>,
     /// The gateways' table of zones: `[[zones]] name, cidrs, location`.
     #[serde(default)]
     zones: Vec<ZoneSpec>,
@@ -181,6 +186,8 @@ pub struct Settings {
     pub rtmp_handshake_timeout: Duration,
     /// RTMP: nothing received for this long closes the connection.
     pub rtmp_idle_timeout: Duration,
+    /// Loudest speakers a connection that follows the speakers hears.
+    pub top_audio: usize,
     /// None: a single node, no cluster port.
     pub cluster: Option<ClusterSettings>,
 }
@@ -207,6 +214,8 @@ pub enum ConfigError {
     AuthSecret(usize),
     #[error("--rtmp-audio-bitrate must be between 6000 and 510000 bit/s (Opus), got {0}")]
     AudioBitrate(u32),
+    #[error("--top-audio must be between 1 and 16 speakers, got {0}")]
+    TopAudio(usize),
 }
 
 impl Settings {
@@ -278,6 +287,10 @@ impl Settings {
             },
             rtmp_handshake_timeout: Duration::from_secs(10),
             rtmp_idle_timeout: Duration::from_secs(30),
+            top_audio: match args.top_audio.or(file.top_audio).unwrap_or(3) {
+                n @ 1..=16 => n,
+                n => return Err(ConfigError::TopAudio(n)),
+            },
             cluster: None,
         })
         .and_then(|mut settings| {

@@ -125,6 +125,9 @@ pub enum ControlEvent {
     Rpc { conn: ConnId, text: String },
     /// A slot sent the first packet of the channel it plays.
     SlotLive { conn: ConnId, slot: SlotId },
+    /// The mean audio levels (RFC 6464, -dBov) of the tracks a shard
+    /// published over the last report interval.
+    AudioLevels(Vec<(ChannelId, u8)>),
     /// A connection the shard accepted itself (RTMP) asks to publish into
     /// `room`; answer with [`ShardCommand::Admit`].
     PublishRequest {

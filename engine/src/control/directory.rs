@@ -167,6 +167,16 @@ pub struct Directory {
     publish_refused: BTreeMap<&'static str, u64>,
     /// Whether this node is part of a cluster (shard 0 drives it).
     pub(super) clustered: bool,
+    /// Each room's active speakers (`speakers.rs`).
+    pub(super) speakers: HashMap<String, super::speakers::RoomSpeakers>,
+    /// The room, peer and track of audio channels with levels.
+    pub(super) speaker_index: HashMap<ChannelId, (String, String, String)>,
+    /// SDK connections whose audio slots follow their room's speakers.
+    pub(super) followers: HashSet<ConnId>,
+    /// Speakers a follower hears at once (`--top-audio`).
+    pub(super) top_audio: usize,
+    /// Times a room's set of active speakers changed.
+    pub(super) speaker_changes: u64,
 }
 
 impl Directory {
@@ -188,6 +198,11 @@ impl Directory {
             rpc_errors: BTreeMap::new(),
             publish_refused: BTreeMap::new(),
             clustered,
+            speakers: HashMap::new(),
+            speaker_index: HashMap::new(),
+            followers: HashSet::new(),
+            top_audio: super::speakers::DEFAULT_TOP_AUDIO,
+            speaker_changes: 0,
         }
     }
 
@@ -479,6 +494,7 @@ impl Directory {
         for shard in 0..self.shards.len() {
             self.flush(shard);
         }
+        self.tick_speakers(now);
         let mut late = Vec::new();
         while let Some(&(since, conn)) = self.awaiting_ack.front() {
             if now < since + ADOPT_DEADLINE {
@@ -634,6 +650,7 @@ impl Directory {
             ControlEvent::UfragChanged { conn, ufrag } => self.set_ufrag(conn, ufrag),
             ControlEvent::Rpc { conn, text } => self.on_rpc(now, conn, &text),
             ControlEvent::SlotLive { conn, slot } => self.on_slot_live(conn, slot),
+            ControlEvent::AudioLevels(levels) => self.on_audio_levels(now, levels),
             // Authorized by the control thread, which holds the credentials
             // (see `control::stream_publish`).
             ControlEvent::PublishRequest { conn, shard, .. } => self.send(
@@ -693,6 +710,11 @@ impl Directory {
                 "Placed connections closed because their shard did not acknowledge the adoption in time.",
                 st.adopt_unacknowledged,
             ),
+            (
+                "corecast_active_speaker_changes_total",
+                "Times a room's set of active speakers (the loudest, up to --top-audio) changed.",
+                self.speaker_changes,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
@@ -710,6 +732,12 @@ impl Directory {
             out,
             "{name}{{reason=\"codec_changed\"}} {}",
             st.viewers_closed_codec_changed
+        );
+        let name = "corecast_rooms_with_speakers";
+        let speaking = self.speakers.values().filter(|s| s.speaking()).count();
+        let _ = writeln!(
+            out,
+            "# HELP {name} Rooms with at least one active speaker.\n# TYPE {name} gauge\n{name} {speaking}"
         );
         let name = "corecast_sessions_refused_total";
         let _ = writeln!(
@@ -841,7 +869,12 @@ impl Directory {
                         v
                     })
                     .collect();
-                serde_json::json!({"room": name, "peers": peers, "whep_viewers": r.followers.len()})
+                serde_json::json!({
+                    "room": name,
+                    "peers": peers,
+                    "whep_viewers": r.followers.len(),
+                    "active_speakers": self.speakers_json(name),
+                })
             })
             .collect();
         serde_json::json!({ "rooms": rooms })

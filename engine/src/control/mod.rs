@@ -13,6 +13,7 @@ mod pages;
 mod rooms;
 mod rpc;
 mod sdk;
+mod speakers;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -83,12 +84,16 @@ pub fn start(
     let control = Arc::new(Control {
         config,
         auth: auth::Auth::new(settings.token.clone(), settings.auth_secret.clone()),
-        directory: Mutex::new(Directory::new(
-            shards,
-            settings.cluster.is_some(),
-            // Connection ids carry the node id's low 16 bits.
-            settings.cluster.as_ref().map_or(0, |c| c.node_id as u16),
-        )),
+        directory: Mutex::new({
+            let mut d = Directory::new(
+                shards,
+                settings.cluster.is_some(),
+                // Connection ids carry the node id's low 16 bits.
+                settings.cluster.as_ref().map_or(0, |c| c.node_id as u16),
+            );
+            d.top_audio = settings.top_audio;
+            d
+        }),
         metrics,
         max_endpoints_per_shard: settings.max_endpoints_per_shard,
         max_pending: settings.max_pending,

@@ -105,6 +105,20 @@ impl Directory {
             "subscribe" => self.rpc_subscribe(conn, &req),
             "unsubscribe" => self.rpc_unsubscribe(conn, &req),
             "prefer" => self.rpc_prefer(conn, &req),
+            "follow_speakers" => {
+                let on = match req.get("on") {
+                    None => Ok(true),
+                    Some(v) => v
+                        .as_bool()
+                        .ok_or_else(|| err("bad_request", "'on' must be true or false")),
+                };
+                on.map(|on| {
+                    let mids = self.follow_speakers(now, conn, on);
+                    let mut fields = Map::new();
+                    fields.insert("mids".into(), json!(mids));
+                    (fields, Vec::new())
+                })
+            }
             "mute" => self.rpc_mute(conn, &req, true),
             "unmute" => self.rpc_mute(conn, &req, false),
             "update" => self.rpc_update(conn, &req),
@@ -466,6 +480,7 @@ fn is_request(name: &str) -> bool {
             | "subscribe"
             | "unsubscribe"
             | "prefer"
+            | "follow_speakers"
             | "mute"
             | "unmute"
             | "update"

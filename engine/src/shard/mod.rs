@@ -4,6 +4,7 @@
 //! handler takes `now`); `run.rs` is the glommio loop that feeds it.
 
 mod cluster;
+mod levels;
 mod run;
 mod state;
 

@@ -14,6 +14,7 @@ use corecast_rtmp::{RtmpConfig, RtmpEndpoint};
 use corecast_webrtc::stun_local_ufrag;
 
 use super::cluster::ClusterPort;
+use super::levels::LevelMeter;
 use crate::mesh::ShardLinks;
 use crate::messages::{ConnId, ControlEvent, Datagram, RingMsg, ShardCommand};
 use crate::metrics::{add, inc, shift, ShardMetrics};
@@ -109,6 +110,8 @@ pub struct Shard {
     /// The shard's number for the next stream connection.
     next_stream: u64,
     stream_settings: StreamSettings,
+    /// Audio levels of the tracks published here (active speakers).
+    levels: LevelMeter,
 }
 
 impl Shard {
@@ -139,6 +142,7 @@ impl Shard {
             routes: HashMap::new(),
             routes_by_session: HashMap::new(),
             outbox: VecDeque::new(),
+            levels: LevelMeter::default(),
             claims: TokenBucket::new(claims_per_second, claims_per_second.max(1)),
             streams: HashMap::new(),
             next_stream: 0,
@@ -614,6 +618,12 @@ impl Shard {
     /// has viewers of the channel.
     pub(super) fn publish(&mut self, now: Instant, packet: MediaPacket) {
         inc(&self.metrics.media_packets_total);
+        if let (MediaKind::Audio, Some(level)) = (packet.kind, packet.audio_level) {
+            self.levels.add(now, packet.channel, level);
+            if let Some(report) = self.levels.take_due(now) {
+                self.emit(ControlEvent::AudioLevels(report));
+            }
+        }
         if self.exported.contains(&packet.channel) {
             if self.id == 0 {
                 self.export(now, &packet);

@@ -29,6 +29,7 @@ pub fn test_settings(shards: usize) -> Settings {
         consent_timeout: Duration::from_secs(20),
         rtmp_port: None,
         rtmp_audio_bitrate: 128_000,
+        top_audio: 3,
         rtmp_handshake_timeout: Duration::from_secs(10),
         rtmp_idle_timeout: Duration::from_secs(30),
         cluster: None,

@@ -18,7 +18,7 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId as DataChannel;
 use str0m::format::{Codec as RtcCodec, CodecConfig};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, Input, Rtc};
 
 use crate::client::{poll, receive, Polled};
@@ -201,6 +201,23 @@ impl RoomClient {
         marker: bool,
         payload: &[u8],
     ) -> bool {
+        self.send_with_level(now, name, seq, rtp_time, marker, payload, None)
+    }
+
+    /// [`RoomClient::send`] with an audio level (RFC 6464: 0 loudest to
+    /// 127 silence, -dBov) in the packet's header extension, as browsers
+    /// send on every Opus packet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_with_level(
+        &mut self,
+        now: Instant,
+        name: &str,
+        seq: u64,
+        rtp_time: u32,
+        marker: bool,
+        payload: &[u8],
+        audio_level: Option<u8>,
+    ) -> bool {
         if !self.connected {
             return false;
         }
@@ -215,11 +232,17 @@ impl RoomClient {
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
-        stream.write_rtp(
-            RtpWrite::new(pt, seq.into(), rtp_time, now, payload.to_vec())
-                .marker(marker)
-                .nackable(kind == MediaKind::Video),
-        );
+        let mut write = RtpWrite::new(pt, seq.into(), rtp_time, now, payload.to_vec())
+            .marker(marker)
+            .nackable(kind == MediaKind::Video);
+        if let Some(level) = audio_level {
+            write = write.ext_vals(ExtensionValues {
+                audio_level: Some(-(level.min(127) as i8)),
+                voice_activity: Some(level < 127),
+                ..Default::default()
+            });
+        }
+        stream.write_rtp(write);
         let _ = self.rtc.handle_input(Input::Timeout(now));
         true
     }

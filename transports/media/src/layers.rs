@@ -80,6 +80,13 @@ const WINDOW: Duration = Duration::from_millis(500);
 /// lower one is the target, instead of flowing until that one's keyframe.
 const FAR_OVER: f64 = 1.5;
 
+/// A paused viewer tries the lowest layer again this long after it paused
+/// (for [`RETRY_GRACE`]): with no video flowing, an estimate that fell
+/// short would never learn that the link got better.
+pub const PAUSE_RETRY: Duration = Duration::from_secs(4);
+/// How long such a retry flows before the estimate may pause it again.
+pub const RETRY_GRACE: Duration = Duration::from_secs(2);
+
 /// What to do with one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -136,6 +143,12 @@ pub struct LayerSelector {
     pending: Option<(Option<u8>, Instant)>,
     /// The layer forwarded last (kept while stopped for a switch down).
     last: Option<u8>,
+    /// Paused since then: after [`PAUSE_RETRY`] the lowest layer is tried
+    /// again.
+    paused_at: Option<Instant>,
+    /// A retry after a pause holds until then, whatever the estimate says:
+    /// the estimator needs media to measure the link with.
+    retry_until: Option<Instant>,
     stats: SelectorStats,
 }
 
@@ -151,6 +164,8 @@ impl LayerSelector {
             target: None,
             pending: None,
             last: None,
+            paused_at: None,
+            retry_until: None,
             stats: SelectorStats::default(),
         }
     }
@@ -201,6 +216,12 @@ impl LayerSelector {
     pub fn set_estimate(&mut self, now: Instant, bps: u64) {
         self.estimate = Some(bps);
         self.choose(now);
+    }
+
+    /// Whether it waits for its first picture, before any layer's rate is
+    /// known: the first keyframe of any layer starts it.
+    pub fn starting(&self) -> bool {
+        self.current.is_none() && self.target.is_none() && !self.any_active()
     }
 
     /// The layer whose keyframe the selector waits for, if any: ask the
@@ -257,6 +278,17 @@ impl LayerSelector {
         }
         rate.last_seen = Some(now);
         self.roll(now);
+        if self.starting() {
+            // Nothing measured yet: start on the first keyframe of any
+            // layer (a quick first picture), then adapt.
+            if !keyframe() {
+                return Verdict::Drop;
+            }
+            self.current = Some(s);
+            self.target = Some(s);
+            self.last = Some(s);
+            return Verdict::Switch;
+        }
         if self.current == Some(s) {
             if self.target.is_none() || self.far_over(s) {
                 // Paused, or far over the link while a lower layer's
@@ -361,7 +393,19 @@ impl LayerSelector {
         if !self.any_active() {
             return;
         }
-        let best = self.best(now);
+        let mut best = self.best(now);
+        if best.is_none() && self.retry_until.is_some_and(|until| now < until) {
+            best = self.target;
+        }
+        if best.is_none() && self.paused_at.is_some_and(|at| now >= at + PAUSE_RETRY) {
+            // Try the lowest layer again; the estimate decides after the grace.
+            best = (0..MAX_SPATIAL as u8).find(|&s| self.active(now, s));
+            self.target = best;
+            self.paused_at = None;
+            self.retry_until = Some(now + RETRY_GRACE);
+            self.pending = None;
+            return;
+        }
         if best == self.target {
             self.pending = None;
             return;
@@ -390,6 +434,7 @@ impl LayerSelector {
         if now.saturating_duration_since(since) >= hold {
             if best.is_none() && self.target.is_some() {
                 self.stats.pauses += 1;
+                self.paused_at = Some(now);
             }
             self.target = best;
             self.pending = None;
@@ -574,6 +619,38 @@ mod tests {
             }
             last = Some((at, s));
         }
+    }
+
+    #[test]
+    fn a_long_pause_retries_the_lowest_layer() {
+        let t0 = Instant::now();
+        let mut src = Source {
+            t0,
+            frame: 0,
+            gop: 15,
+        };
+        let mut sel = LayerSelector::new(SelectorConfig::default());
+        // Fine for 2 s, then an estimate that fits nothing for good.
+        let link = |now: Instant| {
+            Some(if now - t0 < MS * 2000 {
+                400_000
+            } else {
+                50_000
+            })
+        };
+        let out = run(&mut sel, &mut src, 450, link);
+        let sent_between = |a: u64, b: u64| {
+            out.iter()
+                .filter(|p| p.0 >= t0 + MS * a as u32 && p.0 < t0 + MS * b as u32)
+                .count()
+        };
+        assert_eq!(sent_between(3000, 6000), 0, "paused");
+        // PAUSE_RETRY after the pause (~2.4 s) the low layer flows again
+        // for RETRY_GRACE, then pauses again, and retries again.
+        assert!(sent_between(6500, 8300) > 0, "retried");
+        assert_eq!(sent_between(9000, 10_000), 0, "paused again");
+        assert!(sent_between(12_500, 14_500) > 0, "retried again");
+        assert!(sel.stats().pauses >= 2, "{:?}", sel.stats());
     }
 
     #[test]

@@ -769,7 +769,11 @@ impl Endpoint {
                 .on_packet(now, packet.layer, payload.len(), || {
                     is_keyframe_start(codec, payload)
                 });
-            let (after, waits) = (track.layer_state(), track.selector.wants_keyframe());
+            let (after, starting) = (track.layer_state(), track.selector.starting());
+            let waits = match starting {
+                true => Some(spatial),
+                false => track.selector.wants_keyframe(),
+            };
             let now_counted = track.selector.stats();
             self.layer_moved(before, after);
             let l = &mut self.stats.layers;

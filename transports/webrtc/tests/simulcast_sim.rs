@@ -18,17 +18,17 @@ use corecast_webrtc::{Client, ClientEvent, Endpoint, PublisherInfo, ViewerOption
 /// Layer bitrates (payload), lowest first.
 const RATES: [u64; 3] = [100_000, 350_000, 1_200_000];
 const FPS: u64 = 30;
-/// How long after the link drops its viewer is on a layer that fits. str0m's
-/// estimator (0.25) needs about 3 s to fall from 1.7 Mbit/s to 300 kbit/s
-/// when most packets are lost in a full drop-tail queue (its trendline
-/// gets few arrivals); on the way down it passes the middle layer, which
-/// does not fit either. The issue asks for 2 s: not met yet (see
-/// docs/adaptive-forwarding.md, "Limits").
-const DROP_REACTION: Duration = Duration::from_secs(6);
+/// How long after the link drops its viewer is on a layer that fits: str0m's
+/// estimator (0.25) needs about 2 s to fall from 1.7 Mbit/s to 300 kbit/s
+/// when most packets are lost in a full drop-tail queue (its trendline gets
+/// few arrivals); then the switch waits for the lower layer's keyframe.
+/// Measured here: 2.2 s to the middle layer, 2.9 s to the low one. The
+/// issue asks for 2 s (see docs/adaptive-forwarding.md, "Limits").
+const DROP_REACTION: Duration = Duration::from_secs(4);
 /// How long after the link comes back its viewer is on the top layer again:
-/// the estimate grows from about 150 kbit/s by probes every 2 s (see
-/// PROBE_INTERVAL in the endpoint). The issue asks for 5 s: not met yet.
-const RECOVERY: Duration = Duration::from_secs(8);
+/// the estimate grows from about 300 kbit/s with padding toward the next
+/// layer and a probe every 2 s. Measured here: 5.6 s; the issue asks for 5.
+const RECOVERY: Duration = Duration::from_secs(7);
 /// A keyframe of every layer this often, besides those asked for.
 const GOP_FRAMES: u64 = 90;
 
@@ -135,6 +135,7 @@ fn a_viewer_whose_link_drops_steps_down_and_back_up_at_keyframes_only() {
 
     let t0 = w.now;
     let mut frame = 0u64;
+    let mut audio_seq = 0u64;
     let mut seq = [10_000u64, 20_000, 30_000];
     let mut wants_key = [true; 3];
     let mut keys_sent = [0usize; 3];
@@ -162,6 +163,23 @@ fn a_viewer_whose_link_drops_steps_down_and_back_up_at_keyframes_only() {
         if (rate == 300_000) != limited {
             limited = rate == 300_000;
             w.links[0].1.rate_bps = rate;
+        }
+        // Opus-sized audio every 20 ms: the viewer's leg always has media.
+        let audio_due = t0 + Duration::from_millis(20 * audio_seq);
+        if w.now >= audio_due {
+            let now = w.now;
+            let body = [0xfcu8; 100];
+            let ts = (audio_seq * 960) as u32;
+            assert!(w.client(p).client.send(
+                now,
+                MediaKind::Audio,
+                audio_seq + 1,
+                ts,
+                false,
+                &body
+            ));
+            audio_seq += 1;
+            w.drain();
         }
         let due = t0 + Duration::from_micros(frame * 1_000_000 / FPS);
         if w.now >= due {
@@ -283,19 +301,20 @@ fn a_viewer_whose_link_drops_steps_down_and_back_up_at_keyframes_only() {
         "back on the top layer at {back:?}"
     );
     // Pictures keep coming: frames of some layer arrive in every second
-    // outside the switch after the drop and the pause (video pauses when
-    // the estimate, which falls to ~110 kbit/s while little is sent,
-    // carries not even the low layer with the audio's share).
+    // but a few (the switch after the drop; a pause when the estimate on
+    // the limited link dips below the low layer and the audio, until the
+    // retry).
     let mut per_second: BTreeMap<u64, usize> = BTreeMap::new();
     for f in &frames {
         *per_second.entry((f.at - t0).as_secs()).or_default() += 1;
     }
-    for s in (2..34).filter(|s| !(15..21).contains(s) && !(23..29).contains(s)) {
-        assert!(
-            per_second.get(&s).copied().unwrap_or(0) >= 10,
-            "second {s}: {per_second:?}"
-        );
-    }
+    let frozen: Vec<u64> = (2..34)
+        .filter(|s| per_second.get(s).copied().unwrap_or(0) < 10)
+        .collect();
+    assert!(
+        frozen.len() <= 3 && frozen.iter().all(|s| (15..30).contains(s)),
+        "seconds with under 10 frames: {frozen:?} ({per_second:?})"
+    );
     let stats = w.legs[v].endpoint.stats().layers;
     assert!(stats.switches_down >= 1 && stats.switches_up >= 1);
     assert!(stats.estimate_bps > 1_000_000, "{stats:?}");

@@ -1,5 +1,5 @@
 //! A token bucket with time passed in: STUN claims a shard passes to the
-//! control thread, RPC requests of one connection.
+//! control thread, RPC requests of one connection, a test link's bytes.
 
 use std::time::Instant;
 
@@ -26,6 +26,12 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn allow(&mut self, now: Instant) -> bool {
+        self.allow_n(now, 1)
+    }
+
+    /// Takes `n` tokens if there are as many (a datagram of `n` bytes
+    /// against a byte rate).
+    pub fn allow_n(&mut self, now: Instant, n: u32) -> bool {
         if self.rate == 0.0 {
             return true;
         }
@@ -35,8 +41,9 @@ impl TokenBucket {
         }
         // Time never runs backwards for the bucket.
         self.last = Some(self.last.map_or(now, |l| l.max(now)));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

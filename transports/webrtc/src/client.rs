@@ -457,3 +457,45 @@ impl Client {
         }
     }
 }
+
+/// One video frame of simulcast layer `layer` as VP8 RTP payloads of at
+/// most 1000 bytes (`bytes` in all), for tests and the load generator: the
+/// payload descriptor with a 15-bit picture id (`frame`, offset per layer so
+/// that layers' ids differ), the VP8 header byte whose bit 0 says keyframe
+/// (first packet), then a body that names the layer, the frame, the packet
+/// index and whether it is a keyframe: `[layer, frame (4, big-endian),
+/// index, key]`, padded with 0xab.
+pub fn simulcast_frame(layer: u8, frame: u64, key: bool, bytes: usize) -> Vec<Vec<u8>> {
+    let n = bytes.div_ceil(1000).max(1);
+    let pid = (frame as u16).wrapping_add(1000 * u16::from(layer)) & 0x7fff;
+    (0..n)
+        .map(|i| {
+            let start = if i == 0 { 0x10 } else { 0 };
+            let mut p = vec![0x80 | start, 0x80, 0x80 | (pid >> 8) as u8, pid as u8];
+            if i == 0 {
+                p.push(if key { 0x00 } else { 0x01 });
+            }
+            p.push(layer);
+            p.extend_from_slice(&(frame as u32).to_be_bytes());
+            p.push(i as u8);
+            p.push(u8::from(key));
+            p.resize((bytes / n).max(p.len()), 0xab);
+            p
+        })
+        .collect()
+}
+
+/// What [`simulcast_frame`] put in a payload: (layer, frame, packet index,
+/// keyframe, picture id), or `None` for another payload.
+pub fn read_simulcast_frame(payload: &[u8]) -> Option<(u8, u32, u8, bool, u16)> {
+    let d = corecast_media::vp8::parse(payload)?;
+    let body = payload.get(d.header_len + usize::from(d.start)..)?;
+    let frame = u32::from_be_bytes(body.get(1..5)?.try_into().ok()?);
+    Some((
+        *body.first()?,
+        frame,
+        *body.get(5)?,
+        *body.get(6)? == 1,
+        d.picture_id?,
+    ))
+}

@@ -43,7 +43,9 @@ mod room_client;
 mod rpclimit;
 mod sdpfrag;
 
-pub use client::{Client, ClientEvent, ClientOutput, SendMeta};
+pub use client::{
+    read_simulcast_frame, simulcast_frame, Client, ClientEvent, ClientOutput, SendMeta,
+};
 pub use codecs::{codec_info, server_codecs};
 pub use config::EndpointConfig;
 pub use corecast_media::{CloseReason, EndpointStats, Output, Transmit};

@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use corecast_media::vp8;
 use corecast_media::MediaKind;
-use corecast_webrtc::{Client, ClientEvent, Endpoint, PublisherInfo, ViewerOptions};
+use corecast_webrtc::{
+    read_simulcast_frame, simulcast_frame, Client, ClientEvent, Endpoint, PublisherInfo,
+    ViewerOptions,
+};
 
 /// Layer bitrates (payload), lowest first.
 const RATES: [u64; 3] = [100_000, 350_000, 1_200_000];
@@ -32,28 +34,14 @@ const RECOVERY: Duration = Duration::from_secs(7);
 /// A keyframe of every layer this often, besides those asked for.
 const GOP_FRAMES: u64 = 90;
 
-/// One frame of one layer as VP8 RTP payloads: the payload descriptor with
-/// a 15-bit picture id, then (first packet) the VP8 header whose bit 0
-/// says keyframe, then our own body: layer, frame number, packet index.
+/// One frame of one layer, as the publisher sends it.
 fn frame_packets(layer: u8, frame: u64, key: bool) -> Vec<Vec<u8>> {
-    let bytes = (RATES[usize::from(layer)] / 8 / FPS) as usize;
-    let n = bytes.div_ceil(1000);
-    let pid = (frame as u16).wrapping_add(1000 * u16::from(layer)) & 0x7fff;
-    (0..n)
-        .map(|i| {
-            let start = if i == 0 { 0x10 } else { 0 };
-            let mut p = vec![0x80 | start, 0x80, 0x80 | (pid >> 8) as u8, pid as u8];
-            if i == 0 {
-                p.push(if key { 0x00 } else { 0x01 });
-            }
-            p.push(layer);
-            p.extend_from_slice(&(frame as u32).to_be_bytes());
-            p.push(i as u8);
-            p.push(u8::from(key));
-            p.resize(bytes / n, 0xab);
-            p
-        })
-        .collect()
+    simulcast_frame(
+        layer,
+        frame,
+        key,
+        (RATES[usize::from(layer)] / 8 / FPS) as usize,
+    )
 }
 
 /// What the viewer got: per received frame, (arrival, layer, frame, key,
@@ -85,13 +73,8 @@ fn frames_received(w: &World, v: usize) -> Vec<Frame> {
     }
     let mut frames: Vec<Frame> = Vec::new();
     for (arrival, payload) in packets.values() {
-        let d = vp8::parse(payload).expect("a VP8 payload descriptor");
-        let body = &payload[d.header_len + usize::from(d.start)..];
-        let (layer, frame, key) = (
-            body[0],
-            u32::from_be_bytes([body[1], body[2], body[3], body[4]]),
-            body[6] == 1,
-        );
+        let (layer, frame, _, key, picture_id) =
+            read_simulcast_frame(payload).expect("a frame of the publisher");
         match frames.last_mut() {
             Some(f) if f.layer == layer && f.frame == frame => f.packets += 1,
             _ => frames.push(Frame {
@@ -99,7 +82,7 @@ fn frames_received(w: &World, v: usize) -> Vec<Frame> {
                 layer,
                 frame,
                 key,
-                picture_id: d.picture_id.unwrap(),
+                picture_id,
                 packets: 1,
             }),
         }

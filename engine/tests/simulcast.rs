@@ -1,0 +1,239 @@
+//! Simulcast through a running node on loopback: a str0m publisher sends
+//! three VP8 layers over WHIP (aiortc cannot send simulcast); scripted WHEP
+//! viewers get the layer their link and preference allow: an unconstrained
+//! one the top layer, one with `?max_layer=0` only the lowest, one whose
+//! downlink drops what exceeds 250 kbit/s a lower layer, each run of a
+//! layer starting at its keyframe.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{http, metric, start_node};
+use corecast_media::{MediaKind, Output, TokenBucket};
+use corecast_webrtc::{read_simulcast_frame, simulcast_frame, Client, ClientEvent, EndpointConfig};
+
+const RATES: [usize; 3] = [100_000, 350_000, 1_200_000];
+const FPS: u64 = 30;
+
+/// A client on its own socket; a viewer may have a capped downlink.
+struct Leg {
+    socket: UdpSocket,
+    local: SocketAddr,
+    client: Client,
+    events: Vec<ClientEvent>,
+    next_timeout: Instant,
+    /// Datagrams over this rate (bytes per second, bursts of 100 ms) are
+    /// dropped before the client sees them: a capped link.
+    cap: Option<TokenBucket>,
+    dropped: usize,
+}
+
+impl Leg {
+    fn join(
+        http_addr: SocketAddr,
+        path: &str,
+        client: Client,
+        offer: String,
+        socket: UdpSocket,
+    ) -> Leg {
+        let local = socket.local_addr().unwrap();
+        let r = http(
+            http_addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/sdp")],
+            offer.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "POST {path}: {}", r.body);
+        let mut leg = Leg {
+            socket,
+            local,
+            client,
+            events: Vec::new(),
+            next_timeout: Instant::now(),
+            cap: None,
+            dropped: 0,
+        };
+        leg.client.accept_answer(&r.body).expect("answer applies");
+        leg.drain(Instant::now());
+        leg
+    }
+
+    fn pump(&mut self) {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            let now = Instant::now();
+            // RTP/RTCP (not STUN, not DTLS) over the cap is lost.
+            let media = (128..192).contains(&buf[0]);
+            if media && self.cap.as_mut().is_some_and(|c| !c.allow_n(now, n as u32)) {
+                self.dropped += 1;
+                continue;
+            }
+            let _ = self.client.handle_receive(now, from, self.local, &buf[..n]);
+            self.drain(now);
+        }
+        let now = Instant::now();
+        if now >= self.next_timeout {
+            self.client.handle_timeout(now);
+            self.drain(now);
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        loop {
+            match self.client.poll_output(now) {
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination);
+                }
+                Output::Event(e) => self.events.push(e),
+                Output::Timeout(at) => {
+                    self.next_timeout = at;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// (arrival, layer, keyframe) of every received frame's first packet, in
+    /// sequence-number order.
+    fn frames(&self) -> Vec<(Instant, u8, bool)> {
+        let mut by_seq = BTreeMap::new();
+        for e in &self.events {
+            if let ClientEvent::Media {
+                kind: MediaKind::Video,
+                seq,
+                payload,
+                arrival,
+                ..
+            } = e
+            {
+                if let Some((layer, _, 0, key, _)) = read_simulcast_frame(payload) {
+                    by_seq.insert(*seq, (*arrival, layer, key));
+                }
+            }
+        }
+        by_seq.into_values().collect()
+    }
+}
+
+fn socket() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_nonblocking(true).unwrap();
+    s
+}
+
+#[test]
+fn viewers_get_the_layer_their_link_and_preference_allow() {
+    let node = start_node(2);
+    let h = node.http_addr;
+    let config = EndpointConfig::new(vec![]);
+    let now = Instant::now();
+    let s = socket();
+    let (client, offer) =
+        Client::simulcast_publisher(&config, now, s.local_addr().unwrap(), &["q", "h", "f"])
+            .unwrap();
+    let mut publisher = Leg::join(h, "/whip/sc", client, offer, s);
+    let mut viewers: Vec<Leg> = ["/whep/sc", "/whep/sc?max_layer=0", "/whep/sc"]
+        .iter()
+        .map(|path| {
+            let s = socket();
+            let (client, offer) = Client::viewer(&config, now, s.local_addr().unwrap()).unwrap();
+            Leg::join(h, path, client, offer, s)
+        })
+        .collect();
+    // 250 kbit/s, bursts of 100 ms.
+    viewers[2].cap = Some(TokenBucket::new(31_250, 3_125));
+
+    let start = Instant::now();
+    let mut frame = 0u64;
+    let mut seq = [1u64, 1, 1];
+    let mut wants_key = [true; 3];
+    let mut audio = 0u64;
+    while start.elapsed() < Duration::from_secs(20) {
+        let t = start.elapsed();
+        if t >= Duration::from_millis(20 * audio) {
+            let now = Instant::now();
+            let ts = (audio * 960) as u32;
+            publisher
+                .client
+                .send(now, MediaKind::Audio, audio + 1, ts, false, &[0xfc; 100]);
+            publisher.drain(now);
+            audio += 1;
+        }
+        if t >= Duration::from_micros(frame * 1_000_000 / FPS) {
+            for layer in 0..3u8 {
+                let l = usize::from(layer);
+                let key = wants_key[l] || frame.is_multiple_of(90);
+                wants_key[l] = false;
+                let ts = (frame * 90_000 / FPS) as u32;
+                let packets = simulcast_frame(layer, frame, key, RATES[l] / 8 / FPS as usize);
+                let n = packets.len();
+                for (i, body) in packets.iter().enumerate() {
+                    let now = Instant::now();
+                    publisher
+                        .client
+                        .send_layer(now, l, seq[l], ts, i + 1 == n, body);
+                    seq[l] += 1;
+                    publisher.drain(now);
+                }
+            }
+            frame += 1;
+            for e in publisher.events.drain(..) {
+                if let ClientEvent::LayerKeyframeRequest(l) = e {
+                    wants_key[l] = true;
+                }
+            }
+        }
+        publisher.pump();
+        for v in &mut viewers {
+            v.pump();
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+
+    let end = Instant::now();
+    for (i, v) in viewers.iter().enumerate() {
+        let frames = v.frames();
+        let mut history: Vec<(u128, u8)> = Vec::new();
+        let mut layer = None;
+        for (at, l, key) in &frames {
+            if layer != Some(*l) {
+                assert!(key, "viewer {i}: layer {l} started without its keyframe");
+                layer = Some(*l);
+                history.push(((*at - start).as_millis(), *l));
+            }
+        }
+        println!(
+            "viewer {i}: {} frames, layers {history:?}, dropped {}",
+            frames.len(),
+            v.dropped
+        );
+        let last: Vec<u8> = frames
+            .iter()
+            .filter(|(at, ..)| *at + Duration::from_secs(3) >= end)
+            .map(|f| f.1)
+            .collect();
+        assert!(
+            last.len() >= 30,
+            "viewer {i} keeps getting frames: {}",
+            last.len()
+        );
+        match i {
+            0 => assert!(
+                last.iter().all(|l| *l == 2),
+                "viewer 0 on the top layer: {history:?}"
+            ),
+            1 => assert!(frames.iter().all(|f| f.1 == 0), "max_layer=0: {history:?}"),
+            _ => assert!(
+                last.iter().all(|l| *l < 2),
+                "capped viewer below the top: {history:?}"
+            ),
+        }
+    }
+    assert!(metric(h, "corecast_video_slots_layer2") >= 1);
+    assert!(metric(h, "corecast_estimated_legs") >= 3);
+    assert!(metric(h, "corecast_layer_switches_up_total") >= 1);
+}

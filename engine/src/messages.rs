@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use corecast_cluster::{ClusterView, NodeLoad, PeerRecord};
 use corecast_media::{
-    ChannelId, CloseReason, CodecInfo, Endpoint, MediaPacket, Refusal, SlotId, TransportKind,
+    ChannelId, CloseReason, CodecInfo, Endpoint, MediaPacket, Preference, Refusal, SlotId,
+    TransportKind,
 };
 
 pub use corecast_media::ConnId;
@@ -48,11 +49,11 @@ pub enum ShardCommand {
         slot: SlotId,
         channel: Option<ChannelId>,
     },
-    /// The viewer's layer preference for a receive slot.
+    /// The viewer's preference for a receive slot (top layer, priority).
     Prefer {
         conn: ConnId,
         slot: SlotId,
-        max_spatial: Option<u8>,
+        preference: Preference,
     },
     /// A message for the user on the connection's RPC stream.
     Rpc { conn: ConnId, text: String },

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use corecast_media::{ConnId, MediaKind, SlotId, TransportKind};
+use corecast_media::{ConnId, MediaKind, Preference, SlotId, TransportKind};
 use serde_json::{json, Map, Value};
 
 use super::directory::Directory;
@@ -39,6 +39,26 @@ type Handled = Result<(Map<String, Value>, Vec<Value>), RpcError>;
 
 fn ok() -> Handled {
     Ok((Map::new(), Vec::new()))
+}
+
+/// The optional `max_layer` and `priority` of a request.
+fn preference(req: &Value) -> Result<Preference, RpcError> {
+    let priority = match req.get("priority") {
+        None | Some(Value::Null) => 1,
+        Some(v) => v
+            .as_u64()
+            .filter(|p| (1..=u64::from(Preference::MAX_PRIORITY)).contains(p))
+            .ok_or_else(|| {
+                err(
+                    "bad_request",
+                    format!("priority must be from 1 to {}", Preference::MAX_PRIORITY),
+                )
+            })? as u8,
+    };
+    Ok(Preference {
+        max_spatial: max_layer(req)?,
+        priority,
+    })
 }
 
 /// The optional `max_layer` of a request: a spatial layer from 0 to 3, or
@@ -253,7 +273,7 @@ impl Directory {
         let target = field(req, "peer")?;
         let track = field(req, "track")?;
         let mid = req.get("mid").and_then(Value::as_str);
-        let max_layer = max_layer(req)?;
+        let preference = preference(req)?;
         let (room, me) = self
             .whoami(conn)
             .ok_or_else(|| err("bad_request", "gone"))?;
@@ -352,7 +372,9 @@ impl Directory {
                 sent: false,
             },
         );
-        self.prefer(conn, id, max_layer);
+        if t.kind == MediaKind::Video {
+            self.prefer(conn, id, preference);
+        }
         let mut fields = Map::new();
         fields.insert("mid".into(), json!(label));
         fields.insert("kind".into(), json!(kind_name(kind)));
@@ -361,10 +383,10 @@ impl Directory {
     }
 
     /// `prefer`: the top spatial layer a video slot gets (`max_layer`,
-    /// absent or null for the best its link carries).
+    /// absent or null for the best its link carries) and its `priority`.
     fn rpc_prefer(&mut self, conn: ConnId, req: &Value) -> Handled {
         let mid = field(req, "mid")?;
-        let max_layer = max_layer(req)?;
+        let preference = preference(req)?;
         let c = self
             .conns
             .get(&conn)
@@ -378,17 +400,17 @@ impl Directory {
             return Err(err("bad_request", format!("slot {mid} is not video")));
         }
         let id = slot.id;
-        self.prefer(conn, id, max_layer);
+        self.prefer(conn, id, preference);
         Ok((Map::new(), Vec::new()))
     }
 
-    /// Tells the shard of `conn` a slot's layer preference.
-    fn prefer(&mut self, conn: ConnId, slot: SlotId, max_spatial: Option<u8>) {
+    /// Tells the shard of `conn` a slot's preference.
+    fn prefer(&mut self, conn: ConnId, slot: SlotId, preference: Preference) {
         if let Some(shard) = self.conns.get(&conn).and_then(|c| c.shard()) {
             let cmd = ShardCommand::Prefer {
                 conn,
                 slot,
-                max_spatial,
+                preference,
             };
             self.send(shard, cmd);
         }
@@ -494,7 +516,7 @@ mod tests {
 
     use std::time::{Duration, Instant};
 
-    use corecast_media::{ConnId, Endpoint as _, MediaKind, RouteKey, SlotId};
+    use corecast_media::{ConnId, Endpoint as _, MediaKind, Preference, RouteKey, SlotId};
     use corecast_webrtc::{Endpoint, EndpointConfig, PublisherInfo, RoomClient};
     use serde_json::{json, Value};
 
@@ -596,7 +618,7 @@ mod tests {
         fn take_all(
             &mut self,
             conn: ConnId,
-        ) -> (Vec<Value>, Vec<(SlotId, bool)>, Vec<(SlotId, Option<u8>)>) {
+        ) -> (Vec<Value>, Vec<(SlotId, bool)>, Vec<(SlotId, Preference)>) {
             let (mut rpc, mut subs, mut prefs) = (Vec::new(), Vec::new(), Vec::new());
             for cmd in self.shard.try_iter() {
                 match cmd {
@@ -611,8 +633,8 @@ mod tests {
                     ShardCommand::Prefer {
                         conn: c,
                         slot,
-                        max_spatial,
-                    } if c == conn => prefs.push((slot, max_spatial)),
+                        preference,
+                    } if c == conn => prefs.push((slot, preference)),
                     _ => {}
                 }
             }
@@ -695,12 +717,16 @@ mod tests {
         r.take(bob);
         r.rpc(
             bob,
-            json!({"id": 2, "request": "subscribe", "peer": "alice", "track": "video", "max_layer": 1}),
+            json!({"id": 2, "request": "subscribe", "peer": "alice", "track": "video", "max_layer": 1, "priority": 3}),
         );
         let (msgs, subs, prefs) = r.take_all(bob);
         assert_eq!(msgs[0]["ok"], true, "{msgs:?}");
         let slot = subs[0].0;
-        assert_eq!(prefs, vec![(slot, Some(1))]);
+        let want = Preference {
+            max_spatial: Some(1),
+            priority: 3,
+        };
+        assert_eq!(prefs, vec![(slot, want)]);
         let mid = msgs[0]["mid"].clone();
         r.rpc(
             bob,
@@ -708,7 +734,7 @@ mod tests {
         );
         let (msgs, _, prefs) = r.take_all(bob);
         assert_eq!(msgs[0]["ok"], true, "{msgs:?}");
-        assert_eq!(prefs, vec![(slot, None)]);
+        assert_eq!(prefs, vec![(slot, Preference::default())]);
         for (bad, why) in [
             (
                 json!({"id": 4, "request": "prefer", "mid": mid, "max_layer": 4}),
@@ -721,6 +747,14 @@ mod tests {
             (
                 json!({"id": 6, "request": "prefer", "mid": "nope"}),
                 "no receive slot",
+            ),
+            (
+                json!({"id": 7, "request": "prefer", "mid": mid, "priority": 0}),
+                "priority",
+            ),
+            (
+                json!({"id": 8, "request": "prefer", "mid": mid, "priority": 11}),
+                "priority",
             ),
         ] {
             r.rpc(bob, bad);

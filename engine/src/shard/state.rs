@@ -481,10 +481,10 @@ impl Shard {
             ShardCommand::Prefer {
                 conn,
                 slot,
-                max_spatial,
+                preference,
             } => {
                 if let Some(s) = self.endpoints.get_mut(&conn) {
-                    let prefer = Command::Prefer { slot, max_spatial };
+                    let prefer = Command::Prefer { slot, preference };
                     let _ = s.endpoint.handle_input(now, Input::Command(prefer));
                 }
             }

@@ -97,3 +97,55 @@ pub fn h264(data: &[u8]) -> bool {
     assert_eq!(tail, sent, "round trip");
     true
 }
+
+/// Target `vp8_rewrite`: a viewer's stream of VP8 payloads through the
+/// descriptor parser and the picture-id rewriter. The input is cut into
+/// packets by its own bytes (a length byte, a flags byte, the payload).
+/// Never panics; the parser agrees with the keyframe rule; a rewritten
+/// payload keeps its length and parses to the same descriptor with the
+/// numbers moved by the offsets. Returns how many payloads parsed.
+pub fn vp8_rewrite(data: &[u8]) -> usize {
+    use corecast_media::vp8::{parse, Vp8Rewriter};
+    let mut rewriter = Vp8Rewriter::new();
+    let mut parsed = 0;
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let Some((&flags, tail)) = tail.split_first() else {
+            break;
+        };
+        let n = usize::from(len).min(tail.len());
+        let (payload, tail) = tail.split_at(n);
+        rest = tail;
+        let d = parse(payload);
+        let start = is_keyframe_start(Codec::Vp8, payload);
+        assert_eq!(d.is_some_and(|d| d.keyframe), start, "{payload:?}");
+        let Some(d) = d else {
+            continue;
+        };
+        parsed += 1;
+        assert!(d.header_len <= payload.len());
+        if flags & 1 == 1 {
+            rewriter.drop_picture(&d);
+            continue;
+        }
+        let o = rewriter.offsets(flags & 2 == 2, &d);
+        let mut out = payload.to_vec();
+        Vp8Rewriter::apply_in_place(&mut out, &d, o);
+        assert_eq!(out.len(), payload.len());
+        let again = parse(&out).expect("a rewritten descriptor parses");
+        assert_eq!(again.header_len, d.header_len);
+        assert_eq!(again.keyframe, d.keyframe);
+        assert_eq!(again.tid, d.tid);
+        let mask = if d.long_picture_id { 0x7fff } else { 0x7f };
+        assert_eq!(
+            again.picture_id,
+            d.picture_id.map(|p| p.wrapping_add(o.picture_id) & mask),
+        );
+        assert_eq!(
+            again.tl0picidx,
+            d.tl0picidx.map(|t| t.wrapping_add(o.tl0picidx))
+        );
+        assert_eq!(out[d.header_len..], payload[d.header_len..]);
+    }
+    parsed
+}

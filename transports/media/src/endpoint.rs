@@ -183,11 +183,10 @@ pub enum Command {
     /// Ask the user's encoder for a keyframe of a published track: of one
     /// spatial layer (a simulcast stream), or of every layer with `None`.
     RequestKeyframe(ChannelId, Option<u8>),
-    /// The viewer's layer preference for a slot: no spatial layer above
-    /// `max_spatial` (`None`: the best its link carries).
+    /// The viewer's preference for a slot.
     Prefer {
         slot: SlotId,
-        max_spatial: Option<u8>,
+        preference: Preference,
     },
     /// A message for the user on the connection's RPC stream.
     Rpc(String),
@@ -196,6 +195,30 @@ pub enum Command {
     /// The answer to [`Event::PublishRequest`]: publish as this peer of the
     /// room, or the refusal to tell the user.
     Admit(Result<String, Refusal>),
+}
+
+/// How a viewer wants one video slot served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preference {
+    /// No spatial layer above this one (`None`: the best its link carries).
+    pub max_spatial: Option<u8>,
+    /// Its weight when the link's estimate is shared among the connection's
+    /// video slots: a slot of priority 2 gets twice the share of one of
+    /// priority 1. From 1 to [`Preference::MAX_PRIORITY`].
+    pub priority: u8,
+}
+
+impl Preference {
+    pub const MAX_PRIORITY: u8 = 10;
+}
+
+impl Default for Preference {
+    fn default() -> Self {
+        Preference {
+            max_spatial: None,
+            priority: 1,
+        }
+    }
 }
 
 /// Why a publish request was refused.

@@ -39,8 +39,8 @@ pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
 pub use endpoint::{
     CloseReason, Command, ConnId, Endpoint, EndpointStats, Event, IngestStats, Input, InputError,
-    LayerStats, Output, PublishedTrack, Refusal, RouteKey, SessionId, Slot, SlotId, Transmit,
-    TransportKind,
+    LayerStats, Output, Preference, PublishedTrack, Refusal, RouteKey, SessionId, Slot, SlotId,
+    Transmit, TransportKind,
 };
 pub use keyframe::is_keyframe_start;
 pub use layers::{Layer, LayerSelector, SelectorConfig, SelectorStats, Verdict, MAX_SPATIAL};

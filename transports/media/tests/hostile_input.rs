@@ -82,3 +82,27 @@ fn h264_twin() {
     eprintln!("h264: {n} inputs, {parsed} parsed and round-tripped");
     assert!(parsed > 5_000, "{parsed} parsed");
 }
+
+/// Streams of VP8 payloads: (length, flags, payload) records; flags bit 0
+/// drops the picture, bit 1 starts a new run.
+const VP8_SEEDS: &[&[u8]] = &[
+    &[
+        14, 2, 0x90, 0xf0, 0x92, 0x34, 0x07, 0x25, 0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02,
+        7, 0, 0x90, 0xe0, 0x92, 0x35, 0x07, 0x65, 0x01, 7, 1, 0x90, 0xe0, 0x92, 0x36, 0x07, 0xa5,
+        0x01, 5, 2, 0x90, 0x80, 0x05, 0x00, 0x9d,
+    ],
+    &[
+        5, 0, 0x10, 0x31, 0x0b, 0x00, 0x11, 5, 2, 0x80, 0x80, 0x12, 0x00, 0x00,
+    ],
+];
+
+#[test]
+fn vp8_rewrite_twin() {
+    let mut parsed = 0;
+    let n = run(0x7670_3872, VP8_SEEDS, Alphabet::Binary, 64, 300_000, |d| {
+        parsed += harness::vp8_rewrite(d);
+    });
+    eprintln!("vp8_rewrite: {n} inputs, {parsed} payloads parsed");
+    assert_eq!(n, 300_000);
+    assert!(parsed > 100_000, "{parsed} parsed");
+}

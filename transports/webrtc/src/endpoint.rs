@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use corecast_media::{
     is_keyframe_start, ChannelId, CloseReason, Codec, CodecInfo, EndpointStats, Layer,
-    LayerSelector, MediaKind, MediaPacket, Output, Rewriter, SelectorConfig, SlotId, Transmit,
-    Verdict,
+    LayerSelector, MediaKind, MediaPacket, Output, Preference, Rewriter, SelectorConfig, SlotId,
+    Transmit, Verdict,
 };
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
@@ -124,6 +124,8 @@ struct SentTrack {
     selector: LayerSelector,
     /// Keeps VP8 picture ids continuous across layer switches.
     vp8: corecast_media::vp8::Vp8Rewriter,
+    /// Its weight in the share of the leg's estimate (video).
+    priority: u8,
 }
 
 impl SentTrack {
@@ -138,6 +140,7 @@ impl SentTrack {
             live: false,
             selector: LayerSelector::new(SelectorConfig::default()),
             vp8: corecast_media::vp8::Vp8Rewriter::new(),
+            priority: 1,
         }
     }
 
@@ -684,10 +687,12 @@ impl Endpoint {
         self.layer_moved(before, (None, false));
     }
 
-    /// The viewer's preferred top spatial layer for one slot.
-    pub fn prefer(&mut self, now: Instant, slot: SlotId, max_spatial: Option<u8>) {
+    /// The viewer's preference for one slot: its top spatial layer and
+    /// its priority in the share of the link.
+    pub fn prefer(&mut self, now: Instant, slot: SlotId, preference: Preference) {
         if let Some(t) = self.sent.get_mut(usize::from(slot.0)) {
-            t.selector.set_max_spatial(now, max_spatial);
+            t.selector.set_max_spatial(now, preference.max_spatial);
+            t.priority = preference.priority.clamp(1, Preference::MAX_PRIORITY);
         }
     }
 
@@ -1287,10 +1292,16 @@ impl Endpoint {
             return;
         }
         let reserve = if audio { AUDIO_RESERVE } else { 0 };
-        let share = bps.saturating_sub(reserve) / video.len() as u64;
+        // Shared by priority: a slot of priority 2 gets twice the share.
+        let weights: u64 = video
+            .iter()
+            .map(|&i| u64::from(self.sent[i].priority))
+            .sum();
+        let available = bps.saturating_sub(reserve);
         let (mut next_layers, mut desired) = (0, reserve);
         for i in video {
             let t = &mut self.sent[i];
+            let share = available * u64::from(t.priority) / weights.max(1);
             let before = t.layer_state();
             t.selector.set_estimate(now, share);
             let after = t.layer_state();
@@ -1604,8 +1615,8 @@ impl corecast_media::Endpoint for Endpoint {
             In::Command(Command::RequestKeyframe(channel, layer)) => {
                 Ok(self.request_keyframe(now, channel, layer))
             }
-            In::Command(Command::Prefer { slot, max_spatial }) => {
-                self.prefer(now, slot, max_spatial);
+            In::Command(Command::Prefer { slot, preference }) => {
+                self.prefer(now, slot, preference);
                 Ok(false)
             }
             In::Command(Command::Rpc(text)) => {

@@ -77,7 +77,7 @@ shard_metrics! {
     video_slots_layer2, "gauge", "Video slots forwarding spatial layer 2.";
     video_slots_layer3, "gauge", "Video slots forwarding spatial layer 3.";
     video_slots_paused, "gauge", "Video slots paused because no layer fits their viewer's bandwidth estimate.";
-    estimated_legs, "gauge", "Viewer legs with a bandwidth estimate (adaptive WHEP viewers, SDK connections).";
+    estimated_legs, "gauge", "Viewer legs with a bandwidth estimate (adaptive WHEP viewers: those of simulcast streams, or ?adaptive=1).";
     estimate_bps_sum, "gauge", "Sum of the bandwidth estimates of estimated_legs, bits per second (divide for the mean).";
     rtmp_connections, "gauge", "RTMP connections the shard holds.";
     rtmp_connections_total, "counter", "RTMP connections the shard accepted.";

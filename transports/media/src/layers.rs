@@ -364,6 +364,12 @@ impl LayerSelector {
             .peekable();
         active.peek()?;
         let allowed: Vec<u8> = active.collect();
+        if allowed.len() == 1 {
+            // One layer flows: nothing cheaper to offer, so it is forwarded
+            // whatever the estimate (a track without simulcast is never
+            // paused; the viewer's loss recovery deals with congestion).
+            return Some(allowed[0]);
+        }
         let preferred: Vec<u8> = allowed
             .iter()
             .copied()

@@ -361,7 +361,11 @@ impl Endpoint {
             viewer_codecs(),
             Some(who),
             names,
-            true,
+            // No estimator: its pacer holds media at 1.1x an estimate that
+            // starts low, which single-layer subscriptions would queue
+            // behind (docs/adaptive-forwarding.md). Simulcast subscriptions
+            // get the top layer, or the one `max_layer` asks for.
+            false,
         )
     }
 
@@ -1306,8 +1310,11 @@ impl Endpoint {
             t.selector.set_estimate(now, share);
             let after = t.layer_state();
             let (next, top) = t.selector.wanted_bitrate(now);
-            next_layers += next;
-            desired += top;
+            // Only a slot with a layer above its own has more to find.
+            if next > 0 {
+                next_layers += next;
+                desired += top;
+            }
             self.layer_moved(before, after);
         }
         // The estimate of a leg that sends less than its link carries

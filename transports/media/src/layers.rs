@@ -219,7 +219,7 @@ impl LayerSelector {
     }
 
     /// Whether it waits for its first picture, before any layer's rate is
-    /// known: the first keyframe of any layer starts it.
+    /// known: the first keyframe of layer 0 starts it.
     pub fn starting(&self) -> bool {
         self.current.is_none() && self.target.is_none() && !self.any_active()
     }
@@ -279,9 +279,10 @@ impl LayerSelector {
         rate.last_seen = Some(now);
         self.roll(now);
         if self.starting() {
-            // Nothing measured yet: start on the first keyframe of any
-            // layer (a quick first picture), then adapt.
-            if !keyframe() {
+            // Nothing measured yet: start on the first keyframe of the
+            // lowest layer (a quick first picture that any link carries),
+            // then adapt.
+            if s != 0 || !keyframe() {
                 return Verdict::Drop;
             }
             self.current = Some(s);

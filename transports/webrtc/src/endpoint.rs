@@ -780,7 +780,7 @@ impl Endpoint {
                 });
             let (after, starting) = (track.layer_state(), track.selector.starting());
             let waits = match starting {
-                true => Some(spatial),
+                true => Some(0),
                 false => track.selector.wants_keyframe(),
             };
             let now_counted = track.selector.stats();

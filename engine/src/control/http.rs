@@ -287,12 +287,14 @@ fn check_offer(
     Ok(offer)
 }
 
-/// A gateway answers WHIP and WHEP with a redirect to a media node.
+/// A gateway answers WHIP and WHEP with a redirect to a media node; the
+/// query (a WHEP viewer's `max_layer`, `adaptive`) goes along.
 fn gateway_redirect(
     control: &Control,
     client: SocketAddr,
     intent: Intent,
     stream: &str,
+    query: Option<&str>,
     headers: &HeaderMap,
 ) -> Option<Response> {
     let role = control.cluster.as_ref()?.role;
@@ -312,10 +314,13 @@ fn gateway_redirect(
             "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
         ));
     }
-    let path = match intent {
+    let mut path = match intent {
         Intent::Publish => format!("/whip/{stream}"),
         Intent::View => format!("/whep/{stream}"),
     };
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        path = format!("{path}?{q}");
+    }
     let Some(location) = super::gateway::redirect(control, client.ip(), intent, stream, &path)
     else {
         return Some(text(
@@ -337,7 +342,7 @@ async fn whip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = gateway_redirect(&control, client, Intent::Publish, &stream, &headers) {
+    if let Some(r) = gateway_redirect(&control, client, Intent::Publish, &stream, None, &headers) {
         return r;
     }
     let offer = match check_offer(&control, &whip_access(&stream), &headers, &body) {
@@ -373,7 +378,8 @@ async fn whep(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = gateway_redirect(&control, client, Intent::View, &stream, &headers) {
+    let query = uri.query();
+    if let Some(r) = gateway_redirect(&control, client, Intent::View, &stream, query, &headers) {
         return r;
     }
     let offer = match check_offer(&control, &whep_access(&stream), &headers, &body) {

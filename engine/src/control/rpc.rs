@@ -156,6 +156,10 @@ impl Directory {
                 if name == "leave" {
                     self.end(now, conn, "left");
                 }
+                // The slots' subscription events come after the answer.
+                if name == "follow_speakers" {
+                    self.assign_current_speakers(now, conn);
+                }
             }
             Err(e) => {
                 self.count_rpc_error(e.code);

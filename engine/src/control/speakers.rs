@@ -95,7 +95,8 @@ impl Directory {
 
     /// `follow_speakers`: the connection's audio slots play the loudest
     /// speakers of its room (or stop following with `on: false`). Returns
-    /// the mids of the slots the server manages.
+    /// the mids of the slots the server manages; the slots are pointed
+    /// with [`Directory::assign_current_speakers`] once the answer is out.
     pub(super) fn follow_speakers(&mut self, now: Instant, conn: ConnId, on: bool) -> Vec<String> {
         if !on {
             self.followers.remove(&conn);
@@ -104,21 +105,31 @@ impl Directory {
         let Some(c) = self.conns.get(&conn) else {
             return Vec::new();
         };
-        let (room, mids) = (
-            c.room.clone(),
-            c.slots
-                .iter()
-                .filter(|s| s.kind == MediaKind::Audio)
-                .map(|s| s.label.clone())
-                .collect(),
-        );
+        let mids = c
+            .slots
+            .iter()
+            .filter(|s| s.kind == MediaKind::Audio)
+            .map(|s| s.label.clone())
+            .collect();
         self.followers.insert(conn);
+        let _ = now;
+        mids
+    }
+
+    /// Points a new follower's audio slots at its room's speakers now (after
+    /// the answer to its `follow_speakers` went out).
+    pub(super) fn assign_current_speakers(&mut self, now: Instant, conn: ConnId) {
+        if !self.followers.contains(&conn) {
+            return;
+        }
+        let Some(room) = self.conns.get(&conn).map(|c| c.room.clone()) else {
+            return;
+        };
         if let Some(rs) = self.speakers.get_mut(&room) {
             rs.speakers.update(now);
             let top = rs.speakers.top().to_vec();
             self.assign_speakers(conn, &top);
         }
-        mids
     }
 
     /// The active speakers of a room, loudest first, as the SDK and the API
@@ -147,10 +158,16 @@ impl Directory {
         if top == rs.last {
             return;
         }
+        let shown = self.top_audio;
+        let changed_shown = top.iter().take(shown).ne(rs.last.iter().take(shown));
         rs.last = top.clone();
-        self.speaker_changes += 1;
-        let event = json!({"event": "active_speakers", "speakers": self.speakers_json(room)});
-        self.peer_event(room, "", event);
+        if changed_shown {
+            // The one more tracked than shown (a follower's replacement for
+            // itself) changes nothing anyone is told.
+            self.speaker_changes += 1;
+            let event = json!({"event": "active_speakers", "speakers": self.speakers_json(room)});
+            self.peer_event(room, "", event);
+        }
         let followers: Vec<ConnId> = self
             .followers
             .iter()

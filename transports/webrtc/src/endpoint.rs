@@ -695,8 +695,11 @@ impl Endpoint {
     /// its priority in the share of the link.
     pub fn prefer(&mut self, now: Instant, slot: SlotId, preference: Preference) {
         if let Some(t) = self.sent.get_mut(usize::from(slot.0)) {
+            let before = t.layer_state();
             t.selector.set_max_spatial(now, preference.max_spatial);
             t.priority = preference.priority.clamp(1, Preference::MAX_PRIORITY);
+            let after = t.layer_state();
+            self.layer_moved(before, after);
         }
     }
 
@@ -1479,12 +1482,12 @@ fn vp8_patch(
     patch.build().ok()
 }
 
-/// The RTP header extensions a viewer's leg negotiates: str0m's standard
-/// set without transport-wide congestion control. corecast forwards one
-/// layer per track and estimates no viewer's downlink, so that feedback
+/// The RTP header extensions of a viewer's leg that is not adaptive (the
+/// stream has one layer): str0m's standard set without transport-wide
+/// congestion control. With nothing to choose between, that feedback
 /// (about 20 RTCP packets a second from every viewer, each decrypted and
 /// parsed) and its per-packet sequence register would be work for nobody.
-/// Publishers keep it: their browsers' send-side estimate needs it.
+/// Adaptive legs (simulcast streams) and publishers keep it.
 fn viewer_extensions() -> ExtensionMap {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {

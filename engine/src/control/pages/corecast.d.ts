@@ -206,6 +206,10 @@ export declare class Room {
   subscribe(peer: string, track: string, mid?: string): Promise<Subscribed>;
   /** Stops a slot; autoSubscribe leaves that track alone until subscribe(). */
   unsubscribe(mid: string): Promise<void>;
+  /** A video slot's top simulcast layer (0 = lowest) and priority (1-10). */
+  prefer(mid: string, pref?: { maxLayer?: number; priority?: number }): Promise<void>;
+  /** The server plays the loudest other speakers in the audio slots; resolves with their mids. */
+  followSpeakers(on?: boolean): Promise<string[]>;
   /** Disables the local track at once and tells the others. */
   mute(name: string): Promise<void>;
   unmute(name: string): Promise<void>;

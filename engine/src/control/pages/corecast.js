@@ -418,6 +418,7 @@ export class Room {
   // until it subscribes again), tracks already reported as lacking a slot.
   /** @type {Map<string, Kind>} */ #subscribing = new Map();
   /** @type {Set<string>} */ #declined = new Set();
+  #followingSpeakers = false;
   /** @type {Set<string>} */ #starved = new Set();
   // Slots (mids) whose current subscription had its `track` event.
   /** @type {Set<string>} */ #announced = new Set();
@@ -631,6 +632,36 @@ export class Room {
     const slot = this.slots.get(mid);
     if (slot?.peer && slot.track) this.#declined.add(keyOf(slot.peer, slot.track));
     await this.request('unsubscribe', { mid });
+  }
+
+  /**
+   * A video slot's preference: its top simulcast layer (0 = the lowest;
+   * left out: the best its link carries) and its priority (1 to 10, default
+   * 1) in the share of the link.
+   * @param {string} mid
+   * @param {{maxLayer?: number, priority?: number}} [pref]
+   * @returns {Promise<void>}
+   */
+  async prefer(mid, pref = {}) {
+    /** @type {Record<string, any>} */
+    const fields = { mid };
+    if (pref.maxLayer !== undefined) fields.max_layer = pref.maxLayer;
+    if (pref.priority !== undefined) fields.priority = pref.priority;
+    await this.request('prefer', fields);
+  }
+
+  /**
+   * Lets the server point this connection's audio slots at the loudest
+   * other speakers of the room (at most its --top-audio); auto-subscribe
+   * leaves audio alone meanwhile. The `active_speakers` event tells who
+   * speaks.
+   * @param {boolean} [on]
+   * @returns {Promise<string[]>} the mids of the audio slots the server manages
+   */
+  async followSpeakers(on = true) {
+    const a = await this.request('follow_speakers', { on });
+    this.#followingSpeakers = on;
+    return a.mids ?? [];
   }
 
   /**
@@ -866,6 +897,8 @@ export class Room {
       for (const t of p.tracks) {
         const key = keyOf(p.peer, t.name);
         if (!(t.kind in free) || this.#subscribing.has(key) || this.#declined.has(key)) continue;
+        // The server plays the loudest speakers in the audio slots.
+        if (t.kind === 'audio' && this.#followingSpeakers) continue;
         if ([...this.slots.values()].some((s) => s.peer === p.peer && s.track === t.name)) continue;
         if (free[t.kind] <= 0) {
           if (total[t.kind] > 0) this.#noSlot(key, p.peer, t);

@@ -34,6 +34,10 @@ struct ConnectRequest {
     sdp: String,
     #[serde(default)]
     publish: Vec<PublishEntry>,
+    /// Estimate the connection's downlink and give its video slots the
+    /// simulcast layers that fit (docs/adaptive-forwarding.md).
+    #[serde(default)]
+    adaptive: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,7 +221,8 @@ pub(super) async fn connect(
         peer: req.peer.clone(),
     };
     let names = req.publish.into_iter().map(|p| (p.mid, p.name)).collect();
-    let (endpoint, answer) = match Endpoint::peer(&control.config, now, &req.sdp, who, names) {
+    let peer = Endpoint::peer_with(&control.config, now, &req.sdp, who, names, req.adaptive);
+    let (endpoint, answer) = match peer {
         Ok(x) => x,
         Err(e) => return rtc_error(e),
     };

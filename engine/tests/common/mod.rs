@@ -319,7 +319,18 @@ impl RoomPeer {
     /// offering `slots` receive slots of each kind; sends `join` once the
     /// data channel opens.
     pub fn connect(http_addr: SocketAddr, room: &str, peer: &str, slots: usize) -> RoomPeer {
-        RoomPeer::connect_with(http_addr, room, peer, slots, true)
+        RoomPeer::connect_with(http_addr, room, peer, slots, true, false)
+    }
+
+    /// [`RoomPeer::connect`] of a connection that asks for a bandwidth
+    /// estimate (`"adaptive": true`).
+    pub fn connect_adaptive(
+        http_addr: SocketAddr,
+        room: &str,
+        peer: &str,
+        slots: usize,
+    ) -> RoomPeer {
+        RoomPeer::connect_with(http_addr, room, peer, slots, true, true)
     }
 
     /// [`RoomPeer::connect`] without the `join`.
@@ -329,7 +340,7 @@ impl RoomPeer {
         peer: &str,
         slots: usize,
     ) -> RoomPeer {
-        RoomPeer::connect_with(http_addr, room, peer, slots, false)
+        RoomPeer::connect_with(http_addr, room, peer, slots, false, false)
     }
 
     fn connect_with(
@@ -338,6 +349,7 @@ impl RoomPeer {
         peer: &str,
         slots: usize,
         join: bool,
+        adaptive: bool,
     ) -> RoomPeer {
         use corecast_media::MediaKind;
         let config = EndpointConfig::new(vec![]);
@@ -348,7 +360,12 @@ impl RoomPeer {
         let publish = [("audio", MediaKind::Audio), ("video", MediaKind::Video)];
         let (mut client, offer) =
             corecast_webrtc::RoomClient::new(&config, now, local, &publish, slots, slots).unwrap();
-        let body = client.connect_body(room, peer, &offer, serde_json::json!({"name": peer}));
+        let mut body = client.connect_body(room, peer, &offer, serde_json::json!({"name": peer}));
+        if adaptive {
+            let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["adaptive"] = true.into();
+            body = v.to_string();
+        }
         let r = http(
             http_addr,
             "POST",

@@ -337,13 +337,31 @@ impl Endpoint {
     /// send transceivers into `who.room` as `who.peer`, named by `names`
     /// (`(mid, name)`; an unnamed one takes its kind's name if free), plays
     /// subscriptions in its receive transceivers (slots), and speaks RPC on
-    /// its data channel. The offer must have a data channel.
+    /// its data channel. The offer must have a data channel. It estimates no
+    /// bandwidth: its video slots get the top layer of a simulcast track, or
+    /// the one their `max_layer` allows ([`Endpoint::peer_with`]).
     pub fn peer(
         config: &EndpointConfig,
         now: Instant,
         offer: &str,
         who: PublisherInfo,
         names: Vec<(String, String)>,
+    ) -> Result<(Endpoint, String), Error> {
+        Endpoint::peer_with(config, now, offer, who, names, false)
+    }
+
+    /// [`Endpoint::peer`]; `adaptive` also estimates the user's downlink and
+    /// gives its video slots the simulcast layers that fit their shares.
+    /// Not the default: str0m's pacer then holds media at 1.1 × an estimate
+    /// that starts low, and a single-layer track above it queues
+    /// (docs/adaptive-forwarding.md).
+    pub fn peer_with(
+        config: &EndpointConfig,
+        now: Instant,
+        offer: &str,
+        who: PublisherInfo,
+        names: Vec<(String, String)>,
+        adaptive: bool,
     ) -> Result<(Endpoint, String), Error> {
         if !offer.lines().any(|l| l.starts_with("m=application")) {
             return Err(Error::NoMedia("data channel (m=application) for the RPC"));
@@ -361,11 +379,7 @@ impl Endpoint {
             viewer_codecs(),
             Some(who),
             names,
-            // No estimator: its pacer holds media at 1.1x an estimate that
-            // starts low, which single-layer subscriptions would queue
-            // behind (docs/adaptive-forwarding.md). Simulcast subscriptions
-            // get the top layer, or the one `max_layer` asks for.
-            false,
+            adaptive,
         )
     }
 

@@ -1,5 +1,26 @@
 //! Receive-side accounting: loss, reordering, duplicates, jitter and added
 //! latency, per stream and merged over a run.
+//!
+//! A simulcast stream reaches a viewer one layer at a time ([`LayerRuns`]):
+//! the server forwards a run of one layer's packets, then switches to
+//! another layer at that layer's keyframe (or stops video and resumes it
+//! later). Each layer has its own probe sequence numbers, and the server
+//! rewrites the RTP sequence numbers into one continuous space for the
+//! viewer, with a fixed offset within a run (`docs/rewriting.md`). So a
+//! received packet belongs to the run of its layer whose offset between RTP
+//! and probe sequence number it shares: a retransmission or a late packet
+//! finds its own run after a switch.
+//!
+//! Loss of such a stream is counted twice. Its headline figure is the gaps
+//! in the RTP sequence numbers, as the viewer's WebRTC stack sees them: a
+//! switch or a pause leaves none (the server's numbers continue), and a
+//! packet lost at the end of a run, just before a switch, counts too. The
+//! check is the gaps in the probe sequence numbers inside each run
+//! ([`Totals::run_lost`]): they are the packets of a layer missing between
+//! two packets the viewer got of it, whatever the server numbered. The two
+//! agree except for losses at the ends of runs; gaps in the probes that
+//! the RTP numbers do not show would mean the server skipped packets inside
+//! a run (or started a new run without telling).
 
 use hdrhistogram::Histogram;
 
@@ -70,6 +91,11 @@ impl StreamAccount {
         self.last_transit_ns = Some(transit_ns);
     }
 
+    /// The highest sequence number received, if any.
+    pub fn highest(&self) -> Option<u64> {
+        self.first.map(|_| self.highest)
+    }
+
     /// Packets the sequence numbers say should have arrived.
     pub fn expected(&self) -> u64 {
         self.first.map_or(0, |f| self.highest - f + 1)
@@ -94,6 +120,166 @@ impl StreamAccount {
 
     pub fn jitter_ms(&self) -> f64 {
         self.jitter_ns / 1e6
+    }
+}
+
+/// One run of one layer as a viewer received it.
+#[derive(Debug, Clone)]
+struct LayerRun {
+    layer: u8,
+    /// RTP sequence number minus probe sequence number, the same for every
+    /// packet of the run.
+    offset: u64,
+    /// Lowest RTP sequence number seen (orders the runs) and the highest.
+    first_rtp: u64,
+    newest_rtp: u64,
+    /// Lowest probe sequence number seen, and whether that packet started a
+    /// keyframe.
+    first_seq: u64,
+    keyed: bool,
+    account: StreamAccount,
+    /// Probes skipped by gaps that ended at a keyframe start of the run
+    /// and have not arrived since.
+    gaps_before_keyframes: u64,
+    /// The latest such gaps (`start..end`), so that a late packet that
+    /// fills one is taken off the count.
+    keyframe_gaps: Vec<(u64, u64)>,
+}
+
+/// Gaps before keyframes a run remembers.
+const KEYFRAME_GAPS: usize = 8;
+
+/// How a viewer's layer changed between consecutive runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerChanges {
+    pub up: u64,
+    pub down: u64,
+    /// A new run of the same layer: video stopped and resumed (a server
+    /// pauses video when its estimate carries no layer).
+    pub resumed: u64,
+    /// Runs whose first packet (in probe order) was not a keyframe's first
+    /// packet: that packet never arrived, or the server switched elsewhere.
+    pub unkeyed: u64,
+}
+
+/// A simulcast video stream as one viewer receives it (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct LayerRuns {
+    /// In order of their first arrival.
+    runs: Vec<LayerRun>,
+    /// The stream by its RTP sequence numbers, all runs together.
+    rtp: StreamAccount,
+}
+
+impl LayerRuns {
+    /// Records a packet of `layer` with the layer's probe sequence number
+    /// `seq`, as it arrived with extended RTP sequence number `rtp_seq`;
+    /// `keyframe_start`: it is a keyframe's first packet.
+    pub fn on_packet(
+        &mut self,
+        layer: u8,
+        seq: u64,
+        rtp_seq: u64,
+        keyframe_start: bool,
+        transit_ns: i64,
+    ) {
+        let offset = rtp_seq.wrapping_sub(seq);
+        let idx = match self
+            .runs
+            .iter()
+            .rposition(|r| r.layer == layer && r.offset == offset)
+        {
+            Some(i) => i,
+            None => {
+                self.runs.push(LayerRun {
+                    layer,
+                    offset,
+                    first_rtp: rtp_seq,
+                    newest_rtp: rtp_seq,
+                    first_seq: seq,
+                    keyed: keyframe_start,
+                    account: StreamAccount::default(),
+                    gaps_before_keyframes: 0,
+                    keyframe_gaps: Vec::new(),
+                });
+                self.runs.len() - 1
+            }
+        };
+        let run = &mut self.runs[idx];
+        if seq < run.first_seq {
+            run.first_seq = seq;
+            run.first_rtp = rtp_seq;
+            run.keyed = keyframe_start;
+        }
+        run.newest_rtp = run.newest_rtp.max(rtp_seq);
+        if let Some(highest) = run.account.highest().filter(|_| keyframe_start) {
+            if seq > highest + 1 {
+                run.gaps_before_keyframes += seq - highest - 1;
+                if run.keyframe_gaps.len() == KEYFRAME_GAPS {
+                    run.keyframe_gaps.remove(0);
+                }
+                run.keyframe_gaps.push((highest + 1, seq));
+            }
+        }
+        let received = run.account.received();
+        run.account.on_packet(seq, transit_ns);
+        let late = run.account.received() > received
+            && run
+                .keyframe_gaps
+                .iter()
+                .any(|(a, b)| (*a..*b).contains(&seq));
+        if late {
+            run.gaps_before_keyframes = run.gaps_before_keyframes.saturating_sub(1);
+        }
+        self.rtp.on_packet(rtp_seq, transit_ns);
+    }
+
+    /// The layer of the run that holds the newest packet.
+    pub fn current_layer(&self) -> Option<u8> {
+        self.runs
+            .iter()
+            .max_by_key(|r| r.newest_rtp)
+            .map(|r| r.layer)
+    }
+
+    /// Switches between consecutive runs, in RTP order.
+    pub fn changes(&self) -> LayerChanges {
+        let mut order: Vec<&LayerRun> = self.runs.iter().collect();
+        order.sort_by_key(|r| r.first_rtp);
+        let mut c = LayerChanges {
+            unkeyed: order.iter().filter(|r| !r.keyed).count() as u64,
+            ..LayerChanges::default()
+        };
+        for pair in order.windows(2) {
+            match pair[1].layer.cmp(&pair[0].layer) {
+                std::cmp::Ordering::Greater => c.up += 1,
+                std::cmp::Ordering::Less => c.down += 1,
+                std::cmp::Ordering::Equal => c.resumed += 1,
+            }
+        }
+        c
+    }
+
+    /// Adds the stream's counters (by RTP sequence number) to `totals`,
+    /// the loss inside runs and the changes.
+    pub fn add_to(&self, totals: &mut Totals) {
+        totals.add_stream(&self.rtp);
+        totals.run_lost += self.runs.iter().map(|r| r.account.lost()).sum::<u64>();
+        totals.gaps_before_keyframes += self
+            .runs
+            .iter()
+            .map(|r| r.gaps_before_keyframes)
+            .sum::<u64>();
+        let c = self.changes();
+        totals.switches_up += c.up;
+        totals.switches_down += c.down;
+        totals.resumed += c.resumed;
+        totals.unkeyed_runs += c.unkeyed;
+        if let Some(layer) = self.current_layer() {
+            if let Some(n) = totals.on_layer.get_mut(usize::from(layer)) {
+                *n += 1;
+            }
+        }
     }
 }
 
@@ -122,6 +308,30 @@ pub struct Totals {
     /// the server transcoded from an RTMP encoder's AAC, SPS/PPS): egress,
     /// but no loss or latency accounting.
     pub unchecked: u64,
+    /// Simulcast: layer switches the viewers saw, up and down ([`LayerRuns`]).
+    pub switches_up: u64,
+    pub switches_down: u64,
+    /// Simulcast: runs of the layer that ran before (video resumed).
+    pub resumed: u64,
+    /// Simulcast: runs whose first packet was no keyframe start.
+    pub unkeyed_runs: u64,
+    /// Simulcast: probes missing inside layer runs (the check on `lost`,
+    /// see the module docs).
+    pub run_lost: u64,
+    /// Simulcast: probes skipped by gaps inside a run that end at a
+    /// keyframe's first packet: what a server that stopped a layer and
+    /// resumed it at a keyframe without a new run of sequence numbers
+    /// leaves (or loss just before a keyframe).
+    pub gaps_before_keyframes: u64,
+    /// Simulcast: viewers' streams whose newest packet is of layer i.
+    pub on_layer: [u64; 4],
+    /// Keyframes the publishers sent because the server asked for them.
+    pub requested_keyframes: u64,
+    /// Datagrams the viewers' capped links dropped (`--viewer-cap`).
+    pub cap_dropped: u64,
+    /// Bytes of the datagrams that arrived at viewers' sockets (UDP
+    /// payload; before a cap).
+    pub viewer_rx_bytes: u64,
 }
 
 impl Default for Totals {
@@ -141,6 +351,16 @@ impl Default for Totals {
             sessions_up: 0,
             session_failures: 0,
             unchecked: 0,
+            switches_up: 0,
+            switches_down: 0,
+            resumed: 0,
+            unkeyed_runs: 0,
+            run_lost: 0,
+            gaps_before_keyframes: 0,
+            on_layer: [0; 4],
+            requested_keyframes: 0,
+            cap_dropped: 0,
+            viewer_rx_bytes: 0,
         }
     }
 }
@@ -189,6 +409,18 @@ impl Totals {
         self.sessions_up += other.sessions_up;
         self.session_failures += other.session_failures;
         self.unchecked += other.unchecked;
+        self.switches_up += other.switches_up;
+        self.switches_down += other.switches_down;
+        self.resumed += other.resumed;
+        self.unkeyed_runs += other.unkeyed_runs;
+        self.run_lost += other.run_lost;
+        self.gaps_before_keyframes += other.gaps_before_keyframes;
+        for (a, b) in self.on_layer.iter_mut().zip(other.on_layer) {
+            *a += b;
+        }
+        self.requested_keyframes += other.requested_keyframes;
+        self.cap_dropped += other.cap_dropped;
+        self.viewer_rx_bytes += other.viewer_rx_bytes;
     }
 
     /// Lost over expected, 0 when nothing was expected.
@@ -286,5 +518,142 @@ mod tests {
         assert!((b.latency_ms(0.5) - 0.5).abs() < 0.01);
         assert_eq!(b.lost, 2);
         assert!((b.loss() - 2.0 / 6.0).abs() < 1e-9);
+    }
+
+    /// Feeds a layer's packets `seqs` (probe sequence numbers) to `runs`,
+    /// each with the next RTP sequence number from `rtp`, the first of the
+    /// run a keyframe start.
+    fn forward(runs: &mut LayerRuns, rtp: &mut u64, layer: u8, seqs: std::ops::Range<u64>) {
+        let first = seqs.start;
+        for seq in seqs {
+            runs.on_packet(layer, seq, *rtp, seq == first, 0);
+            *rtp += 1;
+        }
+    }
+
+    #[test]
+    fn a_switch_is_not_loss() {
+        let mut runs = LayerRuns::default();
+        let mut rtp = 5000;
+        // Layer 2 packets 0..100, then the server switches to layer 0 at
+        // its keyframe (its own sequence numbers, 40..), then back up.
+        forward(&mut runs, &mut rtp, 2, 0..100);
+        forward(&mut runs, &mut rtp, 0, 40..60);
+        forward(&mut runs, &mut rtp, 2, 180..200);
+        let mut t = Totals::default();
+        runs.add_to(&mut t);
+        assert_eq!(
+            (t.expected, t.received, t.lost, t.run_lost),
+            (140, 140, 0, 0)
+        );
+        assert_eq!((t.switches_up, t.switches_down, t.resumed), (1, 1, 0));
+        assert_eq!(t.unkeyed_runs, 0);
+        assert_eq!(t.on_layer, [0, 0, 1, 0]);
+        assert_eq!(runs.current_layer(), Some(2));
+    }
+
+    #[test]
+    fn gaps_inside_a_run_are_loss_and_late_packets_find_their_run() {
+        let mut runs = LayerRuns::default();
+        // Layer 1: 0..10 arrive as RTP 100..110 but 7 is lost on the link
+        // (its RTP number 107 skipped), then a switch to layer 0 (RTP 110..).
+        for seq in (0..10).filter(|s| *s != 7) {
+            runs.on_packet(1, seq, 100 + seq, seq == 0, 0);
+        }
+        for seq in 0..5 {
+            runs.on_packet(0, 300 + seq, 110 + seq, seq == 0, 0);
+        }
+        let mut t = Totals::default();
+        runs.add_to(&mut t);
+        assert_eq!((t.lost, t.run_lost), (1, 1));
+        assert_eq!(t.switches_down, 1);
+        // The retransmission of 7 arrives after the switch: it fills its own
+        // run's gap and is no switch back up.
+        runs.on_packet(1, 7, 107, false, 0);
+        let mut t = Totals::default();
+        runs.add_to(&mut t);
+        assert_eq!((t.lost, t.run_lost, t.reordered), (0, 0, 1));
+        assert_eq!((t.switches_up, t.switches_down), (0, 1));
+        assert_eq!(runs.current_layer(), Some(0));
+    }
+
+    #[test]
+    fn a_run_s_lost_tail_is_loss_by_rtp_numbers_only() {
+        let mut runs = LayerRuns::default();
+        // Layer 2 packets 0..10 as RTP 50..60, of which the last three
+        // never arrive; the switch to layer 0 follows at RTP 60.
+        for seq in 0..7 {
+            runs.on_packet(2, seq, 50 + seq, seq == 0, 0);
+        }
+        for seq in 0..4 {
+            runs.on_packet(0, 20 + seq, 60 + seq, seq == 0, 0);
+        }
+        let mut t = Totals::default();
+        runs.add_to(&mut t);
+        assert_eq!((t.expected, t.received, t.lost), (14, 11, 3));
+        assert_eq!(t.run_lost, 0, "no gap between two packets of a run");
+        assert_eq!(t.switches_down, 1);
+    }
+
+    #[test]
+    fn a_pause_then_the_same_layer_again_is_a_resume_not_loss() {
+        let mut runs = LayerRuns::default();
+        let mut rtp = 0;
+        forward(&mut runs, &mut rtp, 0, 0..50);
+        // Video stopped for 300 packets of the layer, then resumed at its
+        // keyframe: the RTP numbers continue, the probe numbers jump.
+        forward(&mut runs, &mut rtp, 0, 350..400);
+        let mut t = Totals::default();
+        runs.add_to(&mut t);
+        assert_eq!(
+            (t.lost, t.resumed, t.switches_up, t.switches_down),
+            (0, 1, 0, 0)
+        );
+        assert_eq!(t.on_layer, [1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_layer_stopped_and_resumed_without_a_new_run_leaves_a_gap() {
+        let mut runs = LayerRuns::default();
+        // Layer 2 flows (RTP 0..50), stops for 100 packets and resumes at
+        // its keyframe, but its RTP numbers keep the run's offset: the
+        // viewer sees a gap of 100 in both numberings.
+        for seq in 0..50 {
+            runs.on_packet(2, seq, seq, seq == 0, 0);
+        }
+        for seq in 150..160 {
+            runs.on_packet(2, seq, seq, seq == 150, 0);
+        }
+        let mut t = Totals::default();
+        runs.add_to(&mut t);
+        assert_eq!(
+            (t.lost, t.run_lost, t.gaps_before_keyframes),
+            (100, 100, 100)
+        );
+        assert_eq!(t.resumed, 0, "not a new run");
+        // A gap that ends at a delta frame is not one of them.
+        runs.on_packet(2, 170, 170, false, 0);
+        let mut t = Totals::default();
+        runs.add_to(&mut t);
+        assert_eq!((t.lost, t.gaps_before_keyframes), (110, 100));
+        // A retransmission that fills one (once) is taken off.
+        runs.on_packet(2, 120, 120, false, 0);
+        runs.on_packet(2, 120, 120, false, 0);
+        let mut t = Totals::default();
+        runs.add_to(&mut t);
+        assert_eq!((t.lost, t.gaps_before_keyframes), (109, 99));
+    }
+
+    #[test]
+    fn a_run_without_its_keyframe_start_is_counted() {
+        let mut runs = LayerRuns::default();
+        runs.on_packet(2, 10, 1000, false, 0);
+        runs.on_packet(2, 11, 1001, false, 0);
+        // Its keyframe start arrives late: the run did start keyed.
+        runs.on_packet(2, 9, 999, true, 0);
+        assert_eq!(runs.changes().unkeyed, 0);
+        runs.on_packet(0, 50, 1002, false, 0);
+        assert_eq!(runs.changes().unkeyed, 1);
+        assert_eq!(runs.changes().down, 1);
     }
 }

@@ -125,6 +125,9 @@ fn print_load(s: &load::LoadSummary) {
         opt(s.setup_per_s_per_core)
     );
     println!("| server peak RSS (MiB) | {} |", opt(s.server_rss_mb));
+    if s.simulcast || s.viewer_cap_bps.is_some() {
+        print_layers(s);
+    }
     if s.rtmp {
         println!("| RTMP publishers failed | {} |", s.rtmp_failures);
         println!(
@@ -132,6 +135,65 @@ fn print_load(s: &load::LoadSummary) {
             opt(s.transcode_ms_per_s_per_stream)
         );
     }
+}
+
+fn print_layers(s: &load::LoadSummary) {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
+    println!(
+        "| arrived at each viewer's socket (kbit/s, mean) | {:.0} |",
+        s.viewer_rx_bps / 1000.0
+    );
+    if let Some(cap) = s.viewer_cap_bps {
+        println!(
+            "| viewer downlink cap (kbit/s), datagrams it dropped | {} , {} |",
+            cap / 1000,
+            s.cap_dropped
+        );
+    }
+    if !s.simulcast {
+        return;
+    }
+    let per_layer: Vec<String> = s.viewers_per_layer.iter().map(u64::to_string).collect();
+    println!(
+        "| viewers per layer at the end (low to high) | {} |",
+        per_layer.join(" / ")
+    );
+    println!(
+        "| layer switches seen by viewers, up / down (resumes) | {} / {} ({}) |",
+        s.layer_switches_up, s.layer_switches_down, s.layer_resumes
+    );
+    println!(
+        "| layer runs not starting at a keyframe | {} |",
+        s.unkeyed_layer_runs
+    );
+    println!(
+        "| probes missing inside layer runs (of them in gaps ending at a keyframe) | {} ({}) |",
+        s.layer_run_lost, s.lost_before_keyframes
+    );
+    println!(
+        "| keyframes sent because the server asked | {} |",
+        s.requested_keyframes
+    );
+    println!(
+        "| server: layer switches up / down, video pauses | {} / {}, {} |",
+        opt(s.server_layer_switches_up),
+        opt(s.server_layer_switches_down),
+        opt(s.server_video_pauses)
+    );
+    let slots = s
+        .server_video_slots_per_layer
+        .as_ref()
+        .map_or("-".to_string(), |v| {
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        });
+    println!("| server: video slots per layer (0 to 3) | {slots} |");
+    println!(
+        "| server: mean bandwidth estimate (kbit/s) | {} |",
+        opt(s.server_mean_estimate_bps.map(|b| b / 1000.0))
+    );
 }
 
 fn print_rooms(s: &rooms::RoomsSummary) {

@@ -1,6 +1,7 @@
 //! `corecast-bench load`: WHIP publishers and WHEP viewers against a server,
 //! with live lines, a final table and a JSON summary.
 
+pub mod cap;
 mod pacer;
 pub mod rtmp;
 pub mod schedule;
@@ -88,6 +89,23 @@ pub struct LoadArgs {
     /// that the server transcodes to Opus; viewers negotiate H.264.
     #[arg(long)]
     pub rtmp: Option<String>,
+    /// Each WHIP publisher sends its video as three simulcast layers (RIDs
+    /// q, h, f) at 0.1, 0.3 and 1 times --bitrate, each a VP8 stream with
+    /// its own keyframes (periodic, and when the server asks for that
+    /// layer); viewers count the layer switches they see.
+    #[arg(long)]
+    pub simulcast: bool,
+    /// Cap each viewer's downlink at this rate (k and M suffixes): a token
+    /// bucket (100 ms of the rate) and a 50 ms drop-tail queue between the
+    /// viewer's socket and its WebRTC stack. Models a capped link at the
+    /// receiver; the server does the same work.
+    #[arg(long)]
+    pub viewer_cap: Option<String>,
+    /// Time between the last viewer's set-up and the measured window
+    /// (simulcast viewers take seconds to climb to the layer their link
+    /// carries).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
 }
 
 /// The result of a run.
@@ -130,6 +148,101 @@ pub struct LoadSummary {
     /// Server CPU spent transcoding AAC to Opus, milliseconds per second
     /// per publisher (from its `corecast_rtmp_transcode_microseconds_total`).
     pub transcode_ms_per_s_per_stream: Option<f64>,
+    /// Publishers sent three simulcast layers (`--simulcast`).
+    pub simulcast: bool,
+    /// Each viewer's downlink cap, bits per second (`--viewer-cap`).
+    pub viewer_cap_bps: Option<u64>,
+    /// Layer switches the viewers saw in the measured window, up and down
+    /// (from the payloads).
+    pub layer_switches_up: u64,
+    pub layer_switches_down: u64,
+    /// Runs of the same layer again in the window (video paused, resumed).
+    pub layer_resumes: u64,
+    /// Layer runs over the whole run whose first packet was not a
+    /// keyframe's first packet.
+    pub unkeyed_layer_runs: u64,
+    /// Simulcast video probes missing inside layer runs in the window: the
+    /// check on `loss`, which counts gaps in the viewers' RTP sequence
+    /// numbers (see `accounting.rs`).
+    pub layer_run_lost: u64,
+    /// Of those, probes in gaps that ended at a keyframe's first packet of
+    /// the same run: a layer the server stopped (video paused, or a layer
+    /// far over the estimate) and resumed at a keyframe without starting a
+    /// new run of sequence numbers; or loss just before a keyframe.
+    pub lost_before_keyframes: u64,
+    /// Viewers whose newest video packet at the end was of layer i
+    /// (simulcast only; from the payloads).
+    pub viewers_per_layer: Vec<u64>,
+    /// Keyframes publishers sent in the window because the server asked.
+    pub requested_keyframes: u64,
+    /// Datagrams the viewers' capped links dropped in the window.
+    pub cap_dropped: u64,
+    /// What arrived at a viewer's socket in the window, bits per second
+    /// (UDP payload, before a cap; media, retransmissions, padding, RTCP),
+    /// the mean over the viewers up.
+    pub viewer_rx_bps: f64,
+    /// From the server's /metrics, over the window:
+    /// `corecast_layer_switches_up_total` and `_down_total`,
+    /// `corecast_video_pauses_total`.
+    pub server_layer_switches_up: Option<f64>,
+    pub server_layer_switches_down: Option<f64>,
+    pub server_video_pauses: Option<f64>,
+    /// At the end: `corecast_video_slots_layer0..3`.
+    pub server_video_slots_per_layer: Option<Vec<f64>>,
+    /// At the end: the mean of the viewer legs' bandwidth estimates,
+    /// `corecast_estimate_bps_sum / corecast_estimated_legs`.
+    pub server_mean_estimate_bps: Option<f64>,
+}
+
+/// Counters of the server's /metrics the summary reports (summed over shards).
+const SERVER_METRICS: [&str; 9] = [
+    "corecast_layer_switches_up_total",
+    "corecast_layer_switches_down_total",
+    "corecast_video_pauses_total",
+    "corecast_video_slots_layer0",
+    "corecast_video_slots_layer1",
+    "corecast_video_slots_layer2",
+    "corecast_video_slots_layer3",
+    "corecast_estimated_legs",
+    "corecast_estimate_bps_sum",
+];
+
+/// Scrapes `metrics_url` for [`SERVER_METRICS`] (`None` where absent).
+fn server_metrics(metrics_url: &HttpUrl) -> Option<Vec<Option<f64>>> {
+    let r = crate::url::request(metrics_url, "GET", None, None, b"").ok()?;
+    (r.status == 200).then(|| {
+        SERVER_METRICS
+            .iter()
+            .map(|m| rtmp::metric_sum(&r.body, m))
+            .collect()
+    })
+}
+
+/// Fills the summary's server-side layer figures from two scrapes.
+fn server_layer_figures(
+    before: Option<&[Option<f64>]>,
+    after: Option<&[Option<f64>]>,
+    summary: &mut LoadSummary,
+) {
+    let Some(after) = after else {
+        return;
+    };
+    let delta = |i: usize| match (before.and_then(|b| b[i]), after[i]) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    summary.server_layer_switches_up = delta(0);
+    summary.server_layer_switches_down = delta(1);
+    summary.server_video_pauses = delta(2);
+    let slots: Vec<f64> = after[3..7].iter().map(|v| v.unwrap_or(0.0)).collect();
+    if after[3..7].iter().any(Option::is_some) {
+        summary.server_video_slots_per_layer = Some(slots);
+    }
+    if let (Some(legs), Some(sum)) = (after[7], after[8]) {
+        if legs > 0.0 {
+            summary.server_mean_estimate_bps = Some(sum / legs);
+        }
+    }
 }
 
 /// A measurement window: cumulative counters at its start.
@@ -190,8 +303,17 @@ impl Run {
 
     fn live_line(&self) {
         let c = self.cumulative();
+        let layers = if self.args.simulcast {
+            let on = c.on_layer;
+            format!(
+                " | layers {}/{}/{} switches {} up {} down",
+                on[0], on[1], on[2], c.switches_up, c.switches_down
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "sessions {}/{} (failed {}) | sent {} rx {} | loss {:.3}% corrupted {} | p50 {:.2} ms p99 {:.2} ms",
+            "sessions {}/{} (failed {}) | sent {} rx {} | loss {:.3}% corrupted {} | p50 {:.2} ms p99 {:.2} ms{layers}",
             c.sessions_up,
             self.viewers,
             c.session_failures,
@@ -248,6 +370,11 @@ struct Measured {
     loss: f64,
     cpu_cores: Option<f64>,
     latency: Totals,
+    /// Counts over the window (switches, keyframes asked for, cap drops;
+    /// `on_layer` as at its end).
+    layers: Totals,
+    /// The window's length, seconds.
+    secs: f64,
 }
 
 fn measure(run: &mut Run, d: Duration) -> Measured {
@@ -262,6 +389,22 @@ fn measure(run: &mut Run, d: Duration) -> Measured {
     let expected = end.totals.expected.saturating_sub(start.totals.expected);
     let lost = end.totals.lost.saturating_sub(start.totals.lost);
     let sent = end.totals.sent.saturating_sub(start.totals.sent);
+    let (a, b) = (&start.totals, &end.totals);
+    let layers = Totals {
+        switches_up: b.switches_up.saturating_sub(a.switches_up),
+        switches_down: b.switches_down.saturating_sub(a.switches_down),
+        resumed: b.resumed.saturating_sub(a.resumed),
+        unkeyed_runs: b.unkeyed_runs,
+        run_lost: b.run_lost.saturating_sub(a.run_lost),
+        gaps_before_keyframes: b
+            .gaps_before_keyframes
+            .saturating_sub(a.gaps_before_keyframes),
+        on_layer: b.on_layer,
+        requested_keyframes: b.requested_keyframes.saturating_sub(a.requested_keyframes),
+        cap_dropped: b.cap_dropped.saturating_sub(a.cap_dropped),
+        viewer_rx_bytes: b.viewer_rx_bytes.saturating_sub(a.viewer_rx_bytes),
+        ..Totals::default()
+    };
     Measured {
         egress_pps: received as f64 / secs,
         ingress_pps: sent as f64 / secs,
@@ -275,6 +418,8 @@ fn measure(run: &mut Run, d: Duration) -> Measured {
             _ => None,
         },
         latency: std::mem::take(&mut run.interval),
+        layers,
+        secs,
     }
 }
 
@@ -295,7 +440,15 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         parse_bitrate(&args.bitrate).ok_or_else(|| format!("bad --bitrate {}", args.bitrate))?;
     HttpUrl::parse(&expand(&args.whip, "x")).map_err(|e| e.to_string())?;
     HttpUrl::parse(&expand(&args.whep, "x")).map_err(|e| e.to_string())?;
+    let viewer_cap = match &args.viewer_cap {
+        Some(c) => Some(parse_bitrate(c).ok_or_else(|| format!("bad --viewer-cap {c}"))?),
+        None => None,
+    };
+    if args.simulcast && args.rtmp.is_some() {
+        return Err("--simulcast needs WHIP publishers, not --rtmp".to_string());
+    }
     let mut plan = MediaPlan::standard(bitrate, args.pacing);
+    plan.simulcast = args.simulcast;
     if let Some(t) = &args.rtmp {
         rtmp::parse_url(&expand(t, "x")).ok_or_else(|| format!("bad --rtmp {t}"))?;
         // One NAL unit per packet, each small enough for the server to
@@ -322,6 +475,7 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
             reports: report_tx.clone(),
             signal: signal.clone(),
             rtmp: args.rtmp.is_some(),
+            viewer_cap,
         };
         handles.push(shard::spawn(setup).map_err(|e| e.to_string())?);
     }
@@ -364,18 +518,23 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
 
     let mut summary = LoadSummary {
         publishers: args.publishers,
+        simulcast: args.simulcast,
+        viewer_cap_bps: viewer_cap,
         ..LoadSummary::default()
     };
     let setup_start = run.window();
+    let metrics_before;
     let measured = if args.ramp {
+        metrics_before = server_metrics(&metrics_url);
         ramp(&mut run, &mut summary)
     } else {
         run.add_viewers(args.viewers);
         let took = run.wait_sessions(Duration::from_secs(30));
         setup_rate(&run, &setup_start, took, &mut summary);
-        run.pump(Duration::from_secs(1));
+        run.pump(args.warmup);
         summary.max_viewers = run.cumulative().sessions_up;
         let (before, at) = (transcode_us(), Instant::now());
+        metrics_before = server_metrics(&metrics_url);
         let m = measure(&mut run, args.duration);
         if let (Some(a), Some(b), true) = (before, transcode_us(), args.rtmp.is_some()) {
             let secs = at.elapsed().as_secs_f64().max(1e-9);
@@ -385,7 +544,29 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         m
     };
 
+    let metrics_after = server_metrics(&metrics_url);
+    server_layer_figures(
+        metrics_before.as_deref(),
+        metrics_after.as_deref(),
+        &mut summary,
+    );
     let c = run.cumulative();
+    let l = &measured.layers;
+    summary.layer_switches_up = l.switches_up;
+    summary.layer_switches_down = l.switches_down;
+    summary.layer_resumes = l.resumed;
+    summary.unkeyed_layer_runs = l.unkeyed_runs;
+    summary.layer_run_lost = l.run_lost;
+    summary.lost_before_keyframes = l.gaps_before_keyframes;
+    if args.simulcast {
+        summary.viewers_per_layer = l.on_layer[..plan.layers()].to_vec();
+    }
+    summary.requested_keyframes = l.requested_keyframes;
+    summary.cap_dropped = l.cap_dropped;
+    if c.sessions_up > 0 {
+        let bits = l.viewer_rx_bytes as f64 * 8.0 / measured.secs;
+        summary.viewer_rx_bps = bits / c.sessions_up as f64;
+    }
     summary.viewers = run.viewers;
     summary.session_failures = c.session_failures;
     summary.egress_pps = measured.egress_pps;
@@ -543,6 +724,47 @@ mod tests {
         assert_eq!(verdict(0.0, 10.5, 0, 0.001, 10.0), Verdict::Over);
         // Corruption fails the step whatever the latency and loss.
         assert_eq!(verdict(0.0, 1.0, 1, 0.001, 10.0), Verdict::Corrupted);
+    }
+
+    #[test]
+    fn server_layer_figures_are_window_deltas_and_end_values() {
+        let before = vec![
+            Some(2.0),
+            Some(1.0),
+            Some(0.0),
+            Some(9.0),
+            None,
+            None,
+            None,
+            Some(9.0),
+            Some(9e6),
+        ];
+        let after = vec![
+            Some(7.0),
+            Some(4.0),
+            Some(1.0),
+            Some(3.0),
+            Some(2.0),
+            Some(5.0),
+            None,
+            Some(10.0),
+            Some(5e6),
+        ];
+        let mut s = LoadSummary::default();
+        server_layer_figures(Some(&before), Some(&after), &mut s);
+        assert_eq!(s.server_layer_switches_up, Some(5.0));
+        assert_eq!(s.server_layer_switches_down, Some(3.0));
+        assert_eq!(s.server_video_pauses, Some(1.0));
+        assert_eq!(
+            s.server_video_slots_per_layer,
+            Some(vec![3.0, 2.0, 5.0, 0.0])
+        );
+        assert_eq!(s.server_mean_estimate_bps, Some(500_000.0));
+        // A server without these metrics leaves them out.
+        let mut s = LoadSummary::default();
+        server_layer_figures(None, Some(&[None; 9]), &mut s);
+        assert_eq!(s.server_video_slots_per_layer, None);
+        assert_eq!(s.server_layer_switches_up, None);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! over its shards the way it spreads real clients).
 //!
 //! Tasks: one receive task per peer, one ticker that sends the publishers'
-//! media and gives every peer its str0m time input, one command task that
-//! adds peers, and one reporter that sends a [`ShardReport`] ten times a second.
+//! media, gives every peer its str0m time input and hands capped viewers
+//! the datagrams their link releases, one command task that adds peers,
+//! and one reporter that sends a [`ShardReport`] ten times a second.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,11 +18,15 @@ use corecast_media::MediaKind;
 use corecast_webrtc::{Client, ClientEvent, EndpointConfig, Output};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::cap::{LinkCap, Offer};
 use super::schedule::{MediaPlan, OutPacket, Schedule};
 use super::signal::SignalRequest;
-use crate::accounting::{StreamAccount, Totals};
-use crate::payload::{self, Probe};
+use crate::accounting::{LayerRuns, StreamAccount, Totals};
+use crate::payload::{self, LayeredProbe, Probe};
 use crate::url::HttpUrl;
+
+/// RIDs of a simulcast publisher's layers, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
 
 /// How often publishers' media and str0m time inputs are handled.
 const TICK: Duration = Duration::from_millis(1);
@@ -56,6 +61,8 @@ pub struct ShardSetup {
     /// parameter sets before keyframes and count the transcoded audio
     /// without checking it.
     pub rtmp: bool,
+    /// Each viewer's downlink is capped at this many bits per second.
+    pub viewer_cap: Option<u64>,
 }
 
 struct PublisherState {
@@ -67,6 +74,18 @@ struct ViewerState {
     posted_at: Instant,
     joined: bool,
     streams: HashMap<(u32, bool), StreamAccount>,
+    /// Simulcast video, per publisher.
+    layered: HashMap<u32, LayerRuns>,
+    /// The capped downlink (`--viewer-cap`).
+    cap: Option<LinkCap<Arrived>>,
+}
+
+/// A datagram waiting in a capped link's queue.
+struct Arrived {
+    data: Vec<u8>,
+    from: SocketAddr,
+    /// The kernel's arrival stamp at the viewer's socket.
+    arrival_ns: Option<u64>,
 }
 
 struct Peer {
@@ -74,6 +93,8 @@ struct Peer {
     tx: UdpSocket,
     local: SocketAddr,
     next_timeout: Instant,
+    /// The latest time given to the client's str0m (it must not go back).
+    last_input: Instant,
     location: HttpUrl,
     publisher: Option<PublisherState>,
     viewer: Option<ViewerState>,
@@ -89,6 +110,7 @@ struct State {
     totals: Totals,
     buf: Vec<u8>,
     rtmp: bool,
+    viewer_cap: Option<u64>,
 }
 
 pub fn spawn(setup: ShardSetup) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
@@ -117,7 +139,17 @@ impl State {
                     peer.next_timeout = at;
                     return;
                 }
-                Output::Event(ClientEvent::Media { payload, kind, .. }) => {
+                Output::Event(ClientEvent::LayerKeyframeRequest(layer)) => {
+                    if let Some(p) = peer.publisher.as_mut() {
+                        p.schedule.request_keyframe(layer);
+                    }
+                }
+                Output::Event(ClientEvent::Media {
+                    payload,
+                    kind,
+                    seq: rtp_seq,
+                    ..
+                }) => {
                     let Some(viewer) = peer.viewer.as_mut() else {
                         continue;
                     };
@@ -131,8 +163,9 @@ impl State {
                             continue;
                         }
                     }
-                    match payload::decode(&payload) {
-                        Ok(probe) => {
+                    match payload::decode_any(&payload) {
+                        Ok(decoded) => {
+                            let probe = decoded.probe;
                             if !viewer.joined {
                                 viewer.joined = true;
                                 self.totals.sessions_up += 1;
@@ -145,11 +178,24 @@ impl State {
                             let delivered = now_ns as i64 - probe.sent_ns as i64;
                             self.totals
                                 .record_delivered((delivered.max(0) / 1000) as u64);
-                            viewer
-                                .streams
-                                .entry((probe.publisher, probe.kind == MediaKind::Video))
-                                .or_default()
-                                .on_packet(probe.seq, transit);
+                            match decoded.layered {
+                                Some(l) => viewer
+                                    .layered
+                                    .entry(probe.publisher)
+                                    .or_default()
+                                    .on_packet(
+                                        l.layer,
+                                        probe.seq,
+                                        rtp_seq,
+                                        l.keyframe_start(),
+                                        transit,
+                                    ),
+                                None => viewer
+                                    .streams
+                                    .entry((probe.publisher, probe.kind == MediaKind::Video))
+                                    .or_default()
+                                    .on_packet(probe.seq, transit),
+                            }
                         }
                         Err(_) => self.totals.corrupted += 1,
                     }
@@ -176,11 +222,23 @@ impl State {
                 sent_ns,
             };
             let mut buf = std::mem::take(&mut self.buf);
-            payload::encode(&probe, p.size, &mut buf);
-            if self.peers[idx]
-                .client
-                .send(now, p.kind, p.seq, p.rtp_time, p.marker, &buf)
-            {
+            let client = &mut self.peers[idx].client;
+            let sent = if self.plan.simulcast && p.kind == MediaKind::Video {
+                let layered = LayeredProbe {
+                    probe,
+                    layer: p.layer,
+                    frame_start: p.frame_start,
+                    keyframe: p.keyframe,
+                    picture_id: p.picture_id,
+                };
+                payload::encode_layered(&layered, p.size, &mut buf);
+                let layer = usize::from(p.layer);
+                client.send_layer(now, layer, p.seq, p.rtp_time, p.marker, &buf)
+            } else {
+                payload::encode(&probe, p.size, &mut buf);
+                client.send(now, p.kind, p.seq, p.rtp_time, p.marker, &buf)
+            };
+            if sent {
                 self.totals.sent += 1;
             }
             self.buf = buf;
@@ -188,12 +246,91 @@ impl State {
         }
     }
 
+    /// Hands one datagram that arrived at `idx`'s socket to its str0m;
+    /// `arrival_ns`: the kernel's arrival stamp. The client receives it at
+    /// that time, so that its congestion-control feedback reports when the
+    /// datagram arrived, not when this shard got to it (never earlier than
+    /// a time the client already saw). A capped link's queued datagram is
+    /// received when the link releases it (`now`).
+    fn receive(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        arrival_ns: Option<u64>,
+        queued: bool,
+    ) {
+        self.arrival_ns = arrival_ns;
+        let stamp = arrival_ns
+            .filter(|_| !queued)
+            .map(|ns| self.epoch + Duration::from_nanos(ns));
+        let peer = &mut self.peers[idx];
+        let at = stamp.unwrap_or(now).min(now).max(peer.last_input);
+        peer.last_input = at;
+        let _ = peer.client.handle_receive(at, from, peer.local, data);
+        self.drain(idx, now);
+        self.arrival_ns = None;
+    }
+
+    /// A datagram arrived at `idx`'s socket: through its capped link, if
+    /// it has one, else straight in.
+    fn arrive(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        arrival_ns: Option<u64>,
+    ) {
+        if self.peers[idx].viewer.is_some() {
+            self.totals.viewer_rx_bytes += data.len() as u64;
+        }
+        let cap = self.peers[idx].viewer.as_mut().and_then(|v| v.cap.as_mut());
+        let Some(cap) = cap else {
+            return self.receive(idx, now, from, data, arrival_ns, false);
+        };
+        let arrived = Arrived {
+            data: data.to_vec(),
+            from,
+            arrival_ns,
+        };
+        if let Offer::Pass(a) = cap.offer(now, data.len(), arrived) {
+            self.receive(idx, now, a.from, &a.data, a.arrival_ns, false);
+        }
+    }
+
+    /// Hands a capped viewer the datagrams its link releases by `now`.
+    fn release(&mut self, idx: usize, now: Instant) {
+        loop {
+            let next = self.peers[idx]
+                .viewer
+                .as_mut()
+                .and_then(|v| v.cap.as_mut())
+                .and_then(|c| c.pop(now));
+            let Some(a) = next else {
+                return;
+            };
+            self.receive(idx, now, a.from, &a.data, a.arrival_ns, true);
+        }
+    }
+
     fn tick(&mut self, now: Instant) {
         for idx in 0..self.peers.len() {
             if self.peers[idx].publisher.is_some() && self.peers[idx].client.is_connected() {
+                self.peers[idx].last_input = now;
                 self.send_media(idx, now);
             }
+            let queueing = self.peers[idx]
+                .viewer
+                .as_ref()
+                .and_then(|v| v.cap.as_ref())
+                .is_some_and(LinkCap::is_queueing);
+            if queueing {
+                self.release(idx, now);
+            }
             if now >= self.peers[idx].next_timeout {
+                self.peers[idx].last_input = now;
                 self.peers[idx].client.handle_timeout(now);
                 self.drain(idx, now);
             }
@@ -207,6 +344,7 @@ impl State {
             sessions_up: self.totals.sessions_up,
             session_failures: self.totals.session_failures,
             unchecked: self.totals.unchecked,
+            viewer_rx_bytes: self.totals.viewer_rx_bytes,
             latency_us: self.totals.latency_us.clone(),
             delivered_us: self.totals.delivered_us.clone(),
             join_us: self.totals.join_us.clone(),
@@ -217,6 +355,13 @@ impl State {
                 for s in v.streams.values() {
                     totals.add_stream(s);
                 }
+                for runs in v.layered.values() {
+                    runs.add_to(&mut totals);
+                }
+                totals.cap_dropped += v.cap.as_ref().map_or(0, LinkCap::dropped);
+            }
+            if let Some(p) = &p.publisher {
+                totals.requested_keyframes += p.schedule.requested_keyframes();
             }
         }
         self.totals.latency_us.reset();
@@ -239,6 +384,7 @@ async fn run(setup: ShardSetup) {
         totals: Totals::default(),
         buf: Vec::with_capacity(2048),
         rtmp: setup.rtmp,
+        viewer_cap: setup.viewer_cap,
     }));
     let config = EndpointConfig::new(Vec::new());
     let stop = Rc::new(std::cell::Cell::new(false));
@@ -346,7 +492,10 @@ async fn add_peer(
         return fail(&state, "socket setup");
     };
     let now = Instant::now();
-    let made = if publisher {
+    let simulcast = state.borrow().plan.simulcast;
+    let made = if publisher && simulcast {
+        Client::simulcast_publisher(&config, now, local, &SIMULCAST_RIDS)
+    } else if publisher {
         Client::publisher(&config, now, local)
     } else if video == corecast_media::Codec::Vp8 {
         Client::viewer(&config, now, local)
@@ -377,11 +526,13 @@ async fn add_peer(
     let idx = {
         let mut st = state.borrow_mut();
         let plan = st.plan;
+        let cap = st.viewer_cap;
         st.peers.push(Peer {
             client,
             tx,
             local,
             next_timeout: now,
+            last_input: now,
             location,
             publisher: publisher.then(|| PublisherState {
                 index: publisher_index,
@@ -391,6 +542,8 @@ async fn add_peer(
                 posted_at: now,
                 joined: false,
                 streams: HashMap::new(),
+                layered: HashMap::new(),
+                cap: cap.map(LinkCap::new),
             }),
         });
         let idx = st.peers.len() - 1;
@@ -417,15 +570,10 @@ async fn add_peer(
             let realtime = crate::rxstamp::realtime_ns();
             let mut st = state.borrow_mut();
             let since_epoch = st.now_ns(now);
-            st.arrival_ns = stamp
+            let arrival_ns = stamp
                 .filter(|_| stamped)
                 .map(|t| crate::rxstamp::to_monotonic(t, realtime, since_epoch));
-            let local = st.peers[idx].local;
-            let _ = st.peers[idx]
-                .client
-                .handle_receive(now, from, local, &buf[..n]);
-            st.drain(idx, now);
-            st.arrival_ns = None;
+            st.arrive(idx, now, from, &buf[..n], arrival_ns);
         }
     }
 }

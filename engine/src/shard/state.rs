@@ -960,8 +960,14 @@ impl Shard {
         let Some(mut slot) = self.endpoints.remove(&conn) else {
             return;
         };
-        // Its share of the gauges goes with it.
-        report_layers(&self.metrics, &slot.reported.layers, &LayerStats::default());
+        // Its share of the gauges goes with it (the counters stay).
+        let gone = LayerStats {
+            switches_up: slot.reported.layers.switches_up,
+            switches_down: slot.reported.layers.switches_down,
+            pauses: slot.reported.layers.pauses,
+            ..LayerStats::default()
+        };
+        report_layers(&self.metrics, &slot.reported.layers, &gone);
         let now = slot.next_timeout;
         let mut stream = self.streams.remove(&conn);
         while let Output::Transmit(t) = slot.endpoint.poll_output(now) {

@@ -83,6 +83,13 @@ impl Rewriter {
         self.run.map(|r| r.source)
     }
 
+    /// Ends the current run: the next packet starts a new one that follows
+    /// the last packet sent, even from the same source (a layer resumed
+    /// after a pause: the packets it skipped are not a gap to the viewer).
+    pub fn break_run(&mut self) {
+        self.run = None;
+    }
+
     /// Whether a packet from `source` with extended sequence number `seq`
     /// would start a new run: the first packet, a switch to another source,
     /// or a discontinuity of the current source (a jump of more than
@@ -196,6 +203,20 @@ mod tests {
         }
         assert_eq!(last, 30_000 + 139_999);
         assert!(last > 1 << 17);
+    }
+
+    #[test]
+    fn a_broken_run_resumes_the_same_source_without_a_gap() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 500);
+        for i in 0..10u64 {
+            r.rewrite(ChannelId(1), 100 + i, 0, t0).unwrap();
+        }
+        // The source went on (seq 110..299) while nothing was forwarded.
+        r.break_run();
+        assert!(r.starts_run(ChannelId(1), 300));
+        assert_eq!(r.rewrite(ChannelId(1), 300, 0, t0).unwrap().seq, 510);
+        assert_eq!(r.rewrite(ChannelId(1), 301, 0, t0).unwrap().seq, 511);
     }
 
     #[test]

@@ -827,6 +827,11 @@ impl Endpoint {
             // A random start below 2^15 (RFC 3550 §5.1), ROC 0.
             Rewriter::new(packet.codec.clock_rate, rand::random::<u16>() & 0x7fff)
         });
+        if switched {
+            // A layer (re)started at its keyframe: even the same layer after
+            // a pause continues the viewer's numbers without a gap.
+            rewriter.break_run();
+        }
         let new_run = rewriter.starts_run(source, packet.seq);
         if packet.kind == MediaKind::Video
             && new_run

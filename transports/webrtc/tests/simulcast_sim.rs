@@ -31,6 +31,9 @@ const DROP_REACTION: Duration = Duration::from_secs(4);
 /// the estimate grows from about 300 kbit/s with padding toward the next
 /// layer and a probe every 2 s. Measured here: 5.6 s; the issue asks for 5.
 const RECOVERY: Duration = Duration::from_secs(7);
+/// The widest run of sequence numbers the viewer may miss: packets the
+/// bottleneck dropped and retransmission did not bring back.
+const MAX_HOLE: u64 = 20;
 /// A keyframe of every layer this often, besides those asked for.
 const GOP_FRAMES: u64 = 90;
 
@@ -231,6 +234,28 @@ fn a_viewer_whose_link_drops_steps_down_and_back_up_at_keyframes_only() {
         let same_run = pair[1].layer == pair[0].layer && step == frames_apart;
         assert!(same_run || step == 1, "picture ids continue: {step}");
     }
+    // The viewer's sequence numbers have no hole wider than a loss burst
+    // of the bottleneck: a layer resumed after a pause continues them.
+    let seqs: std::collections::BTreeSet<u64> = w.clients[v]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Media {
+                kind: MediaKind::Video,
+                seq,
+                ..
+            } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    let widest = seqs
+        .iter()
+        .zip(seqs.iter().skip(1))
+        .map(|(a, b)| b - a - 1)
+        .max()
+        .unwrap_or(0);
+    println!("widest hole in the viewer's sequence numbers: {widest}");
+    assert!(widest <= MAX_HOLE, "a hole of {widest} sequence numbers");
     // Whole frames: every packet of a forwarded frame arrived, except
     // while the link's queue overflows in the seconds after it drops
     // (until the estimate follows: see DROP_REACTION).

@@ -12,14 +12,15 @@
 //! after a switch of source) continues from the last picture sent, and the
 //! pictures of temporal layers left out are taken out of the numbering.
 //!
-//! Everything here is sans-IO and allocates nothing (only
-//! [`Vp8Rewriter::apply`] writes into a buffer the caller provides):
+//! Everything here is sans-IO and allocates nothing:
 //!
 //! - [`parse`] reads a payload descriptor into a [`Vp8Descriptor`].
 //! - [`Vp8Rewriter::offsets`] gives the deltas for one forwarded packet;
 //!   [`Vp8Rewriter::drop_picture`] tells it about a picture not forwarded.
-//! - [`Vp8Rewriter::apply`] (or [`Vp8Rewriter::apply_in_place`]) writes
-//!   the rewritten numbers; skip it when [`Vp8Offsets::is_zero`].
+//! - [`Vp8Rewriter::apply_in_place`] writes the rewritten numbers into a
+//!   payload the caller owns; skip it when [`Vp8Offsets::is_zero`]. (The
+//!   WebRTC endpoint does not copy: str0m's `Vp8Patch` writes the same
+//!   numbers while it serializes.)
 //!
 //! A PictureID keeps the width it came in (7 or 15 bits); the output
 //! numbers wrap in that width. Sources are expected to keep one width (as
@@ -304,17 +305,9 @@ impl Vp8Rewriter {
         self.pid_offset = self.pid_offset.wrapping_sub(1) & MASK15;
     }
 
-    /// Writes `payload` into `out` (cleared first) with the PictureID and
-    /// TL0PICIDX moved by `o`. `d` must be `parse(payload)`. Same length and
-    /// layout as the input; only those bytes change.
-    pub fn apply(payload: &[u8], d: &Vp8Descriptor, o: Vp8Offsets, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(payload);
-        Self::apply_in_place(out, d, o);
-    }
-
-    /// [`Vp8Rewriter::apply`] on a payload the caller owns. A `payload`
-    /// shorter than `d` says is left as far as it goes (never panics).
+    /// Moves the PictureID and TL0PICIDX of `payload` by `o`; `d` must be
+    /// `parse(payload)`. Only those bytes change. A `payload` shorter than
+    /// `d` says is left as far as it goes (never panics).
     pub fn apply_in_place(payload: &mut [u8], d: &Vp8Descriptor, o: Vp8Offsets) {
         if let Some(p) = d.picture_id {
             let v = p.wrapping_add(o.picture_id);
@@ -459,8 +452,8 @@ mod tests {
             // The rewriter never panics on it either.
             let mut r = Vp8Rewriter::new();
             let o = r.offsets(true, &d);
-            let mut out = Vec::new();
-            Vp8Rewriter::apply(input, &d, o, &mut out);
+            let mut out = input.to_vec();
+            Vp8Rewriter::apply_in_place(&mut out, &d, o);
             assert_eq!(out.len(), input.len());
             r.drop_picture(&d);
         } else {
@@ -660,8 +653,8 @@ mod tests {
     /// Forwards one packet; returns its outgoing (PictureID, TL0PICIDX).
     fn forward(r: &mut Vp8Rewriter, new_run: bool, bytes: &[u8], d: &Vp8Descriptor) -> (u16, u8) {
         let o = r.offsets(new_run, d);
-        let mut out = Vec::new();
-        Vp8Rewriter::apply(bytes, d, o, &mut out);
+        let mut out = bytes.to_vec();
+        Vp8Rewriter::apply_in_place(&mut out, d, o);
         assert_eq!(out.len(), bytes.len());
         let got = parse(&out).unwrap();
         assert_eq!(got.long_picture_id, d.long_picture_id);
@@ -923,8 +916,8 @@ mod tests {
                 let d = parse(&bytes).unwrap();
                 let o = r.offsets(true, &d);
                 assert!(!o.is_zero());
-                let mut out = vec![1, 2, 3];
-                Vp8Rewriter::apply(&bytes, &d, o, &mut out);
+                let mut out = bytes.clone();
+                Vp8Rewriter::apply_in_place(&mut out, &d, o);
                 assert_eq!(out.len(), bytes.len());
                 let id_bytes = if long { 2..4 } else { 2..3 };
                 let tl0_byte = id_bytes.end;

@@ -95,7 +95,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub top_audio: Option<usize>,
     /// Base URL other nodes and gateways use for this node's HTTP API.
-    /// [default: http://<first --ice-ip>:<http port>]
+    /// [default: http, the first --ice-ip and the --http port]
     #[arg(long)]
     pub public_url: Option<String>,
 }

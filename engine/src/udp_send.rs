@@ -51,7 +51,7 @@ impl Sent {
 /// The runs of `datagrams` that can leave as one GSO message each: the
 /// same destination, every datagram as long as the first except that the
 /// last may be shorter, at most `max_segments` datagrams and
-/// [`MAX_GSO_BYTES`] bytes. Every index is in exactly one run, in order.
+/// `MAX_GSO_BYTES` bytes. Every index is in exactly one run, in order.
 pub fn gso_runs<'a>(
     datagrams: &'a [(SocketAddr, &'a [u8])],
     max_segments: usize,

@@ -93,7 +93,7 @@ impl Rewriter {
     /// Whether a packet from `source` with extended sequence number `seq`
     /// would start a new run: the first packet, a switch to another source,
     /// or a discontinuity of the current source (a jump of more than
-    /// [`MAX_JUMP`] forward, or back past the reorder window, as when the
+    /// `MAX_JUMP` forward, or back past the reorder window, as when the
     /// source restarts its sequence numbers). A video subscriber must start
     /// a run only at a keyframe.
     pub fn starts_run(&self, source: ChannelId, seq: u64) -> bool {

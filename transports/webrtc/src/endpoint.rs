@@ -1040,7 +1040,7 @@ impl Endpoint {
     }
 
     /// Sends a message on the RPC data channel (held until it opens, at most
-    /// [`RPC_QUEUE`] of them).
+    /// `RPC_QUEUE` of them).
     pub fn send_rpc(&mut self, text: String) {
         if self.closed {
             return;

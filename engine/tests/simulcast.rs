@@ -1,7 +1,9 @@
 //! Simulcast through a running node on loopback: a str0m publisher sends
 //! three VP8 layers over WHIP (aiortc cannot send simulcast); scripted WHEP
 //! viewers get the layer their link and preference allow: an unconstrained
-//! one the top layer, one with `?max_layer=0` only the lowest, one whose
+//! one the top layer, one with `?max_layer=0&adaptive=0` only the lowest
+//! (without an estimate: a loaded CI machine's late reads look like
+//! congestion and may pause an adaptive leg's only layer), one whose
 //! downlink drops what exceeds 250 kbit/s a lower layer, each run of a
 //! layer starting at its keyframe.
 
@@ -146,7 +148,7 @@ fn viewers_get_the_layer_their_link_and_preference_allow() {
         Client::simulcast_publisher(&config, now, s.local_addr().unwrap(), &["q", "h", "f"])
             .unwrap();
     let mut publisher = Leg::join(h, "/whip/sc", client, offer, s);
-    let mut viewers: Vec<Leg> = ["/whep/sc", "/whep/sc?max_layer=0", "/whep/sc"]
+    let mut viewers: Vec<Leg> = ["/whep/sc", "/whep/sc?max_layer=0&adaptive=0", "/whep/sc"]
         .iter()
         .map(|path| {
             let s = socket();
@@ -312,8 +314,8 @@ fn viewers_get_the_layer_their_link_and_preference_allow() {
         + metric(h, "corecast_video_slots_paused");
     assert!((3..=4).contains(&counted), "{counted} video slots counted");
     assert!(
-        metric(h, "corecast_estimated_legs") >= 4,
-        "three WHEP viewers and the SDK connection"
+        metric(h, "corecast_estimated_legs") >= 3,
+        "two adaptive WHEP viewers and the SDK connection"
     );
     assert!(metric(h, "corecast_layer_switches_up_total") >= 1);
 }

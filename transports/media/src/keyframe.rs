@@ -30,117 +30,17 @@ pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
     }
 }
 
-/// A cursor over the payload: every read checks the length.
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Reader { rest: data }
-    }
-
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.rest.split_first()?;
-        self.rest = rest;
-        Some(b)
-    }
-
-    fn skip(&mut self, n: usize) -> Option<()> {
-        self.rest = self.rest.get(n..)?;
-        Some(())
-    }
-
-    /// A picture id whose first byte's top bit (M) says 15 bits (two bytes)
-    /// instead of 7 (one byte). VP8 and VP9 share this layout.
-    fn picture_id(&mut self) -> Option<()> {
-        let first = self.byte()?;
-        if first & 0x80 != 0 {
-            self.byte()?;
-        }
-        Some(())
-    }
-}
-
 /// RFC 7741 section 4.2 (payload descriptor) and 4.3 (payload header).
 fn vp8(payload: &[u8]) -> bool {
-    vp8_start(payload).unwrap_or(false)
+    crate::vp8::parse(payload).is_some_and(|d| d.keyframe)
 }
 
-fn vp8_start(payload: &[u8]) -> Option<bool> {
-    let mut r = Reader::new(payload);
-    let b0 = r.byte()?;
-    let extended = b0 & 0x80 != 0;
-    let start = b0 & 0x10 != 0;
-    let partition = b0 & 0x07;
-    if extended {
-        let ext = r.byte()?;
-        if ext & 0x80 != 0 {
-            r.picture_id()?;
-        }
-        if ext & 0x40 != 0 {
-            r.byte()?; // TL0PICIDX
-        }
-        if ext & 0x30 != 0 {
-            r.byte()?; // TID, Y, KEYIDX
-        }
-    }
-    let header = r.byte()?;
-    Some(start && partition == 0 && header & 0x01 == 0)
-}
-
-/// RFC 9628 section 4.2 (payload descriptor) and 4.2.1 (scalability structure).
+/// RFC 9628 section 4.2.
 fn vp9(payload: &[u8]) -> bool {
-    vp9_start(payload).unwrap_or(false)
+    // At least one byte of VP9 data after the descriptor.
+    crate::vp9::parse(payload).is_some_and(|d| d.header_len < payload.len() && d.keyframe_start())
 }
 
-fn vp9_start(payload: &[u8]) -> Option<bool> {
-    let mut r = Reader::new(payload);
-    let b0 = r.byte()?;
-    let has_picture_id = b0 & 0x80 != 0;
-    let predicted = b0 & 0x40 != 0;
-    let has_layers = b0 & 0x20 != 0;
-    let flexible = b0 & 0x10 != 0;
-    let begins_frame = b0 & 0x08 != 0;
-    let has_ss = b0 & 0x02 != 0;
-    if has_picture_id {
-        r.picture_id()?;
-    }
-    let mut spatial_id = 0;
-    if has_layers {
-        let layer = r.byte()?;
-        spatial_id = (layer >> 1) & 0x07;
-        if !flexible {
-            r.byte()?; // TL0PICIDX
-        }
-    }
-    if flexible && predicted {
-        // Up to three reference indices, each P_DIFF (7 bits) and N (more follow).
-        for _ in 0..3 {
-            if r.byte()? & 0x01 == 0 {
-                break;
-            }
-        }
-    }
-    if has_ss {
-        let ss = r.byte()?;
-        let spatial_layers = usize::from(ss >> 5) + 1;
-        if ss & 0x10 != 0 {
-            r.skip(spatial_layers * 4)?; // WIDTH and HEIGHT per layer
-        }
-        if ss & 0x08 != 0 {
-            let pictures = r.byte()?;
-            for _ in 0..pictures {
-                let picture = r.byte()?;
-                r.skip(usize::from((picture >> 2) & 0x03))?; // P_DIFFs
-            }
-        }
-    }
-    r.byte()?; // the frame data must start here
-    Some(begins_frame && !predicted && spatial_id == 0)
-}
-
-/// H264 NAL unit types that start a keyframe: an IDR slice or an SPS.
 fn h264_starts_keyframe(nal_header: u8) -> bool {
     matches!(nal_header & 0x1f, 5 | 7)
 }

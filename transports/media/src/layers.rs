@@ -1,45 +1,133 @@
-//! Which simulcast layer of a video track one viewer gets.
+//! Which layer of a video track one viewer gets.
 //!
-//! A simulcast publisher sends the same picture several times, as
-//! independent streams of rising resolution and bitrate: its **spatial
-//! layers** (a WebRTC publisher's RIDs, lowest first). All of them travel on
-//! the track's channel; every viewer has a [`LayerSelector`] that forwards
-//! one of them:
+//! A publisher may send one picture at several qualities:
+//!
+//! - **Simulcast**: independent streams of rising resolution and bitrate,
+//!   its **spatial layers** (a WebRTC publisher's RIDs, lowest first). A
+//!   viewer gets exactly one of them.
+//! - **SVC** (VP9 k-SVC): one stream whose spatial layers each build on the
+//!   ones below; a viewer of spatial layer `s` gets layers `0..=s` of every
+//!   picture.
+//! - **Temporal layers** (VP8 and VP9 `L1T3`, within either of the above):
+//!   pictures of layer `t` refer only to layers `0..=t`, so dropping the
+//!   upper ones lowers the frame rate, not the picture.
+//!
+//! All of them travel on the track's channel; every viewer has a
+//! [`LayerSelector`] that forwards one [`Layer`] (spatial, temporal):
 //!
 //! - It measures each layer's bitrate from the packets it sees (payload plus
-//!   a fixed per-packet overhead), averaged over the last second.
+//!   a fixed per-packet overhead), averaged over the last second. What a
+//!   layer costs the viewer is the sum of what it needs: its temporal layers
+//!   `0..=t`, and with SVC the spatial layers below.
 //! - With a bandwidth estimate of the viewer's link ([`LayerSelector::set_estimate`]),
-//!   it targets the highest layer that fits: the current layer or a lower one
-//!   must fit the estimate, a higher one must fit it with a margin
-//!   ([`SelectorConfig::up_margin`]), and the choice must hold for a while
-//!   (shorter down than up) before it becomes the target. When not even
-//!   the lowest layer fits, video pauses (audio is another track and keeps
-//!   going) until it fits again. Without an estimate it targets the highest
-//!   layer.
-//! - A switch happens only at a keyframe of the target layer: until one
-//!   arrives the current layer keeps flowing, and the caller asks the
-//!   publisher for that layer's keyframe ([`LayerSelector::wants_keyframe`]).
-//!   A viewer never gets a delta frame of a layer before its keyframe.
+//!   it targets the highest layer that fits, in (spatial, temporal) order:
+//!   the current layer or a lower one must fit the estimate, a higher one
+//!   must fit it with a margin ([`SelectorConfig::up_margin`]), and the
+//!   choice must hold for a while (shorter down than up) before it becomes
+//!   the target. When not even the lowest layer fits, video pauses (audio is
+//!   another track and keeps going) until it fits again. Without an
+//!   estimate it targets the highest layer.
+//! - It changes layers only where the viewer's decoder can follow. A new
+//!   simulcast stream, and a higher SVC spatial layer, start at a keyframe:
+//!   until one arrives the current layer keeps flowing, and the caller asks
+//!   the publisher for it ([`LayerSelector::wants_keyframe`]). A lower SVC
+//!   spatial layer starts with the next picture. Fewer temporal layers take
+//!   effect at the next frame, a higher one at its next switching point (a
+//!   frame that refers only to the layers below). A viewer never gets a
+//!   delta frame it cannot decode.
 //!
 //! The caller keeps sequence numbers, timestamps and picture ids
-//! continuous across a switch ([`crate::Rewriter`], [`crate::vp8`]): a
-//! [`Verdict::Switch`] starts a new run of its rewriters.
+//! continuous ([`crate::Rewriter`], [`crate::vp8`]): a [`Verdict::Switch`]
+//! starts a new run of its rewriters, and a packet dropped from the stream
+//! being forwarded is skipped ([`crate::Rewriter::skip`]).
 //!
 //! Pure state, no clock: time comes in as `Instant`.
 
 use std::time::{Duration, Instant};
 
+use crate::Codec;
+
 /// Spatial layers a selector tells apart; packets of higher layers are
 /// dropped.
 pub const MAX_SPATIAL: usize = 4;
 
-/// The layer a packet belongs to: its spatial layer (a simulcast stream,
-/// 0 = lowest) and temporal layer (0 = base). A track without layers
-/// sends everything in layer 0/0.
+/// Temporal layers a selector tells apart; higher ones count as the top
+/// one.
+pub const MAX_TEMPORAL: usize = 4;
+
+/// The layer a packet belongs to: its spatial layer (a simulcast stream or
+/// an SVC spatial layer, 0 = lowest) and temporal layer (0 = base). A
+/// track without layers sends everything in layer 0/0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Layer {
     pub spatial: u8,
     pub temporal: u8,
+}
+
+/// What the selector needs to know of one video packet, from the track
+/// and the codec's payload descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayerPacket {
+    pub layer: Layer,
+    /// The spatial layer is an SVC layer of one stream (built on the
+    /// layers below), not a simulcast stream.
+    pub svc: bool,
+    /// The packet starts a frame of its layer.
+    pub frame_start: bool,
+    /// The packet ends a frame of its layer (with SVC, the viewer's last
+    /// layer of a picture gets the RTP marker).
+    pub frame_end: bool,
+    /// The frame refers only to temporal layers below its own, so a viewer
+    /// can start getting its layer here (VP8's layer sync bit Y, VP9's
+    /// switching-up point U as encoders set it).
+    pub switch_up: bool,
+}
+
+impl LayerPacket {
+    /// What the payload of a video packet of `codec` says of its layers;
+    /// `stream` is the packet's simulcast stream (its spatial layer as the
+    /// publisher's transport tagged it). VP8 gives temporal layers, VP9
+    /// temporal and SVC spatial layers (a spatial layer above 0 in the base
+    /// stream marks the track as SVC); other codecs say nothing beyond the
+    /// stream. Never panics on bad input: a descriptor that does not parse
+    /// says nothing either.
+    pub fn describe(codec: Codec, stream: Layer, payload: &[u8]) -> LayerPacket {
+        let mut p = LayerPacket::from(stream);
+        match codec {
+            Codec::Vp8 => {
+                if let Some(d) = crate::vp8::parse(payload) {
+                    let tid = d.tid.unwrap_or(0);
+                    p.layer.temporal = tid;
+                    p.frame_start = d.start && d.partition == 0;
+                    p.switch_up = d.layer_sync;
+                }
+            }
+            Codec::Vp9 => {
+                if let Some(d) = crate::vp9::parse(payload) {
+                    p.layer.temporal = d.tid;
+                    if stream.spatial == 0 && d.sid > 0 {
+                        p.layer.spatial = d.sid;
+                        p.svc = true;
+                    }
+                    p.frame_start = d.begin;
+                    p.frame_end = d.end;
+                    p.switch_up = d.switch_up;
+                }
+            }
+            _ => {}
+        }
+        p
+    }
+}
+
+impl From<Layer> for LayerPacket {
+    /// A packet of a simulcast stream without temporal layers.
+    fn from(layer: Layer) -> Self {
+        LayerPacket {
+            layer,
+            ..LayerPacket::default()
+        }
+    }
 }
 
 /// How a [`LayerSelector`] decides.
@@ -92,7 +180,7 @@ pub const RETRY_GRACE: Duration = Duration::from_secs(2);
 pub enum Verdict {
     /// Send it: it is of the layer being forwarded.
     Forward,
-    /// Send it, and it starts the newly forwarded layer (a keyframe): the
+    /// Send it, and it starts the newly forwarded stream (a keyframe): the
     /// caller's rewriters start a new run here.
     Switch,
     /// Do not send it.
@@ -119,7 +207,9 @@ impl LayerRate {
 /// Counters of one selector, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SelectorStats {
+    /// Switches to a higher spatial layer.
     pub switches_up: u64,
+    /// Switches to a lower spatial layer.
     pub switches_down: u64,
     /// Times video paused because no layer fitted.
     pub pauses: u64,
@@ -129,20 +219,24 @@ pub struct SelectorStats {
 #[derive(Debug, Clone)]
 pub struct LayerSelector {
     config: SelectorConfig,
-    layers: [LayerRate; MAX_SPATIAL],
+    layers: [[LayerRate; MAX_TEMPORAL]; MAX_SPATIAL],
     window_start: Option<Instant>,
+    /// Spatial layers are SVC layers (seen in a packet).
+    svc: bool,
     /// Bits per second available to this track, if estimated.
     estimate: Option<u64>,
     max_spatial: u8,
+    max_temporal: u8,
     /// The layer being forwarded.
-    current: Option<u8>,
-    /// The layer wanted: a switch to it happens at its next keyframe.
-    /// `None` with an estimate that fits nothing: paused.
-    target: Option<u8>,
+    current: Option<Layer>,
+    /// The layer wanted: the switch to it happens where the decoder can
+    /// follow (see the module docs). `None` with an estimate that fits
+    /// nothing: paused.
+    target: Option<Layer>,
     /// A different choice than the target, and since when it holds.
-    pending: Option<(Option<u8>, Instant)>,
+    pending: Option<(Option<Layer>, Instant)>,
     /// The layer forwarded last (kept while stopped for a switch down).
-    last: Option<u8>,
+    last: Option<Layer>,
     /// Paused since then: after [`PAUSE_RETRY`] the lowest layer is tried
     /// again.
     paused_at: Option<Instant>,
@@ -152,14 +246,23 @@ pub struct LayerSelector {
     stats: SelectorStats,
 }
 
+/// Every temporal layer of the lowest spatial layer: where a viewer starts,
+/// before any rate is known.
+const START: Layer = Layer {
+    spatial: 0,
+    temporal: (MAX_TEMPORAL - 1) as u8,
+};
+
 impl LayerSelector {
     pub fn new(config: SelectorConfig) -> LayerSelector {
         LayerSelector {
             config,
-            layers: [LayerRate::default(); MAX_SPATIAL],
+            layers: [[LayerRate::default(); MAX_TEMPORAL]; MAX_SPATIAL],
             window_start: None,
+            svc: false,
             estimate: None,
             max_spatial: (MAX_SPATIAL - 1) as u8,
+            max_temporal: (MAX_TEMPORAL - 1) as u8,
             current: None,
             target: None,
             pending: None,
@@ -171,13 +274,18 @@ impl LayerSelector {
     }
 
     /// The layer being forwarded.
-    pub fn current(&self) -> Option<u8> {
+    pub fn current(&self) -> Option<Layer> {
         self.current
     }
 
-    /// The layer it switches to at that layer's next keyframe.
-    pub fn target(&self) -> Option<u8> {
+    /// The layer it switches to where the viewer's decoder can follow.
+    pub fn target(&self) -> Option<Layer> {
         self.target
+    }
+
+    /// Whether the track's spatial layers are SVC layers of one stream.
+    pub fn is_svc(&self) -> bool {
+        self.svc
     }
 
     /// The last bandwidth estimate given, bits per second.
@@ -194,19 +302,33 @@ impl LayerSelector {
         self.target.is_none() && self.estimate.is_some() && self.any_active()
     }
 
-    /// The measured rate of a spatial layer, bits per second (0 when it is
-    /// not active).
-    pub fn layer_rate(&self, spatial: u8) -> u64 {
-        self.layers
-            .get(usize::from(spatial))
-            .filter(|l| l.measured > 0)
-            .map_or(0, LayerRate::rate)
+    /// What forwarding `layer` costs, bits per second: the measured rates
+    /// of the layers it needs (0 for those not active).
+    pub fn layer_rate(&self, layer: Layer) -> u64 {
+        let spatial = match self.svc {
+            true => 0..=layer.spatial,
+            false => layer.spatial..=layer.spatial,
+        };
+        spatial
+            .flat_map(|s| (0..=layer.temporal).map(move |t| (s, t)))
+            .filter_map(|(s, t)| self.rate(s, t))
+            .filter(|r| r.measured > 0)
+            .map(LayerRate::rate)
+            .sum()
     }
 
     /// The viewer's preference: no spatial layer above `max` (the highest
     /// with `None`).
     pub fn set_max_spatial(&mut self, now: Instant, max: Option<u8>) {
         self.max_spatial = max.unwrap_or(u8::MAX).min((MAX_SPATIAL - 1) as u8);
+        self.pending = None;
+        self.choose(now);
+    }
+
+    /// The viewer's preference: no temporal layer above `max` (the highest
+    /// with `None`).
+    pub fn set_max_temporal(&mut self, now: Instant, max: Option<u8>) {
+        self.max_temporal = max.unwrap_or(u8::MAX).min((MAX_TEMPORAL - 1) as u8);
         self.pending = None;
         self.choose(now);
     }
@@ -224,51 +346,63 @@ impl LayerSelector {
         self.current.is_none() && self.target.is_none() && !self.any_active()
     }
 
-    /// The layer whose keyframe the selector waits for, if any: ask the
-    /// publisher for it (within the caller's keyframe-request limits).
+    /// The spatial layer whose keyframe the selector waits for, if any: ask
+    /// the publisher for it (within the caller's keyframe-request limits).
+    /// With SVC that is the stream's keyframe, spatial layer 0.
     pub fn wants_keyframe(&self) -> Option<u8> {
-        match self.target {
-            Some(t) if self.current != Some(t) => Some(t),
-            _ => None,
+        if self.starting() {
+            return Some(0);
+        }
+        let target = self.target?;
+        let needs = match self.current {
+            None => true,
+            Some(c) if self.svc => target.spatial > c.spatial,
+            Some(c) => target.spatial != c.spatial,
+        };
+        match (needs, self.svc) {
+            (false, _) => None,
+            (true, true) => Some(0),
+            (true, false) => Some(target.spatial),
         }
     }
 
     /// What to send the viewer to find the next layer up, and what it would
-    /// like eventually (bits per second): the rate of the next active layer
-    /// above the current one, and of the highest allowed one, each with the
-    /// up margin. For a bandwidth estimator that probes with padding.
+    /// like eventually (bits per second): the cost of the next layer above
+    /// the current one, and of the highest allowed one, each with the up
+    /// margin. For a bandwidth estimator that probes with padding.
     pub fn wanted_bitrate(&self, now: Instant) -> (u64, u64) {
-        let margin = |rate: u64| (rate as f64 * self.config.up_margin) as u64;
-        let active: Vec<u8> = (0..MAX_SPATIAL as u8)
-            .filter(|&s| s <= self.max_spatial && self.active(now, s))
-            .collect();
-        let next = active
+        let margin = |l: Layer| (self.layer_rate(l) as f64 * self.config.up_margin) as u64;
+        let candidates = self.preferred(now);
+        let next = candidates
             .iter()
-            .find(|&&s| self.current.is_none_or(|c| s > c))
-            .map_or(0, |&s| margin(self.layer_rate(s)));
-        let top = active.last().map_or(0, |&s| margin(self.layer_rate(s)));
+            .find(|&&l| self.current.is_none_or(|c| l > c))
+            .map_or(0, |&l| margin(l));
+        let top = candidates.last().map_or(0, |&l| margin(l));
         (next, top)
     }
 
     /// One packet of the track (any layer): counts it toward its layer's
     /// rate and says whether to send it. `keyframe` tells whether the packet
-    /// starts a keyframe; it is asked only when that decides (a packet of
-    /// the target layer while waiting to switch).
+    /// starts a keyframe; it is asked only when that decides (while waiting
+    /// to start or switch).
     pub fn on_packet(
         &mut self,
         now: Instant,
-        layer: Layer,
+        packet: LayerPacket,
         payload_len: usize,
         keyframe: impl FnOnce() -> bool,
     ) -> Verdict {
-        let s = layer.spatial;
-        let Some(rate) = self.layers.get_mut(usize::from(s)) else {
+        let s = packet.layer.spatial;
+        let t = packet.layer.temporal.min((MAX_TEMPORAL - 1) as u8);
+        let overhead = self.config.overhead;
+        let inactive_after = self.config.inactive_after;
+        let Some(rate) = self.rate_mut(s, t) else {
             return Verdict::Drop;
         };
-        rate.bytes += (payload_len + self.config.overhead) as u64;
+        rate.bytes += (payload_len + overhead) as u64;
         let gone = rate
             .last_seen
-            .is_none_or(|at| now.saturating_duration_since(at) >= self.config.inactive_after);
+            .is_none_or(|at| now.saturating_duration_since(at) >= inactive_after);
         if gone {
             // (Re)appeared: measured from scratch.
             *rate = LayerRate {
@@ -277,7 +411,15 @@ impl LayerSelector {
             };
         }
         rate.last_seen = Some(now);
+        if packet.svc && !self.svc {
+            self.svc = true;
+            self.pending = None;
+        }
         self.roll(now);
+        let layer = Layer {
+            spatial: s,
+            temporal: t,
+        };
         if self.starting() {
             // Nothing measured yet: start on the first keyframe of the
             // lowest layer (a quick first picture that any link carries),
@@ -285,40 +427,130 @@ impl LayerSelector {
             if s != 0 || !keyframe() {
                 return Verdict::Drop;
             }
-            self.current = Some(s);
-            self.target = Some(s);
-            self.last = Some(s);
+            self.current = Some(START);
+            self.target = Some(START);
+            self.last = Some(START);
             return Verdict::Switch;
         }
-        if self.current == Some(s) {
-            if self.target.is_none() || self.far_over(s) {
-                // Paused, or far over the link while a lower layer's
-                // keyframe is awaited: stop at once, so that the link
-                // drains and that keyframe gets through.
-                self.current = None;
-                return Verdict::Drop;
-            }
-            return Verdict::Forward;
+        let Some(target) = self.target else {
+            // Paused: stop at once, so that the link drains.
+            self.current = None;
+            return Verdict::Drop;
+        };
+        let switched = self.follow(now, packet, target, keyframe);
+        let Some(c) = self.current else {
+            return Verdict::Drop;
+        };
+        let spatial_ok = match self.svc {
+            true => s <= c.spatial,
+            false => s == c.spatial,
+        };
+        match (spatial_ok && layer.temporal <= c.temporal, switched) {
+            (false, _) => Verdict::Drop,
+            (true, true) => Verdict::Switch,
+            (true, false) => Verdict::Forward,
         }
-        if self.target == Some(s) && keyframe() {
-            match self.last {
-                Some(c) if c > s => self.stats.switches_down += 1,
-                Some(c) if c < s => self.stats.switches_up += 1,
-                _ => {}
-            }
-            self.current = Some(s);
-            self.last = Some(s);
-            return Verdict::Switch;
-        }
-        Verdict::Drop
     }
 
-    /// Whether layer `s` is waiting to be left for a lower one and sends
-    /// more than [`FAR_OVER`] times the estimate.
-    fn far_over(&self, s: u8) -> bool {
-        let lower = self.target.is_some_and(|t| t < s);
-        let rate = self.layer_rate(s) as f64;
-        lower && self.estimate.is_some_and(|e| rate > e as f64 * FAR_OVER)
+    /// Moves the current layer toward `target` where this packet allows it;
+    /// returns whether a new stream starts with it (a simulcast switch, or
+    /// a start after a pause).
+    fn follow(
+        &mut self,
+        now: Instant,
+        p: LayerPacket,
+        target: Layer,
+        keyframe: impl FnOnce() -> bool,
+    ) -> bool {
+        let s = p.layer.spatial;
+        let Some(c) = self.current else {
+            // Stopped: start again at a keyframe of the target (with SVC,
+            // the stream's keyframe begins at layer 0).
+            let at = if self.svc { 0 } else { target.spatial };
+            if s != at || !keyframe() {
+                return false;
+            }
+            self.switch_to(target);
+            return true;
+        };
+        if c == target {
+            return false;
+        }
+        if c.spatial != target.spatial {
+            if self.svc {
+                // Down: the lower layers were flowing all along, so the next
+                // picture can do without the upper ones. Up: the upper
+                // layers need a keyframe.
+                let picture_start = p.frame_start && s == 0;
+                let ready = match target.spatial < c.spatial {
+                    true => picture_start,
+                    false => s == 0 && keyframe(),
+                };
+                if ready {
+                    self.switch_to(target);
+                }
+                return false;
+            }
+            if s == target.spatial && keyframe() {
+                self.switch_to(target);
+                return true;
+            }
+            if s == c.spatial && self.far_over(c, target) {
+                // Far over the link while the lower layer's keyframe is
+                // awaited: stop at once, so that the link drains and that
+                // keyframe gets through.
+                self.current = None;
+            }
+            return false;
+        }
+        // The same spatial layer, other temporal layers: fewer at the start
+        // of a frame of the stream (of a picture, with SVC); more at a
+        // switching point of a higher layer, a frame that refers only to
+        // layers below its own: up to that frame's layer.
+        let own_frame = p.frame_start && s == if self.svc { 0 } else { c.spatial };
+        let t = p.layer.temporal;
+        let next = if target.temporal < c.temporal {
+            // Fewer temporal layers than flow is no change at all (the
+            // start, or a codec that does not say): at once.
+            let nothing_above = self
+                .top_temporal(now, c.spatial)
+                .is_none_or(|top| top <= target.temporal);
+            (nothing_above || own_frame).then_some(target.temporal)
+        } else {
+            let switch = p.frame_start && p.switch_up && t > c.temporal && t <= target.temporal;
+            switch.then_some(t)
+        };
+        if let Some(temporal) = next {
+            let layer = Layer { temporal, ..c };
+            self.current = Some(layer);
+            self.last = Some(layer);
+        }
+        false
+    }
+
+    fn switch_to(&mut self, target: Layer) {
+        match self.last {
+            Some(l) if l.spatial > target.spatial => self.stats.switches_down += 1,
+            Some(l) if l.spatial < target.spatial => self.stats.switches_up += 1,
+            _ => {}
+        }
+        self.current = Some(target);
+        self.last = Some(target);
+    }
+
+    /// Whether the current layer `c` is waiting to be left for a lower
+    /// `target` and costs more than [`FAR_OVER`] times the estimate.
+    fn far_over(&self, c: Layer, target: Layer) -> bool {
+        let rate = self.layer_rate(c) as f64;
+        target < c && self.estimate.is_some_and(|e| rate > e as f64 * FAR_OVER)
+    }
+
+    fn rate(&self, s: u8, t: u8) -> Option<&LayerRate> {
+        self.layers.get(usize::from(s))?.get(usize::from(t))
+    }
+
+    fn rate_mut(&mut self, s: u8, t: u8) -> Option<&mut LayerRate> {
+        self.layers.get_mut(usize::from(s))?.get_mut(usize::from(t))
     }
 
     /// Closes rate windows that ended, then chooses again.
@@ -330,7 +562,7 @@ impl LayerSelector {
         }
         let windows = (elapsed.as_nanos() / WINDOW.as_nanos()).min(2) as u32;
         let secs = WINDOW.as_secs_f64();
-        for l in &mut self.layers {
+        for l in self.layers.iter_mut().flatten() {
             let bps = (l.bytes as f64 * 8.0 / secs) as u64;
             l.windows = [bps, l.windows[0]];
             if windows > 1 {
@@ -345,55 +577,79 @@ impl LayerSelector {
         self.choose(now);
     }
 
-    fn active(&self, now: Instant, spatial: u8) -> bool {
-        self.layers.get(usize::from(spatial)).is_some_and(|l| {
-            l.measured > 0
-                && l.last_seen.is_some_and(|at| {
-                    now.saturating_duration_since(at) < self.config.inactive_after
-                })
-        })
+    fn active_rate(&self, now: Instant, l: &LayerRate) -> bool {
+        l.measured > 0
+            && l.last_seen
+                .is_some_and(|at| now.saturating_duration_since(at) < self.config.inactive_after)
+    }
+
+    /// The highest active temporal layer of spatial layer `s`, if any is
+    /// active.
+    fn top_temporal(&self, now: Instant, s: u8) -> Option<u8> {
+        let layers = self.layers.get(usize::from(s))?;
+        (0..MAX_TEMPORAL as u8)
+            .rev()
+            .find(|&t| self.active_rate(now, &layers[usize::from(t)]))
     }
 
     fn any_active(&self) -> bool {
-        self.layers.iter().any(|l| l.measured > 0)
+        self.layers.iter().flatten().any(|l| l.measured > 0)
+    }
+
+    /// Every layer one could forward now, lowest first.
+    fn candidates(&self, now: Instant) -> Vec<Layer> {
+        (0..MAX_SPATIAL as u8)
+            .filter_map(|s| Some((s, self.top_temporal(now, s)?)))
+            .flat_map(|(s, top)| {
+                (0..=top).map(move |t| Layer {
+                    spatial: s,
+                    temporal: t,
+                })
+            })
+            .collect()
+    }
+
+    /// The candidates within the viewer's preference; a preference below
+    /// every candidate still gets the lowest.
+    fn preferred(&self, now: Instant) -> Vec<Layer> {
+        let all = self.candidates(now);
+        let preferred: Vec<Layer> = all
+            .iter()
+            .copied()
+            .filter(|l| l.spatial <= self.max_spatial && l.temporal <= self.max_temporal)
+            .collect();
+        match preferred.is_empty() {
+            true => all.into_iter().take(1).collect(),
+            false => preferred,
+        }
     }
 
     /// The layer that fits best now, before holds.
-    fn best(&self, now: Instant) -> Option<u8> {
-        let mut active = (0..MAX_SPATIAL as u8)
-            .filter(|&s| self.active(now, s))
-            .peekable();
-        active.peek()?;
-        let allowed: Vec<u8> = active.collect();
-        if allowed.len() == 1 {
-            // One layer flows: nothing cheaper to offer, so it is forwarded
-            // whatever the estimate (a track without simulcast is never
-            // paused; the viewer's loss recovery deals with congestion).
-            return Some(allowed[0]);
-        }
-        let preferred: Vec<u8> = allowed
-            .iter()
-            .copied()
-            .filter(|&s| s <= self.max_spatial)
-            .collect();
-        // A preference below every active layer still gets the lowest.
-        let candidates = if preferred.is_empty() {
-            vec![allowed[0]]
-        } else {
-            preferred
-        };
+    fn best(&self, now: Instant) -> Option<Layer> {
+        let candidates = self.preferred(now);
+        let lowest = *candidates.first()?;
         let Some(estimate) = self.estimate else {
             return candidates.last().copied();
         };
-        let fits = |s: u8| {
-            let rate = self.layer_rate(s) as f64;
+        let fits = |l: Layer| {
             let margin = match self.current {
-                Some(c) if s <= c => 1.0,
+                Some(c) if l <= c => 1.0,
                 _ => self.config.up_margin,
             };
-            rate * margin <= estimate as f64
+            self.layer_rate(l) as f64 * margin <= estimate as f64
         };
-        candidates.iter().rev().copied().find(|&s| fits(s))
+        let best = candidates.iter().rev().copied().find(|&l| fits(l));
+        let spatial_layers = (0..MAX_SPATIAL as u8)
+            .filter(|&s| self.top_temporal(now, s).is_some())
+            .count();
+        if best.is_none() && spatial_layers == 1 {
+            // One stream flows: nothing cheaper to offer than its base
+            // layer, so that is forwarded whatever the estimate (a track
+            // without simulcast is never paused; the viewer's loss recovery
+            // deals with congestion).
+            return Some(lowest);
+        }
+        best
     }
 
     fn choose(&mut self, now: Instant) {
@@ -406,7 +662,7 @@ impl LayerSelector {
         }
         if best.is_none() && self.paused_at.is_some_and(|at| now >= at + PAUSE_RETRY) {
             // Try the lowest layer again; the estimate decides after the grace.
-            best = (0..MAX_SPATIAL as u8).find(|&s| self.active(now, s));
+            best = self.candidates(now).first().copied();
             self.target = best;
             self.paused_at = None;
             self.retry_until = Some(now + RETRY_GRACE);
@@ -418,7 +674,9 @@ impl LayerSelector {
             return;
         }
         // The current layer vanished: no reason to wait.
-        let current_gone = self.current.is_some_and(|c| !self.active(now, c));
+        let current_gone = self
+            .current
+            .is_some_and(|c| self.top_temporal(now, c.spatial).is_none());
         let up = match (best, self.target) {
             (Some(b), Some(t)) => b > t,
             (Some(_), None) => true,
@@ -454,6 +712,11 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// The spatial layer being forwarded.
+    fn spatial(sel: &LayerSelector) -> Option<u8> {
+        sel.current().map(|l| l.spatial)
+    }
 
     /// Three layers of 150, 500 and 1500 kbit/s (payload + overhead), 30
     /// frames a second, a keyframe every `gop` frames.
@@ -503,7 +766,7 @@ mod tests {
                     spatial: s,
                     temporal: 0,
                 };
-                let v = sel.on_packet(now, layer, size, || key);
+                let v = sel.on_packet(now, layer.into(), size, || key);
                 if v != Verdict::Drop {
                     out.push((now, s, key, v));
                 }
@@ -535,11 +798,14 @@ mod tests {
         };
         let mut sel = LayerSelector::new(SelectorConfig::default());
         let out = run(&mut sel, &mut src, 150, |_| None);
-        assert_eq!(sel.current(), Some(2));
+        assert_eq!(spatial(&sel), Some(2));
         assert_switches_at_keyframes(&out);
-        let rate = sel.layer_rate(2);
+        let rate = sel.layer_rate(Layer {
+            spatial: 2,
+            temporal: 0,
+        });
         assert!((1_400_000..1_600_000).contains(&rate), "top layer {rate}");
-        let rate = sel.layer_rate(0);
+        let rate = sel.layer_rate(Layer::default());
         assert!((140_000..160_000).contains(&rate), "low layer {rate}");
     }
 
@@ -613,7 +879,7 @@ mod tests {
         assert_eq!(sent_between(4000, 6000), 0, "paused");
         assert!(sent_between(8000, 10_000) > 0, "resumed");
         assert_eq!(sel.stats().pauses, 1);
-        assert_eq!(sel.current(), Some(0), "400 kbit/s carries 150, not 500");
+        assert_eq!(spatial(&sel), Some(0), "400 kbit/s carries 150, not 500");
     }
 
     fn assert_switches_at_keyframes_or_pause(out: &[(Instant, u8, bool, Verdict)]) {
@@ -671,7 +937,7 @@ mod tests {
         sel.set_max_spatial(src.now(), Some(1));
         let out = run(&mut sel, &mut src, 120, |_| Some(5_000_000));
         assert_switches_at_keyframes(&out);
-        assert_eq!(sel.current(), Some(1));
+        assert_eq!(spatial(&sel), Some(1));
         assert!(out.iter().all(|p| p.1 <= 1));
     }
 
@@ -694,14 +960,14 @@ mod tests {
                     spatial: s,
                     temporal: 0,
                 };
-                if sel.on_packet(now, layer, 1000, || key) != Verdict::Drop {
+                if sel.on_packet(now, layer.into(), 1000, || key) != Verdict::Drop {
                     forwarded.push((now, s));
                 }
             }
             frame += 1;
             now += MS * 33;
         }
-        assert_eq!(sel.current(), Some(0));
+        assert_eq!(spatial(&sel), Some(0));
         let first_low = forwarded
             .iter()
             .find(|p| p.1 == 0 && p.0 > t0 + MS * 2000)
@@ -718,7 +984,7 @@ mod tests {
         };
         let mut sel = LayerSelector::new(SelectorConfig::default());
         run(&mut sel, &mut src, 120, |_| Some(700_000));
-        assert_eq!(sel.current(), Some(1));
+        assert_eq!(spatial(&sel), Some(1));
         let (next, top) = sel.wanted_bitrate(src.now());
         assert!((1_700_000..2_000_000).contains(&next), "{next}");
         assert_eq!(next, top);
@@ -733,8 +999,188 @@ mod tests {
             temporal: 0,
         };
         assert_eq!(
-            sel.on_packet(Instant::now(), layer, 100, || true),
+            sel.on_packet(Instant::now(), layer.into(), 100, || true),
             Verdict::Drop
         );
+    }
+
+    /// The temporal pattern 0-2-1-2 (`L1T3`): frame `i`'s temporal layer and
+    /// the frame it refers to (keyframes refer to none). The frames after a
+    /// base frame refer only to it: switching points.
+    fn l1t3(i: u64, gop: u64) -> (u8, Option<u64>) {
+        let tid = [0u8, 2, 1, 2][(i % 4) as usize];
+        let reference = match i % 4 {
+            _ if i.is_multiple_of(gop) => None,
+            0 => Some(i - 4),
+            2 => Some(i - 2),
+            _ => Some(i - 1),
+        };
+        (tid, reference)
+    }
+
+    #[test]
+    fn temporal_layers_thin_a_single_stream_instead_of_pausing_it() {
+        // One stream, L1T3: TL0 400 kbit/s, TL1 and TL2 200 kbit/s each.
+        let t0 = Instant::now();
+        let gop = 120;
+        let mut sel = LayerSelector::new(SelectorConfig::default());
+        let mut forwarded = std::collections::BTreeSet::new();
+        let mut history = Vec::new();
+        let estimate = |secs: u64| match secs {
+            0..6 => 1_000_000,
+            6..12 => 500_000,
+            12..18 => 100_000,
+            _ => 1_000_000,
+        };
+        for i in 0..24 * 30u64 {
+            let now = t0 + Duration::from_micros(i * 33_333);
+            sel.set_estimate(now, estimate(i / 30));
+            let (tid, reference) = l1t3(i, gop);
+            // TL0 and TL1 each have 7.5 frames a second, TL2 15.
+            let bytes = [400_000u64, 200_000, 200_000][usize::from(tid)] * 2 / 8 / 15;
+            let bytes = if tid == 2 { bytes / 2 } else { bytes };
+            let packets = bytes.div_ceil(1000);
+            let mut sent = false;
+            for k in 0..packets {
+                let p = LayerPacket {
+                    layer: Layer {
+                        spatial: 0,
+                        temporal: tid,
+                    },
+                    svc: false,
+                    frame_start: k == 0,
+                    frame_end: k + 1 == packets,
+                    switch_up: reference.is_some_and(|r| r % 4 == 0),
+                };
+                let key = k == 0 && reference.is_none();
+                let v = sel.on_packet(now, p, (bytes / packets) as usize - 60, || key);
+                if k == 0 {
+                    sent = v != Verdict::Drop;
+                } else {
+                    // Whole frames: the verdict holds for all its packets.
+                    assert_eq!(v != Verdict::Drop, sent, "frame {i} packet {k}");
+                }
+            }
+            if sent {
+                if let Some(r) = reference.filter(|_| !forwarded.is_empty()) {
+                    assert!(
+                        forwarded.contains(&r),
+                        "frame {i} (TL{tid}) without frame {r}"
+                    );
+                }
+                forwarded.insert(i);
+            }
+            let c = sel.current().map(|l| l.temporal.min(2));
+            if history.last().map(|(_, l)| *l) != Some(c) {
+                history.push((i / 30, c));
+            }
+        }
+        println!("{history:?}");
+        let at = |secs: u64| {
+            history
+                .iter()
+                .rev()
+                .find(|(s, _)| *s <= secs)
+                .map(|(_, l)| *l)
+        };
+        // The whole stream (800 kbit/s) on 1 Mbit/s, the base and TL1 (600)
+        // on 500 kbit/s... (400 + 200 = 600 > 500): the base only; never a
+        // pause on 100 kbit/s (nothing cheaper to offer), all of it again.
+        assert_eq!(at(5), Some(Some(2)));
+        assert_eq!(at(11), Some(Some(0)));
+        assert_eq!(at(17), Some(Some(0)));
+        assert_eq!(at(23), Some(Some(2)));
+        assert!(!sel.is_paused());
+        assert_eq!(sel.stats().pauses, 0);
+    }
+
+    #[test]
+    fn svc_switches_down_at_the_next_picture_and_up_at_a_keyframe() {
+        // One stream of three spatial layers (150, 350, 1000 kbit/s), each
+        // picture S0, S1, S2; a keyframe every 90 pictures unless asked.
+        let t0 = Instant::now();
+        let mut sel = LayerSelector::new(SelectorConfig::default());
+        let rates = [150_000u64, 350_000, 1_000_000];
+        let estimate = |secs: u64| match secs {
+            0..8 => 3_000_000,
+            8..16 => 700_000,
+            _ => 3_000_000,
+        };
+        let mut asked = false;
+        let mut last_picture: [Option<u64>; 3] = [None; 3];
+        let mut history: Vec<(u64, u8)> = Vec::new();
+        for i in 0..24 * 30u64 {
+            let now = t0 + Duration::from_micros(i * 33_333);
+            let key = i.is_multiple_of(90) || std::mem::take(&mut asked);
+            let mut top = None;
+            for (s, rate) in rates.iter().enumerate() {
+                let s = s as u8;
+                let bytes = rate / 8 / 30;
+                let packets = bytes.div_ceil(1000);
+                let mut sent = false;
+                for k in 0..packets {
+                    if s == 2 && k == 1 {
+                        // The estimate changes in the middle of a frame.
+                        sel.set_estimate(now, estimate(i / 30));
+                    }
+                    let p = LayerPacket {
+                        layer: Layer {
+                            spatial: s,
+                            temporal: 0,
+                        },
+                        svc: true,
+                        frame_start: k == 0,
+                        frame_end: k + 1 == packets,
+                        switch_up: true,
+                    };
+                    let v = sel.on_packet(now, p, (bytes / packets) as usize - 60, || {
+                        key && s == 0 && k == 0
+                    });
+                    if k == 0 {
+                        sent = v != Verdict::Drop;
+                    } else {
+                        assert_eq!(v != Verdict::Drop, sent, "picture {i} S{s} packet {k}");
+                    }
+                }
+                if sent {
+                    // Each layer's frame refers to the same layer's last
+                    // picture (or the keyframe's lower layer): that one
+                    // reached the viewer too.
+                    if !key {
+                        assert_eq!(
+                            last_picture[usize::from(s)],
+                            Some(i - 1),
+                            "picture {i} S{s}"
+                        );
+                    }
+                    last_picture[usize::from(s)] = Some(i);
+                    top = Some(s);
+                }
+            }
+            asked |= sel.wants_keyframe().is_some();
+            if let Some(t) = top {
+                if history.last().map(|(_, l)| *l) != Some(t) {
+                    history.push((i, t));
+                }
+            }
+        }
+        println!("{history:?}");
+        assert!(sel.is_svc());
+        // Down to S1 (150 + 350 = 500 fits 700) within the hold and one
+        // picture; up again at a keyframe it asked for.
+        let down = history
+            .iter()
+            .find(|(i, l)| *i >= 240 && *l == 1)
+            .unwrap()
+            .0;
+        assert!(down <= 240 + 15, "down at picture {down}");
+        let up = history
+            .iter()
+            .find(|(i, l)| *i >= 480 && *l == 2)
+            .unwrap()
+            .0;
+        assert!(up <= 480 + 45, "up at picture {up}");
+        assert_eq!(history.last().unwrap().1, 2);
+        assert_eq!(sel.stats().switches_down, 1);
     }
 }

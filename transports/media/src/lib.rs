@@ -43,7 +43,10 @@ pub use endpoint::{
     Transmit, TransportKind,
 };
 pub use keyframe::is_keyframe_start;
-pub use layers::{Layer, LayerSelector, SelectorConfig, SelectorStats, Verdict, MAX_SPATIAL};
+pub use layers::{
+    Layer, LayerPacket, LayerSelector, SelectorConfig, SelectorStats, Verdict, MAX_SPATIAL,
+    MAX_TEMPORAL,
+};
 pub use packet::MediaPacket;
 pub use ratelimit::TokenBucket;
 pub use rewrite::{Rewriter, Rewritten};

@@ -14,7 +14,15 @@
 //! packet (reordered across the start) is dropped: its sequence number
 //! would collide with one already sent. `docs/rewriting.md` walks through
 //! an example.
+//!
+//! Within a run the caller may leave packets out (a temporal or spatial
+//! layer the subscriber does not get): [`Rewriter::skip`] takes each one's
+//! number out of the outgoing sequence, so the packets after it close the
+//! gap and the subscriber sees no loss. Only packets newer than every one
+//! seen can be skipped; a reordered older packet left out leaves a hole
+//! (its number was already counted by the packets after it).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::ChannelId;
@@ -51,6 +59,27 @@ struct Run {
     /// Outgoing sequence number of that packet.
     first_out: u64,
     ts_offset: u32,
+    /// The newest extended sequence number of the source seen in this run,
+    /// forwarded or skipped.
+    newest_in: u64,
+}
+
+/// Packets of the current run that were left out, so that the ones after
+/// them close the gap.
+#[derive(Debug, Default)]
+struct Skipped {
+    /// Skipped packets older than the reorder window: every packet still
+    /// accepted comes after them.
+    folded: u64,
+    /// Skipped sequence numbers within the reorder window, ascending.
+    recent: VecDeque<u64>,
+}
+
+impl Skipped {
+    /// Skipped packets numbered below `seq`.
+    fn before(&self, seq: u64) -> u64 {
+        self.folded + self.recent.partition_point(|s| *s < seq) as u64
+    }
 }
 
 /// Keeps one outgoing stream continuous across source changes.
@@ -60,6 +89,7 @@ pub struct Rewriter {
     first_seq: u64,
     run: Option<Run>,
     last: Option<LastSent>,
+    skipped: Skipped,
 }
 
 impl Rewriter {
@@ -75,6 +105,7 @@ impl Rewriter {
             first_seq: u64::from(first_seq),
             run: None,
             last: None,
+            skipped: Skipped::default(),
         }
     }
 
@@ -103,12 +134,36 @@ impl Rewriter {
         if run.source != source {
             return true;
         }
-        let newest_in = self.last.map_or(run.first_in, |l| {
-            run.first_in
-                .saturating_add(l.seq.saturating_sub(run.first_out))
-        });
         seq.saturating_add(REORDER_WINDOW) < run.first_in
-            || seq > newest_in.saturating_add(MAX_JUMP)
+            || seq > run.newest_in.saturating_add(MAX_JUMP)
+    }
+
+    /// Leaves out the packet of `source` numbered `seq` (the source's
+    /// extended sequence number): the packets after it are numbered as if
+    /// it never existed. Nothing happens for a packet that is not of the
+    /// current run, would start a new one, or is older than the newest
+    /// packet seen (then the hole stays: its number is taken).
+    pub fn skip(&mut self, source: ChannelId, seq: u64) {
+        if self.starts_run(source, seq) {
+            return;
+        }
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        if seq <= run.newest_in {
+            return;
+        }
+        run.newest_in = seq;
+        let skipped = &mut self.skipped;
+        skipped.recent.push_back(seq);
+        while skipped
+            .recent
+            .front()
+            .is_some_and(|s| s.saturating_add(REORDER_WINDOW) < seq)
+        {
+            skipped.recent.pop_front();
+            skipped.folded += 1;
+        }
     }
 
     /// Rewrites one packet from `source` (`seq` is the source's extended
@@ -131,7 +186,17 @@ impl Rewriter {
         };
         // Older than the run's start: its number is taken (or would be).
         let ahead = seq.checked_sub(run.first_in)?;
-        let out_seq = run.first_out.checked_add(ahead)?;
+        if seq.saturating_add(REORDER_WINDOW) < run.newest_in {
+            // Older than the skips remembered: its number is unknown.
+            return None;
+        }
+        let out_seq = run
+            .first_out
+            .checked_add(ahead)?
+            .checked_sub(self.skipped.before(seq))?;
+        if let Some(r) = self.run.as_mut() {
+            r.newest_in = r.newest_in.max(seq);
+        }
         let out_ts = rtp_time.wrapping_add(run.ts_offset);
         if self.last.is_none_or(|l| out_seq > l.seq) {
             self.last = Some(LastSent {
@@ -155,6 +220,7 @@ impl Rewriter {
                 // The first source's timestamps pass through: nothing was
                 // sent that they must continue.
                 ts_offset: 0,
+                newest_in: seq,
             },
             Some(last) => {
                 let elapsed = arrival.saturating_duration_since(last.at);
@@ -165,10 +231,12 @@ impl Rewriter {
                     first_in: seq,
                     first_out: last.seq.saturating_add(1),
                     ts_offset: next_ts.wrapping_sub(rtp_time),
+                    newest_in: seq,
                 }
             }
         };
         self.run = Some(run);
+        self.skipped = Skipped::default();
         run
     }
 }
@@ -203,6 +271,54 @@ mod tests {
         }
         assert_eq!(last, 30_000 + 139_999);
         assert!(last > 1 << 17);
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 100);
+        let src = ChannelId(1);
+        assert_eq!(r.rewrite(src, 1000, 0, t0).unwrap().seq, 100);
+        // 1001 and 1002 belong to a layer the subscriber does not get.
+        r.skip(src, 1001);
+        r.skip(src, 1002);
+        assert_eq!(r.rewrite(src, 1003, 0, t0).unwrap().seq, 101);
+        r.skip(src, 1004);
+        assert_eq!(r.rewrite(src, 1005, 0, t0).unwrap().seq, 102);
+        // A forwarded packet that arrives late keeps its own place.
+        assert_eq!(r.rewrite(src, 1000, 0, t0).unwrap().seq, 100);
+        assert_eq!(r.rewrite(src, 1003, 0, t0).unwrap().seq, 101);
+        // A late packet cannot be skipped any more: the hole stays.
+        r.skip(src, 1006);
+        r.skip(src, 1004);
+        assert_eq!(r.rewrite(src, 1007, 0, t0).unwrap().seq, 103);
+        // Another source's packets are not this run's.
+        r.skip(ChannelId(2), 1008);
+        assert_eq!(r.rewrite(src, 1008, 0, t0).unwrap().seq, 104);
+        // A new run forgets the skips of the last one.
+        r.break_run();
+        assert_eq!(r.rewrite(src, 5000, 0, t0).unwrap().seq, 105);
+        assert_eq!(r.rewrite(src, 5001, 0, t0).unwrap().seq, 106);
+    }
+
+    #[test]
+    fn skips_older_than_the_window_still_count() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 0);
+        let src = ChannelId(1);
+        r.rewrite(src, 0, 0, t0).unwrap();
+        // Every other packet left out, far past the reorder window.
+        let n = 3 * REORDER_WINDOW;
+        for i in 1..n {
+            if i % 2 == 1 {
+                r.skip(src, i);
+            } else {
+                assert_eq!(r.rewrite(src, i, 0, t0).unwrap().seq, i / 2);
+            }
+        }
+        assert!(r.skipped.recent.len() as u64 <= REORDER_WINDOW);
+        // A packet older than the remembered skips is refused.
+        assert_eq!(r.rewrite(src, 2, 0, t0), None);
     }
 
     #[test]

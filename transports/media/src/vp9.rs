@@ -4,7 +4,8 @@
 //! [`packetize`] sends a frame in non-flexible mode without layers: a
 //! one-byte descriptor `I P L F B E V Z` and a 15-bit picture id, B on the
 //! first packet, E on the last, P = 0 on keyframes. [`depacketize`] reads
-//! any descriptor back to the frame bytes of a packet.
+//! any descriptor back to the frame bytes of a packet; [`parse`] reads the
+//! descriptor's layer fields, for forwarding SVC.
 
 /// Why a VP9 payload was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,34 +54,92 @@ pub fn packetize(
     }
 }
 
-/// The frame bytes of one payload, after its descriptor, and whether it
-/// begins (B) and ends (E) a frame.
-pub fn depacketize(payload: &[u8]) -> Result<(&[u8], bool, bool), Vp9Error> {
+/// The fields of a VP9 payload descriptor (RFC 9628 section 4.2) that
+/// forwarding needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp9Descriptor {
+    /// Picture ID (I bit), 7 or 15 bits.
+    pub picture_id: Option<u16>,
+    /// P: the frame refers to an earlier picture (not a keyframe).
+    pub predicted: bool,
+    /// L: layer indices present.
+    pub layered: bool,
+    /// F: flexible mode.
+    pub flexible: bool,
+    /// B: the packet begins a frame (of its spatial layer).
+    pub begin: bool,
+    /// E: the packet ends a frame (of its spatial layer).
+    pub end: bool,
+    /// Temporal layer index (0 without L).
+    pub tid: u8,
+    /// U: a switching-up point: higher temporal layers after this frame
+    /// refer to nothing before it.
+    pub switch_up: bool,
+    /// Spatial layer index (0 without L).
+    pub sid: u8,
+    /// D: the frame refers to the spatial layer below (inter-layer
+    /// prediction).
+    pub inter_layer: bool,
+    /// TL0PICIDX (non-flexible mode with L).
+    pub tl0picidx: Option<u8>,
+    /// V: a scalability structure follows.
+    pub has_ss: bool,
+    /// Length of the descriptor; the frame bytes start at this offset.
+    pub header_len: usize,
+}
+
+impl Vp9Descriptor {
+    /// The packet begins a keyframe: the base spatial layer's frame of a
+    /// picture that refers to no earlier picture.
+    pub fn keyframe_start(&self) -> bool {
+        self.begin && !self.predicted && self.sid == 0
+    }
+}
+
+/// Reads the payload descriptor at the start of a VP9 RTP payload; `None`
+/// when the payload ends inside it. Never panics.
+pub fn parse(payload: &[u8]) -> Option<Vp9Descriptor> {
     let mut d = payload;
-    let mut take = |n: usize| -> Result<&[u8], Vp9Error> {
-        let (a, b) = (d.get(..n).ok_or(Vp9Error)?, d.get(n..).ok_or(Vp9Error)?);
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (a, b) = (d.get(..n)?, d.get(n..)?);
         d = b;
-        Ok(a)
+        Some(a)
     };
     let b0 = take(1)?[0];
+    let mut v = Vp9Descriptor {
+        predicted: b0 & 0x40 != 0,
+        layered: b0 & 0x20 != 0,
+        flexible: b0 & 0x10 != 0,
+        begin: b0 & 0x08 != 0,
+        end: b0 & 0x04 != 0,
+        has_ss: b0 & 0x02 != 0,
+        ..Vp9Descriptor::default()
+    };
     if b0 & 0x80 != 0 {
         let m = take(1)?[0];
-        if m & 0x80 != 0 {
-            take(1)?;
+        v.picture_id = Some(match m & 0x80 != 0 {
+            true => u16::from_be_bytes([m & 0x7f, take(1)?[0]]),
+            false => u16::from(m),
+        });
+    }
+    if v.layered {
+        let l = take(1)?[0];
+        v.tid = l >> 5;
+        v.switch_up = l & 0x10 != 0;
+        v.sid = (l >> 1) & 0x07;
+        v.inter_layer = l & 0x01 != 0;
+        if !v.flexible {
+            v.tl0picidx = Some(take(1)?[0]);
         }
     }
-    let flexible = b0 & 0x10 != 0;
-    if b0 & 0x20 != 0 {
-        take(if flexible { 1 } else { 2 })?;
-    }
-    if flexible && b0 & 0x40 != 0 {
+    if v.flexible && v.predicted {
         for _ in 0..3 {
             if take(1)?[0] & 0x01 == 0 {
                 break;
             }
         }
     }
-    if b0 & 0x02 != 0 {
+    if v.has_ss {
         let ss = take(1)?[0];
         let layers = usize::from(ss >> 5) + 1;
         if ss & 0x10 != 0 {
@@ -94,7 +153,15 @@ pub fn depacketize(payload: &[u8]) -> Result<(&[u8], bool, bool), Vp9Error> {
             }
         }
     }
-    Ok((d, b0 & 0x08 != 0, b0 & 0x04 != 0))
+    v.header_len = payload.len() - d.len();
+    Some(v)
+}
+
+/// The frame bytes of one payload, after its descriptor, and whether it
+/// begins (B) and ends (E) a frame.
+pub fn depacketize(payload: &[u8]) -> Result<(&[u8], bool, bool), Vp9Error> {
+    let d = parse(payload).ok_or(Vp9Error)?;
+    Ok((&payload[d.header_len..], d.begin, d.end))
 }
 
 #[cfg(test)]

@@ -499,3 +499,62 @@ pub fn read_simulcast_frame(payload: &[u8]) -> Option<(u8, u32, u8, bool, u16)> 
         d.picture_id?,
     ))
 }
+
+/// One spatial layer's frame of an SVC picture as VP9 RTP payloads of at
+/// most 1000 bytes (`bytes` in all), for tests and the load generator: the
+/// payload descriptor in non-flexible mode (I, P on delta pictures, L, B on
+/// the first packet, E on the last; a 15-bit picture id, TID/U/SID/D with U
+/// set and D on spatial layers above 0, TL0PICIDX), then a body that names
+/// the picture: `[sid, tid, picture (4, big-endian), index, key]`, padded
+/// with 0xab. Send a picture's layers in order, the marker on the last
+/// packet of the top one.
+pub fn svc_frame(sid: u8, tid: u8, picture: u64, tl0: u8, key: bool, bytes: usize) -> Vec<Vec<u8>> {
+    let n = bytes.div_ceil(1000).max(1);
+    let pid = (picture as u16) & 0x7fff;
+    (0..n)
+        .map(|i| {
+            let mut b0 = 0x80 | 0x20; // I, L
+            if !key {
+                b0 |= 0x40; // P
+            }
+            if i == 0 {
+                b0 |= 0x08; // B
+            }
+            if i + 1 == n {
+                b0 |= 0x04; // E
+            }
+            let layers = (tid << 5) | 0x10 | ((sid & 0x07) << 1) | u8::from(sid > 0);
+            let mut p = vec![
+                b0,
+                0x80 | (pid >> 8) as u8,
+                pid as u8,
+                layers,
+                tl0,
+                sid,
+                tid,
+            ];
+            p.extend_from_slice(&(picture as u32).to_be_bytes());
+            p.push(i as u8);
+            p.push(u8::from(key));
+            p.resize((bytes / n).max(p.len()), 0xab);
+            p
+        })
+        .collect()
+}
+
+/// What [`svc_frame`] put in a payload: (sid, tid, picture, packet index,
+/// keyframe, begins, ends), or `None` for another payload.
+pub fn read_svc_frame(payload: &[u8]) -> Option<(u8, u8, u32, u8, bool, bool, bool)> {
+    let d = corecast_media::vp9::parse(payload)?;
+    let body = payload.get(d.header_len..)?;
+    let picture = u32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    Some((
+        *body.first()?,
+        *body.get(1)?,
+        picture,
+        *body.get(6)?,
+        *body.get(7)? == 1,
+        d.begin,
+        d.end,
+    ))
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use corecast_media::{
-    is_keyframe_start, ChannelId, CloseReason, Codec, CodecInfo, EndpointStats, Layer,
+    is_keyframe_start, ChannelId, CloseReason, Codec, CodecInfo, EndpointStats, Layer, LayerPacket,
     LayerSelector, MediaKind, MediaPacket, Output, Preference, Rewriter, SelectorConfig, SlotId,
     Transmit, Verdict,
 };
@@ -146,8 +146,21 @@ impl SentTrack {
 
     /// What the stats gauges count of this slot: the layer it forwards and
     /// whether it is paused.
+    /// The simulcast stream being forwarded (an SVC track has one).
+    fn stream(&self) -> Option<u8> {
+        let current = self.selector.current()?;
+        Some(if self.selector.is_svc() {
+            0
+        } else {
+            current.spatial
+        })
+    }
+
     fn layer_state(&self) -> (Option<u8>, bool) {
-        (self.selector.current(), self.selector.is_paused())
+        (
+            self.selector.current().map(|l| l.spatial),
+            self.selector.is_paused(),
+        )
     }
 }
 
@@ -783,45 +796,67 @@ impl Endpoint {
             self.stats.media_dropped += 1;
             return false;
         };
+        // The simulcast stream: each is a source of its own for the
+        // rewriters (SVC layers share their stream's numbers).
         let spatial = packet.layer.spatial;
+        let source = packet.channel.layer(spatial);
         let mut switched = false;
+        let mut marker = packet.marker;
         if packet.kind == MediaKind::Video {
+            let (codec, payload) = (packet.codec.codec, &packet.payload);
+            let described = LayerPacket::describe(codec, packet.layer, payload);
             let track = &mut self.sent[idx];
             let before = track.layer_state();
             let counted = track.selector.stats();
-            let (codec, payload) = (packet.codec.codec, &packet.payload);
-            let verdict = track
-                .selector
-                .on_packet(now, packet.layer, payload.len(), || {
-                    is_keyframe_start(codec, payload)
-                });
+            let verdict = track.selector.on_packet(now, described, payload.len(), || {
+                is_keyframe_start(codec, payload)
+            });
             let (after, starting) = (track.layer_state(), track.selector.starting());
-            let waits = match starting {
-                true => Some(0),
-                false => track.selector.wants_keyframe(),
-            };
+            let waits = track.selector.wants_keyframe();
+            let current = track.selector.current();
+            let svc = track.selector.is_svc();
+            if verdict == Verdict::Drop {
+                // A packet of the stream being forwarded (a temporal or SVC
+                // layer the viewer does not get): the ones after it close
+                // the gap it leaves.
+                if let Some(r) = track.rewriter.as_mut() {
+                    if r.source() == Some(source) {
+                        r.skip(source, packet.seq);
+                        if codec == Codec::Vp8 && current.is_some() {
+                            if let Some(d) = corecast_media::vp8::parse(payload) {
+                                track.vp8.drop_picture(&d);
+                            }
+                        }
+                    }
+                }
+            }
             let now_counted = track.selector.stats();
             self.layer_moved(before, after);
             let l = &mut self.stats.layers;
             l.switches_up += now_counted.switches_up - counted.switches_up;
             l.switches_down += now_counted.switches_down - counted.switches_down;
+            // A packet of the stream whose keyframe it waits for (to start,
+            // or to switch): ask for that keyframe (within the slot's
+            // limit).
+            let asked = match waits == Some(spatial) {
+                true => {
+                    if starting && verdict == Verdict::Drop {
+                        self.stats.waiting_keyframe += 1;
+                    }
+                    self.viewer_wants_keyframe(now, idx, Some(spatial))
+                }
+                false => false,
+            };
             match verdict {
                 Verdict::Forward => {}
                 Verdict::Switch => switched = true,
-                // A packet of the layer it waits to start or switch to:
-                // ask for that layer's keyframe (within the slot's limit).
-                Verdict::Drop if waits == Some(spatial) => {
-                    if after.0.is_none() {
-                        self.stats.waiting_keyframe += 1;
-                    }
-                    return self.viewer_wants_keyframe(now, idx, Some(spatial));
-                }
-                // Another layer than the one forwarded: not for this viewer.
-                Verdict::Drop => return false,
+                Verdict::Drop => return asked,
+            }
+            // SVC: the viewer's top layer ends its pictures.
+            if svc && described.frame_end {
+                marker |= current.is_some_and(|c| c.spatial == described.layer.spatial);
             }
         }
-        // Each layer is a source of its own: a switch starts a new run.
-        let source = packet.channel.layer(spatial);
         let track = &mut self.sent[idx];
         let rewriter = track.rewriter.get_or_insert_with(|| {
             // A random start below 2^15 (RFC 3550 §5.1), ROC 0.
@@ -867,7 +902,7 @@ impl Endpoint {
             wallclock,
             packet.payload.clone(),
         )
-        .marker(packet.marker)
+        .marker(marker)
         .nackable(nackable);
         if let Some(patch) = vp8_patch {
             write = write.vp8_patch(patch);
@@ -1145,7 +1180,7 @@ impl Endpoint {
             Event::KeyframeRequest(req) => {
                 // The user lost a picture of the layer it gets.
                 if let Some(idx) = self.sent.iter().position(|t| t.mid == req.mid) {
-                    let layer = self.sent[idx].selector.current();
+                    let layer = self.sent[idx].stream();
                     self.viewer_wants_keyframe(self.last_now, idx, layer);
                 }
             }

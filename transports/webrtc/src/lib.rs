@@ -44,7 +44,8 @@ mod rpclimit;
 mod sdpfrag;
 
 pub use client::{
-    read_simulcast_frame, simulcast_frame, Client, ClientEvent, ClientOutput, SendMeta,
+    read_simulcast_frame, read_svc_frame, simulcast_frame, svc_frame, Client, ClientEvent,
+    ClientOutput, SendMeta,
 };
 pub use codecs::{codec_info, server_codecs};
 pub use config::EndpointConfig;

@@ -20,7 +20,9 @@
 //!   layer costs the viewer is the sum of what it needs: its temporal layers
 //!   `0..=t`, and with SVC the spatial layers below.
 //! - With a bandwidth estimate of the viewer's link ([`LayerSelector::set_estimate`]),
-//!   it targets the highest layer that fits, in (spatial, temporal) order:
+//!   it targets the highest layer that fits, in (spatial, temporal) order
+//!   (a spatial layer above the lowest only with its top two temporal
+//!   layers: at least half the frame rate):
 //!   the current layer or a lower one must fit the estimate, a higher one
 //!   must fit it with a margin ([`SelectorConfig::up_margin`]), and the
 //!   choice must hold for a while (shorter down than up) before it becomes
@@ -105,7 +107,10 @@ impl LayerPacket {
             Codec::Vp9 => {
                 if let Some(d) = crate::vp9::parse(payload) {
                     p.layer.temporal = d.tid;
-                    if stream.spatial == 0 && d.sid > 0 {
+                    // An SVC stream: a spatial layer above the base, or a
+                    // keyframe's scalability structure announcing several.
+                    let several = d.ss_spatial_layers.is_some_and(|n| n > 1);
+                    if stream.spatial == 0 && (d.sid > 0 || several) {
                         p.layer.spatial = d.sid;
                         p.svc = true;
                     }
@@ -164,8 +169,9 @@ impl Default for SelectorConfig {
 /// the last two.
 const WINDOW: Duration = Duration::from_millis(500);
 
-/// A layer that sends this many times the estimate stops at once when a
-/// lower one is the target, instead of flowing until that one's keyframe.
+/// A layer that sends this many times the estimate makes a lower one the
+/// target at once (no hold), and stops at once, instead of flowing until
+/// that one's keyframe.
 const FAR_OVER: f64 = 1.5;
 
 /// A paused viewer tries the lowest layer again this long after it paused
@@ -596,17 +602,27 @@ impl LayerSelector {
         self.layers.iter().flatten().any(|l| l.measured > 0)
     }
 
-    /// Every layer one could forward now, lowest first.
+    /// Every layer one could forward now, lowest first: every temporal
+    /// layer of the lowest spatial layer; of a higher one, the top two (a
+    /// higher resolution is worth at most half the frame rate: below that a
+    /// lower layer's full frame rate looks better).
     fn candidates(&self, now: Instant) -> Vec<Layer> {
-        (0..MAX_SPATIAL as u8)
-            .filter_map(|s| Some((s, self.top_temporal(now, s)?)))
-            .flat_map(|(s, top)| {
-                (0..=top).map(move |t| Layer {
-                    spatial: s,
-                    temporal: t,
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for s in 0..MAX_SPATIAL as u8 {
+            let Some(top) = self.top_temporal(now, s) else {
+                continue;
+            };
+            let lowest = if out.is_empty() {
+                0
+            } else {
+                top.saturating_sub(1)
+            };
+            out.extend((lowest..=top).map(|t| Layer {
+                spatial: s,
+                temporal: t,
+            }));
+        }
+        out
     }
 
     /// The candidates within the viewer's preference; a preference below
@@ -682,20 +698,28 @@ impl LayerSelector {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        let hold = if current_gone || self.target.is_none() && self.estimate.is_none() {
+        // Far over the link: the queue grows and the viewer loses packets
+        // now; no reason to wait either.
+        let far_over = !up
+            && self.current.is_some_and(|c| {
+                let rate = self.layer_rate(c) as f64;
+                self.estimate.is_some_and(|e| rate > e as f64 * FAR_OVER)
+            });
+        let hold = if current_gone || far_over || self.target.is_none() && self.estimate.is_none() {
             Duration::ZERO
         } else if up {
             self.config.up_hold
         } else {
             self.config.down_hold
         };
+        // The hold counts from when the choice first left the target in
+        // this direction: a link that keeps falling does not restart it
+        // at every lower layer (`None`, a pause, is below every layer).
         let since = match self.pending {
-            Some((choice, since)) if choice == best => since,
-            _ => {
-                self.pending = Some((best, now));
-                now
-            }
+            Some((choice, since)) if (choice > self.target) == up => since,
+            _ => now,
         };
+        self.pending = Some((best, since));
         if now.saturating_duration_since(since) >= hold {
             if best.is_none() && self.target.is_some() {
                 self.stats.pauses += 1;

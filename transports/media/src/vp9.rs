@@ -84,6 +84,9 @@ pub struct Vp9Descriptor {
     pub tl0picidx: Option<u8>,
     /// V: a scalability structure follows.
     pub has_ss: bool,
+    /// The number of spatial layers the scalability structure announces
+    /// (N_S + 1), when there is one.
+    pub ss_spatial_layers: Option<u8>,
     /// Length of the descriptor; the frame bytes start at this offset.
     pub header_len: usize,
 }
@@ -142,6 +145,7 @@ pub fn parse(payload: &[u8]) -> Option<Vp9Descriptor> {
     if v.has_ss {
         let ss = take(1)?[0];
         let layers = usize::from(ss >> 5) + 1;
+        v.ss_spatial_layers = Some(layers as u8);
         if ss & 0x10 != 0 {
             take(layers * 4)?;
         }

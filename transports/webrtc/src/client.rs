@@ -504,7 +504,8 @@ pub fn read_simulcast_frame(payload: &[u8]) -> Option<(u8, u32, u8, bool, u16)> 
 /// most 1000 bytes (`bytes` in all), for tests and the load generator: the
 /// payload descriptor in non-flexible mode (I, P on delta pictures, L, B on
 /// the first packet, E on the last; a 15-bit picture id, TID/U/SID/D with U
-/// set and D on spatial layers above 0, TL0PICIDX), then a body that names
+/// set and D on spatial layers above 0, TL0PICIDX; on a keyframe's first
+/// packet a scalability structure of three spatial layers), then a body that names
 /// the picture: `[sid, tid, picture (4, big-endian), index, key]`, padded
 /// with 0xab. Send a picture's layers in order, the marker on the last
 /// packet of the top one.
@@ -523,16 +524,18 @@ pub fn svc_frame(sid: u8, tid: u8, picture: u64, tl0: u8, key: bool, bytes: usiz
             if i + 1 == n {
                 b0 |= 0x04; // E
             }
+            // The keyframe's first packet announces three spatial layers
+            // (a scalability structure with N_S = 2, nothing else).
+            let ss = key && sid == 0 && i == 0;
+            if ss {
+                b0 |= 0x02; // V
+            }
             let layers = (tid << 5) | 0x10 | ((sid & 0x07) << 1) | u8::from(sid > 0);
-            let mut p = vec![
-                b0,
-                0x80 | (pid >> 8) as u8,
-                pid as u8,
-                layers,
-                tl0,
-                sid,
-                tid,
-            ];
+            let mut p = vec![b0, 0x80 | (pid >> 8) as u8, pid as u8, layers, tl0];
+            if ss {
+                p.push(2 << 5);
+            }
+            p.extend_from_slice(&[sid, tid]);
             p.extend_from_slice(&(picture as u32).to_be_bytes());
             p.push(i as u8);
             p.push(u8::from(key));

@@ -20,17 +20,16 @@ use corecast_webrtc::{
 /// Layer bitrates (payload), lowest first.
 const RATES: [u64; 3] = [100_000, 350_000, 1_200_000];
 const FPS: u64 = 30;
-/// How long after the link drops its viewer is on a layer that fits: str0m's
-/// estimator (0.25) needs about 2 s to fall from 1.7 Mbit/s to 300 kbit/s
-/// when most packets are lost in a full drop-tail queue (its trendline gets
-/// few arrivals); then the switch waits for the lower layer's keyframe.
-/// Measured here: 2.2 s to the middle layer, 2.9 s to the low one. The
-/// issue asks for 2 s (see docs/adaptive-forwarding.md, "Limits").
-const DROP_REACTION: Duration = Duration::from_secs(4);
+/// How long after the link drops its viewer is off the top layer (the
+/// issue asks for 2 s): str0m's estimate falls within about 0.5 s; a layer
+/// far over the estimate stops at once, and the lower layer starts at its
+/// keyframe. Measured here: 0.9 s to the middle layer, 1.8 s to the low one
+/// (arrival at the viewer, behind the bottleneck's full queue).
+const DROP_REACTION: Duration = Duration::from_secs(2);
 /// How long after the link comes back its viewer is on the top layer again:
 /// the estimate grows from about 300 kbit/s with padding toward the next
-/// layer and a probe every 2 s. Measured here: 5.6 s; the issue asks for 5.
-const RECOVERY: Duration = Duration::from_secs(7);
+/// layer and a probe every 2 s. Measured here: 5.0 s (the issue asks for 5).
+const RECOVERY: Duration = Duration::from_millis(5500);
 /// The widest run of sequence numbers the viewer may miss: packets the
 /// bottleneck dropped and retransmission did not bring back.
 const MAX_HOLE: u64 = 20;
@@ -56,6 +55,8 @@ struct Frame {
     key: bool,
     picture_id: u16,
     packets: usize,
+    first_seq: u64,
+    last_seq: u64,
 }
 
 /// The viewer's packets in sequence order (as its jitter buffer plays
@@ -75,11 +76,14 @@ fn frames_received(w: &World, v: usize) -> Vec<Frame> {
         }
     }
     let mut frames: Vec<Frame> = Vec::new();
-    for (arrival, payload) in packets.values() {
+    for (seq, (arrival, payload)) in &packets {
         let (layer, frame, _, key, picture_id) =
             read_simulcast_frame(payload).expect("a frame of the publisher");
         match frames.last_mut() {
-            Some(f) if f.layer == layer && f.frame == frame => f.packets += 1,
+            Some(f) if f.layer == layer && f.frame == frame => {
+                f.packets += 1;
+                f.last_seq = *seq;
+            }
             _ => frames.push(Frame {
                 at: *arrival,
                 layer,
@@ -87,6 +91,8 @@ fn frames_received(w: &World, v: usize) -> Vec<Frame> {
                 key,
                 picture_id,
                 packets: 1,
+                first_seq: *seq,
+                last_seq: *seq,
             }),
         }
     }
@@ -227,12 +233,18 @@ fn a_viewer_whose_link_drops_steps_down_and_back_up_at_keyframes_only() {
         }
     }
     // Picture ids continue across switches and resumes (+1), and within a
-    // run follow the publisher's frames.
+    // run follow the publisher's frames. A picture lost whole at the
+    // bottleneck (a hole in the sequence numbers between two frames) is a
+    // gap the viewer sees as loss.
     for pair in frames.windows(2) {
         let step = pair[1].picture_id.wrapping_sub(pair[0].picture_id) & 0x7fff;
         let frames_apart = pair[1].frame.wrapping_sub(pair[0].frame) as u16;
         let same_run = pair[1].layer == pair[0].layer && step == frames_apart;
-        assert!(same_run || step == 1, "picture ids continue: {step}");
+        let lost_between = pair[1].first_seq > pair[0].last_seq + 1;
+        assert!(
+            same_run || step == 1 || lost_between && step > 1,
+            "picture ids continue: {step}"
+        );
     }
     // The viewer's sequence numbers have no hole wider than a loss burst
     // of the bottleneck: a layer resumed after a pause continues them.

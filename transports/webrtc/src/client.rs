@@ -466,12 +466,39 @@ impl Client {
 /// index and whether it is a keyframe: `[layer, frame (4, big-endian),
 /// index, key]`, padded with 0xab.
 pub fn simulcast_frame(layer: u8, frame: u64, key: bool, bytes: usize) -> Vec<Vec<u8>> {
+    vp8_frame(layer, frame, None, key, bytes)
+}
+
+/// Where a VP8 frame sits among temporal layers: its TID, the layer sync
+/// bit (Y: it refers only to the base layer) and TL0PICIDX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Temporal {
+    pub tid: u8,
+    pub sync: bool,
+    pub tl0picidx: u8,
+}
+
+/// [`simulcast_frame`] with temporal layer fields in the descriptor (L, T,
+/// TL0PICIDX, TID and Y) when `temporal` is given.
+pub fn vp8_frame(
+    layer: u8,
+    frame: u64,
+    temporal: Option<Temporal>,
+    key: bool,
+    bytes: usize,
+) -> Vec<Vec<u8>> {
     let n = bytes.div_ceil(1000).max(1);
     let pid = (frame as u16).wrapping_add(1000 * u16::from(layer)) & 0x7fff;
     (0..n)
         .map(|i| {
             let start = if i == 0 { 0x10 } else { 0 };
-            let mut p = vec![0x80 | start, 0x80, 0x80 | (pid >> 8) as u8, pid as u8];
+            // X; I (and L, T with temporal layers).
+            let ext = if temporal.is_some() { 0xe0 } else { 0x80 };
+            let mut p = vec![0x80 | start, ext, 0x80 | (pid >> 8) as u8, pid as u8];
+            if let Some(t) = temporal {
+                p.push(t.tl0picidx);
+                p.push((t.tid & 0x03) << 6 | u8::from(t.sync) << 5);
+            }
             if i == 0 {
                 p.push(if key { 0x00 } else { 0x01 });
             }

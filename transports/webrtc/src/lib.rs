@@ -44,8 +44,8 @@ mod rpclimit;
 mod sdpfrag;
 
 pub use client::{
-    read_simulcast_frame, read_svc_frame, simulcast_frame, svc_frame, Client, ClientEvent,
-    ClientOutput, SendMeta,
+    read_simulcast_frame, read_svc_frame, simulcast_frame, svc_frame, vp8_frame, Client,
+    ClientEvent, ClientOutput, SendMeta, Temporal,
 };
 pub use codecs::{codec_info, server_codecs};
 pub use config::EndpointConfig;

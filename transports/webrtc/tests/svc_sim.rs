@@ -201,9 +201,17 @@ fn an_svc_viewer_gets_the_layers_its_link_carries_and_every_picture_decodes() {
 
     // No gap where the SFU left layers out: only loss bursts.
     let seqs: Vec<u64> = by_seq.keys().copied().collect();
-    let widest = seqs.windows(2).map(|p| p[1] - p[0] - 1).max().unwrap_or(0);
-    println!("widest hole in the viewer's sequence numbers: {widest}");
+    let holes: Vec<u64> = seqs.windows(2).map(|p| p[1] - p[0] - 1).collect();
+    let widest = holes.iter().max().copied().unwrap_or(0);
+    let missing: u64 = holes.iter().sum();
+    let dropped = w.links[0].1.dropped as u64;
+    println!(
+        "sequence numbers missing {missing} (widest hole {widest}), bottleneck drops {dropped}"
+    );
     assert!(widest <= MAX_HOLE, "a hole of {widest} sequence numbers");
+    // Every missing number is a packet the bottleneck dropped (the left-out
+    // layers' packets leave none).
+    assert!(missing <= dropped, "{missing} missing, {dropped} dropped");
 
     // Per picture: which spatial layers arrived (first packet's arrival),
     // and the packet that carried the marker.

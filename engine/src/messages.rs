@@ -120,6 +120,12 @@ pub enum ControlEvent {
         channel: ChannelId,
         codec: CodecInfo,
     },
+    /// A publisher's track turned out to carry SVC spatial layers.
+    TrackLayers {
+        conn: ConnId,
+        channel: ChannelId,
+        layers: u8,
+    },
     /// A viewer's ICE restart changed its server ufrag.
     UfragChanged { conn: ConnId, ufrag: String },
     /// A message from the user on the connection's RPC stream.

@@ -14,8 +14,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{http, metric, start_node, RoomPeer};
-use corecast_media::{MediaKind, Output, TokenBucket};
-use corecast_webrtc::{read_simulcast_frame, simulcast_frame, Client, ClientEvent, EndpointConfig};
+use corecast_media::{Codec, MediaKind, Output, TokenBucket};
+use corecast_webrtc::{
+    read_simulcast_frame, simulcast_frame, svc_frame, Client, ClientEvent, EndpointConfig,
+};
 
 const RATES: [usize; 3] = [100_000, 350_000, 1_200_000];
 const FPS: u64 = 30;
@@ -318,4 +320,75 @@ fn viewers_get_the_layer_their_link_and_preference_allow() {
         "two adaptive WHEP viewers and the SDK connection"
     );
     assert!(metric(h, "corecast_layer_switches_up_total") >= 1);
+}
+
+#[test]
+fn an_svc_publisher_is_known_by_its_payloads_and_its_viewers_adapt() {
+    let node = start_node(2);
+    let h = node.http_addr;
+    let config = EndpointConfig::new(vec![]);
+    let now = Instant::now();
+    let s = socket();
+    let (client, offer) =
+        Client::with_video_codec(&config, now, s.local_addr().unwrap(), true, Codec::Vp9).unwrap();
+    let mut publisher = Leg::join(h, "/whip/svc", client, offer, s);
+    let layers = || -> u64 {
+        let rooms: serde_json::Value =
+            serde_json::from_str(&http(h, "GET", "/api/rooms", &[], b"").body).unwrap();
+        rooms["rooms"][0]["peers"][0]["tracks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["kind"] == "video")
+            .filter_map(|t| t["layers"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(layers(), 1, "nothing in the SDP says SVC");
+    // Pictures of three spatial layers, a keyframe (with its scalability
+    // structure) first.
+    let start = Instant::now();
+    let mut picture = 0u64;
+    let mut seq = 1u64;
+    while start.elapsed() < Duration::from_secs(10) && (picture < 30 || layers() < 3) {
+        if start.elapsed() >= Duration::from_millis(picture * 33) {
+            let ts = (picture * 3000) as u32;
+            for sid in 0..3u8 {
+                let packets = svc_frame(sid, 0, picture, picture as u8, picture == 0, 1200);
+                let n = packets.len();
+                for (i, body) in packets.iter().enumerate() {
+                    let last = sid == 2 && i + 1 == n;
+                    let now = Instant::now();
+                    publisher
+                        .client
+                        .send(now, MediaKind::Video, seq, ts, last, body);
+                    seq += 1;
+                    publisher.drain(now);
+                }
+            }
+            picture += 1;
+        }
+        publisher.pump();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(layers(), 3, "three spatial layers seen in the payloads");
+    // A WHEP viewer that comes now gets an adaptive leg: congestion
+    // feedback negotiated, an estimate running.
+    let s = socket();
+    let (client, offer) =
+        Client::with_video_codec(&config, now, s.local_addr().unwrap(), false, Codec::Vp9).unwrap();
+    let r = http(
+        h,
+        "POST",
+        "/whep/svc",
+        &[("Content-Type", "application/sdp")],
+        offer.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(
+        r.body.contains("transport-wide-cc"),
+        "an adaptive leg: {}",
+        r.body
+    );
+    drop(client);
 }

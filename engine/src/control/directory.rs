@@ -645,6 +645,11 @@ impl Directory {
                 channel,
                 codec,
             } => self.on_active_codec(now, conn, channel, codec),
+            ControlEvent::TrackLayers {
+                conn,
+                channel,
+                layers,
+            } => self.on_track_layers(conn, channel, layers),
             ControlEvent::RemotePeer { up, record } => self.on_remote_peer(now, up, record),
             ControlEvent::ClusterView(_) => {}
             ControlEvent::UfragChanged { conn, ufrag } => self.set_ufrag(conn, ufrag),

@@ -958,6 +958,24 @@ impl Directory {
     }
 
     /// A local publisher's track started sending a codec.
+    /// The room and name of the peer whose connection is `conn`, the peer,
+    /// and the index of its track on `channel` (`None` when `conn` is no
+    /// longer that peer's connection).
+    fn conn_track(
+        &mut self,
+        conn: ConnId,
+        channel: ChannelId,
+    ) -> Option<(String, String, &mut Peer, usize)> {
+        let c = self.conns.get(&conn)?;
+        let (room, peer) = (c.room.clone(), c.peer.clone());
+        let p = self.rooms.get_mut(&room)?.peers.get_mut(&peer)?;
+        if p.conn != Some(conn) {
+            return None;
+        }
+        let i = p.tracks.iter().position(|t| t.channel == channel)?;
+        Some((room, peer, p, i))
+    }
+
     pub(super) fn on_active_codec(
         &mut self,
         now: Instant,
@@ -965,26 +983,10 @@ impl Directory {
         channel: ChannelId,
         codec: CodecInfo,
     ) {
-        let Some((room, peer)) = self
-            .conns
-            .get(&conn)
-            .map(|c| (c.room.clone(), c.peer.clone()))
-        else {
+        let Some((room, peer, p, i)) = self.conn_track(conn, channel) else {
             return;
         };
-        let Some(p) = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|r| r.peers.get_mut(&peer))
-        else {
-            return;
-        };
-        if p.conn != Some(conn) {
-            return;
-        }
-        let Some(t) = p.tracks.iter_mut().find(|t| t.channel == channel) else {
-            return;
-        };
+        let t = &mut p.tracks[i];
         if t.active == Some(codec) {
             return;
         }
@@ -1001,6 +1003,21 @@ impl Directory {
         if whip {
             self.close_unfit_viewers(now, &room, codec);
         }
+    }
+
+    /// A publisher's track carries `layers` SVC spatial layers (seen in its
+    /// payloads): WHEP viewers that come now get an adaptive leg, and other
+    /// nodes learn it with the peer's record.
+    pub(super) fn on_track_layers(&mut self, conn: ConnId, channel: ChannelId, layers: u8) {
+        let Some((room, peer, p, i)) = self.conn_track(conn, channel) else {
+            return;
+        };
+        let t = &mut p.tracks[i];
+        if t.layers >= layers {
+            return;
+        }
+        t.layers = layers;
+        self.announce(&room, &peer);
     }
 
     /// Closes the WHEP viewers of `room` that cannot receive `codec` (the

@@ -921,6 +921,13 @@ impl Shard {
                     codec,
                 });
             }
+            Event::TrackLayers(channel, layers) => {
+                self.emit(ControlEvent::TrackLayers {
+                    conn,
+                    channel,
+                    layers,
+                });
+            }
             Event::Connected => {}
             Event::PublishRequest { room, token } => {
                 let transport = match self.endpoints.get(&conn) {

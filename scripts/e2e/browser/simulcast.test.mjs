@@ -1,9 +1,10 @@
-// Chromium end-to-end tests of simulcast: a WHIP publisher in Chromium sends
-// three VP8 layers (rids q, h, f: 160x120, 320x240, 640x480) and a WHEP
-// viewer in another Chromium page must get the best layer its link carries:
-// the top layer on an unconstrained link, a lower one (still decoding) while
-// its downlink is limited to 300 kbit/s, and the top layer again when the
-// limit goes. Runs like browser.test.mjs, inside the network namespace of
+// Chromium end-to-end tests of simulcast and SVC: a WHIP publisher in
+// Chromium sends three VP8 simulcast layers (rids q, h, f: 160x120, 320x240,
+// 640x480), or one VP9 stream of three spatial and three temporal layers
+// (scalabilityMode L3T3_KEY, the same sizes), and a WHEP viewer in another
+// Chromium page must get the best layer its link carries: the top layer on
+// an unconstrained link, a lower one (still decoding) while its downlink is
+// limited to 300 kbit/s, and the top layer again when the limit goes. Runs like browser.test.mjs, inside the network namespace of
 // scripts/e2e/run-browser (it must: it shapes the namespace's `lo` with tc):
 //   ip netns exec NS node --test scripts/e2e/browser/simulcast.test.mjs
 // Environment: CORECAST_URL (http://127.0.0.2:8080).
@@ -51,8 +52,20 @@ const LAYERS = [
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000, size: [320, 240] },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000, size: [640, 480] },
 ];
-const TOP = LAYERS.at(-1).size;
-const LIMIT = '300kbit';       // the limited viewer link
+// The size of the top layer of the scenario that runs (toTop sets it).
+let TOP = LAYERS.at(-1).size;
+// The SVC publisher: one VP9 encoding of a 960x540 camera in three spatial
+// layers (240x135, 480x270, 960x540) and three temporal ones. Chromium
+// keeps an SVC layer's long side at 240 pixels or more: from 640x480 it
+// sends two spatial layers, not three.
+const SVC = { scalabilityMode: 'L3T3_KEY', maxBitrate: 2_500_000, size: [960, 540] };
+const LIMIT = '300kbit';       // the limited viewer link (simulcast)
+// The SVC viewer's link is limited to this share of what it received on the
+// top layer (over 3 s, after the first keyframes): Chromium's VP9 SVC of the
+// fake camera is a few hundred kbit/s in all, which 300 kbit/s may carry.
+// The top spatial layer is more than half of it, and is forwarded with at
+// least half its frame rate: 30% fits only a lower spatial layer.
+const SVC_LIMIT_SHARE = 0.3;
 const TO_TOP_MS = 20_000;      // publishing -> viewer on the top layer
 const TO_LOWER_MS = 10_000;    // limit on -> viewer on a lower layer
 const HOLD_MS = 5_000;         // how long the viewer is watched on the limited link after that
@@ -135,19 +148,24 @@ function pageCode() {
     + ' style="background:#222"></video><pre></pre></main>';
   const video = page.querySelector('video');
 
-  /** WHIP: camera 640x480 + microphone, video as simulcast `layers`, VP8 first. */
-  window.publish = async (url, layers) => {
+  /** WHIP: camera 640x480 + microphone, video as simulcast `layers` in VP8,
+   *  or (`svc`: {scalabilityMode, maxBitrate, size}) one SVC encoding in VP9
+   *  of a camera of that size. */
+  window.publish = async (url, layers, svc) => {
     page.querySelector('h1').textContent = `publisher: ${url}`;
-    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    const [width, height] = svc?.size ?? [640, 480];
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width, height }, audio: true });
     video.srcObject = media;
     const pc = window.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
     const vt = pc.addTransceiver(media.getVideoTracks()[0], {
       direction: 'sendonly',
-      sendEncodings: layers.map(({ rid, scaleResolutionDownBy, maxBitrate }) => ({ rid, scaleResolutionDownBy, maxBitrate })),
+      sendEncodings: svc ? [{ scalabilityMode: svc.scalabilityMode, maxBitrate: svc.maxBitrate }]
+        : layers.map(({ rid, scaleResolutionDownBy, maxBitrate }) => ({ rid, scaleResolutionDownBy, maxBitrate })),
     });
     const codecs = RTCRtpSender.getCapabilities('video').codecs;
+    const mime = svc ? 'video/VP9' : 'video/VP8';
     vt.setCodecPreferences([
-      ...codecs.filter((c) => c.mimeType === 'video/VP8'),
+      ...codecs.filter((c) => c.mimeType === mime),
       ...codecs.filter((c) => c.mimeType === 'video/rtx'),
     ]);
     pc.addTransceiver(media.getAudioTracks()[0], { direction: 'sendonly' });
@@ -169,7 +187,7 @@ function pageCode() {
         .map((s) => ({
           rid: s.rid, w: s.frameWidth, h: s.frameHeight, frames: s.framesEncoded ?? 0, fps: s.framesPerSecond,
           active: s.active, limit: s.qualityLimitationReason, target: s.targetBitrate,
-          codec: report.get(s.codecId)?.mimeType,
+          codec: report.get(s.codecId)?.mimeType, mode: s.scalabilityMode,
         }))
         .sort((a, b) => String(a.rid).localeCompare(String(b.rid))),
     };
@@ -242,15 +260,17 @@ async function openPage(label) {
 }
 
 /** The publisher's video layers in words: "f 640x480 31 frames 20 fps limit=none target=1500k; …". */
-const layerText = (s) => s.layers.map((l) => `${l.rid ?? '(no rid)'} ${l.w ?? '-'}x${l.h ?? '-'} ${l.frames} frames`
+const layerText = (s) => s.layers.map((l) => `${l.rid ?? l.mode ?? '(no rid)'} ${l.w ?? '-'}x${l.h ?? '-'} ${l.frames} frames`
   + ` ${l.fps ?? '-'} fps ${l.active === false ? 'inactive ' : ''}limit=${l.limit}`
   + ` target=${Math.round((l.target ?? 0) / 1000)}k`).join('; ')
   + ` (estimate ${Math.round((s.bwe ?? 0) / 1000)} kbit/s)`;
 
-/** Publishes `stream` with the three layers and waits until Chromium sends all of them. */
-async function publisher(stream) {
+/** Publishes `stream` with the three layers (simulcast, or one SVC encoding
+ *  with `svc`) and waits until Chromium sends all of them. */
+async function publisher(stream, svc) {
   const page = await openPage('publisher');
-  const sdp = await page.evaluate(([url, layers]) => window.publish(url, layers), [`${SERVER}/whip/${stream}`, LAYERS]);
+  const sdp = await page.evaluate(([url, layers, svc]) => window.publish(url, layers, svc),
+    [`${SERVER}/whip/${stream}`, LAYERS, svc ?? null]);
   log(`publisher offer: ${sdp.offer.join(' | ')}`);
   log(`publisher answer: ${sdp.answer.join(' | ') || '(no a=simulcast, a=rid, rtp-stream-id)'}`);
   log(`publisher encodings after the answer: ${sdp.encodings.join(', ')}`);
@@ -263,8 +283,12 @@ async function publisher(stream) {
     /** Waits until all three layers are encoded at their sizes and all keep being encoded. */
     async sendsAllLayers(ms = TO_TOP_MS) {
       const seen = [];
-      const ok = (s) => LAYERS.every(({ rid, size }) => s.layers.some((l) => l.rid === rid && l.w === size[0]
-        && l.h === size[1] && l.frames > 0));
+      // SVC: one VP9 stream in the scalability mode asked for, at the top size.
+      const ok = svc
+        ? (s) => s.layers.some((l) => l.codec === 'video/VP9' && l.mode === svc.scalabilityMode
+          && l.w === TOP[0] && l.h === TOP[1] && l.frames > 0)
+        : (s) => LAYERS.every(({ rid, size }) => s.layers.some((l) => l.rid === rid && l.w === size[0]
+          && l.h === size[1] && l.frames > 0));
       let s;
       for (const end = Date.now() + ms; ;) {
         s = await page.evaluate(() => window.sending());
@@ -272,17 +296,18 @@ async function publisher(stream) {
         seen.push(line);
         if (ok(s)) break;
         if (Date.now() > end) {
-          assert.fail(`Chromium does not send the 3 simulcast layers ${LAYERS.map((l) => `${l.rid} ${l.size.join('x')}`)
-            .join(', ')} within ${ms / 1000} s; the server answered ${JSON.stringify(sdp.answer)}, `
+          const what = svc ? `VP9 ${svc.scalabilityMode} at ${TOP.join('x')}`
+            : `the 3 simulcast layers ${LAYERS.map((l) => `${l.rid} ${l.size.join('x')}`).join(', ')}`;
+          assert.fail(`Chromium does not send ${what} within ${ms / 1000} s; the server answered ${JSON.stringify(sdp.answer)}, `
             + `encodings after the answer: ${sdp.encodings.join(', ')}; outbound video seen:\n  ${seen.slice(-8).join('\n  ')}`);
         }
         await sleep(500);
       }
       await sleep(1000);
       const later = await page.evaluate(() => window.sending());
-      for (const { rid } of LAYERS) {
+      for (const { rid } of svc ? [{ rid: undefined }] : LAYERS) {
         const [a, b] = [s, later].map((x) => x.layers.find((l) => l.rid === rid).frames);
-        assert.ok(b > a, `layer ${rid} stopped being encoded (${a} -> ${b} frames): ${layerText(later)}`);
+        assert.ok(b > a, `layer ${rid ?? '(svc)'} stopped being encoded (${a} -> ${b} frames): ${layerText(later)}`);
       }
       log(`publisher sends all layers after ${secs(Date.now() - t0)}: ${layerText(later)}`);
       return later;
@@ -463,14 +488,17 @@ function scenario(name, fn) {
   });
 }
 
-/** Publisher and viewer of a new stream; returns when the viewer decodes the top layer. */
-async function toTop(prefix) {
+/** Publisher (simulcast, or `svc`) and viewer of a new stream; returns when
+ *  the viewer decodes the top layer. */
+async function toTop(prefix, svc) {
+  TOP = svc?.size ?? LAYERS.at(-1).size;
   const stream = streamName(prefix);
-  const pub = await publisher(stream);
+  const pub = await publisher(stream, svc);
   const view = await viewer(stream, pub);
   await pub.sendsAllLayers();
   const s = await view.until(`reach the top layer ${TOP.join('x')}`, atTop, TO_TOP_MS);
-  log(`viewer on the top layer ${secs(s.t - view.t0)} after its WHEP POST`);
+  log(`viewer on the top layer ${secs(s.t - view.t0)} after its WHEP POST (${s.codec})`);
+  assert.equal(s.codec, svc ? 'video/VP9' : 'video/VP8', 'the codec the viewer decodes');
   await view.keepsDecoding(2000, 20);
   assert.ok(atTop(await view.poll()), `the viewer left the top layer at once; layer history: ${view.history()}`);
   return { pub, view };
@@ -478,41 +506,48 @@ async function toTop(prefix) {
 
 // ------------------------------------------------------------------ tests
 
-scenario("a simulcast publisher's viewer on an unconstrained link ends on the top layer", async () => {
-  const { view } = await toTop('simulcast');
-  log(`layer history: ${view.history()}`);
-});
+for (const [kind, svc] of [['simulcast', null], ['VP9 SVC', SVC]]) {
+  const prefix = svc ? 'svc' : 'simulcast';
 
-scenario('a viewer whose link is limited to ~300 kbit/s gets a lower layer, keeps decoding, '
-  + 'and returns to the top layer when the limit goes', async () => {
-  assertOwnNamespace();
-  tc('qdisc', 'show', 'dev', 'lo'); // tc is there and works here, before anything starts
-  const { view } = await toTop('simulcast-limit');
+  scenario(`a ${kind} publisher's viewer on an unconstrained link ends on the top layer`, async () => {
+    const { view } = await toTop(prefix, svc);
+    log(`layer history: ${view.history()}`);
+  });
 
-  const ports = await view.page.evaluate(() => window.ports());
-  assert.ok(ports.local > 0 && ports.protocol === 'udp', `no UDP port of the viewer in its stats: ${JSON.stringify(ports)}`);
-  limit(ports.local, LIMIT);
-  const on = Date.now();
-  view.mark(`limit ${LIMIT} on UDP port ${ports.local} (server port ${ports.remote})`);
-  const lower = await view.until(`go below ${TOP[0]} wide on a ${LIMIT} link`, (s) => s.w > 0 && s.w < TOP[0], TO_LOWER_MS);
-  log(`viewer on ${lower.w}x${lower.h} ${secs(lower.t - on)} after the limit; tc: ${JSON.stringify(shaped())}`);
-  const held = await view.keepsDecoding(HOLD_MS, 25);
-  const tcSeen = shaped();
-  assert.ok(tcSeen.packets > 0, `the tc filter on port ${ports.local} matched nothing: ${JSON.stringify(tcSeen)}`);
-  assert.ok(held.w < TOP[0], `the viewer went back to ${held.w}x${held.h} while its link was limited; `
-    + `layer history: ${view.history()}`);
-  view.mark(`${view.kbps(HOLD_MS)} kbit/s received over the last ${HOLD_MS / 1000} s; tc passed `
-    + `${tcSeen.packets} packets (${Math.round(tcSeen.bytes / 1000)} kB), dropped ${tcSeen.dropped}`);
+  scenario(`a viewer of a ${kind} publisher whose link is limited to ~300 kbit/s gets a lower layer, keeps decoding, `
+    + 'and returns to the top layer when the limit goes', async () => {
+    assertOwnNamespace();
+    tc('qdisc', 'show', 'dev', 'lo'); // tc is there and works here, before anything starts
+    const { view } = await toTop(`${prefix}-limit`, svc);
 
-  unlimit();
-  const off = Date.now();
-  view.mark('limit off');
-  const back = await view.until(`return to the top layer ${TOP.join('x')} after the limit went`, atTop, BACK_MS);
-  log(`viewer back on the top layer ${secs(back.t - off)} after the limit went`);
-  await view.keepsDecoding(2000, 20);
-  const freezes = view.freezes(on);
-  log(`freezes (over ${FREEZE_MS} ms without a new frame) since the limit went on: ${freezes.join(', ') || 'none'}`);
-  log(`layer history: ${view.history()}`);
-  assert.ok(freezes.length <= MAX_FREEZES, `${freezes.length} freezes while limited and after (at most `
-    + `${MAX_FREEZES}): ${freezes.join(', ')}; layer history: ${view.history()}`);
-});
+    const ports = await view.page.evaluate(() => window.ports());
+    assert.ok(ports.local > 0 && ports.protocol === 'udp', `no UDP port of the viewer in its stats: ${JSON.stringify(ports)}`);
+    if (svc) await view.keepsDecoding(3000, 15);
+    const full = view.kbps(3000);
+    const rate = svc ? `${Math.max(60, Math.round(full * SVC_LIMIT_SHARE))}kbit` : LIMIT;
+    limit(ports.local, rate);
+    const on = Date.now();
+    view.mark(`limit ${rate} on UDP port ${ports.local} (server port ${ports.remote}; ${full} kbit/s of video before)`);
+    const lower = await view.until(`go below ${TOP[0]} wide on a ${rate} link`, (s) => s.w > 0 && s.w < TOP[0], TO_LOWER_MS);
+    log(`viewer on ${lower.w}x${lower.h} ${secs(lower.t - on)} after the limit; tc: ${JSON.stringify(shaped())}`);
+    const held = await view.keepsDecoding(HOLD_MS, 25);
+    const tcSeen = shaped();
+    assert.ok(tcSeen.packets > 0, `the tc filter on port ${ports.local} matched nothing: ${JSON.stringify(tcSeen)}`);
+    assert.ok(held.w < TOP[0], `the viewer went back to ${held.w}x${held.h} while its link was limited; `
+      + `layer history: ${view.history()}`);
+    view.mark(`${view.kbps(HOLD_MS)} kbit/s received over the last ${HOLD_MS / 1000} s; tc passed `
+      + `${tcSeen.packets} packets (${Math.round(tcSeen.bytes / 1000)} kB), dropped ${tcSeen.dropped}`);
+
+    unlimit();
+    const off = Date.now();
+    view.mark('limit off');
+    const back = await view.until(`return to the top layer ${TOP.join('x')} after the limit went`, atTop, BACK_MS);
+    log(`viewer back on the top layer ${secs(back.t - off)} after the limit went`);
+    await view.keepsDecoding(2000, 20);
+    const freezes = view.freezes(on);
+    log(`freezes (over ${FREEZE_MS} ms without a new frame) since the limit went on: ${freezes.join(', ') || 'none'}`);
+    log(`layer history: ${view.history()}`);
+    assert.ok(freezes.length <= MAX_FREEZES, `${freezes.length} freezes while limited and after (at most `
+      + `${MAX_FREEZES}): ${freezes.join(', ')}; layer history: ${view.history()}`);
+  });
+}

@@ -279,6 +279,10 @@ pub enum Event {
     Media(MediaPacket),
     /// A published track started sending (or switched to) a codec.
     ActiveCodec(ChannelId, CodecInfo),
+    /// A published track turned out to carry this many spatial layers in
+    /// one stream (SVC, seen in its payloads), more than its signalling
+    /// said.
+    TrackLayers(ChannelId, u8),
     /// A slot lost a picture of the channel it plays, or waits to start or
     /// switch a layer, and asks its publisher for a keyframe: of that
     /// spatial layer, or of every layer with `None`.

@@ -21,8 +21,8 @@
 //!   `0..=t`, and with SVC the spatial layers below.
 //! - With a bandwidth estimate of the viewer's link ([`LayerSelector::set_estimate`]),
 //!   it targets the highest layer that fits, in (spatial, temporal) order
-//!   (a spatial layer above the lowest only with its top two temporal
-//!   layers: at least half the frame rate):
+//!   (a spatial layer above the lowest only with all its temporal layers:
+//!   fewer frames only where the alternative is a pause):
 //!   the current layer or a lower one must fit the estimate, a higher one
 //!   must fit it with a margin ([`SelectorConfig::up_margin`]), and the
 //!   choice must hold for a while (shorter down than up) before it becomes
@@ -603,9 +603,9 @@ impl LayerSelector {
     }
 
     /// Every layer one could forward now, lowest first: every temporal
-    /// layer of the lowest spatial layer; of a higher one, the top two (a
-    /// higher resolution is worth at most half the frame rate: below that a
-    /// lower layer's full frame rate looks better).
+    /// layer of the lowest spatial layer; of a higher one, only its top (a
+    /// lower resolution at the full frame rate rather than a higher one
+    /// that stutters; fewer frames only where the alternative is a pause).
     fn candidates(&self, now: Instant) -> Vec<Layer> {
         let mut out = Vec::new();
         for s in 0..MAX_SPATIAL as u8 {

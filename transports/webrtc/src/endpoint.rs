@@ -89,6 +89,9 @@ struct InTrack {
     /// last RTCP sender report (each simulcast stream has its own RTP clock
     /// offset).
     layers: Vec<InLayer>,
+    /// Spatial layers seen in its one stream's VP9 payloads (SVC), 0 until
+    /// a payload shows more than one.
+    svc_layers: u8,
 }
 
 /// One stream of a published track: a simulcast layer, or the only one.
@@ -557,7 +560,7 @@ impl Endpoint {
                 kind: t.kind,
                 channel: t.channel,
                 codecs: self.negotiated(t.mid),
-                layers: t.rids.len().max(1) as u8,
+                layers: (t.rids.len() as u8).max(t.svc_layers).max(1),
             })
             .collect()
     }
@@ -1276,6 +1279,7 @@ impl Endpoint {
             active: None,
             rids,
             layers,
+            svc_layers: 0,
         });
     }
 
@@ -1295,6 +1299,19 @@ impl Endpoint {
             track.active = Some(codec);
             self.events
                 .push_back(EndpointEvent::ActiveCodec(track.channel, codec));
+        }
+        if codec.codec == Codec::Vp9 && track.rids.len() <= 1 {
+            // One stream that may be SVC: its keyframes' scalability
+            // structure, or a packet of an upper layer, says so.
+            if let Some(d) = corecast_media::vp9::parse(&packet.payload) {
+                let seen = d.ss_spatial_layers.unwrap_or(1).max(d.sid + 1);
+                let layers = seen.min(corecast_media::MAX_SPATIAL as u8);
+                if layers > track.svc_layers.max(1) {
+                    track.svc_layers = layers;
+                    self.events
+                        .push_back(EndpointEvent::TrackLayers(track.channel, layers));
+                }
+            }
         }
         let Some(layer) = track.layers.get_mut(usize::from(spatial)) else {
             return;

@@ -121,20 +121,7 @@ fn an_svc_viewer_gets_the_layers_its_link_carries_and_every_picture_decodes() {
             limited = rate == 600_000;
             w.links[0].1.rate_bps = rate;
         }
-        if w.now >= t0 + Duration::from_millis(20 * audio_seq) {
-            let now = w.now;
-            let ts = (audio_seq * 960) as u32;
-            assert!(w.client(p).client.send(
-                now,
-                MediaKind::Audio,
-                audio_seq + 1,
-                ts,
-                false,
-                &[0xfc; 100]
-            ));
-            audio_seq += 1;
-            w.drain();
-        }
+        audio_tick(&mut w, p, t0, &mut audio_seq);
         if w.now >= t0 + Duration::from_micros(picture * 1_000_000 / FPS) {
             let key = std::mem::take(&mut wants_key) || picture.is_multiple_of(GOP);
             if key {
@@ -179,24 +166,14 @@ fn an_svc_viewer_gets_the_layers_its_link_carries_and_every_picture_decodes() {
     }
 
     // The viewer's packets in sequence order, each once.
-    let mut by_seq: BTreeMap<u64, (Instant, Got)> = BTreeMap::new();
-    for e in &w.clients[v].events {
-        if let ClientEvent::Media {
-            kind: MediaKind::Video,
-            seq,
-            payload,
-            arrival,
-            marker,
-            ..
-        } = e
-        {
+    let by_seq: BTreeMap<u64, (Instant, Got)> = video_by_seq(&w, v)
+        .into_iter()
+        .map(|(seq, (at, marker, payload))| {
             let (sid, tid, pic, idx, key, b, end) =
                 read_svc_frame(payload).expect("a frame of the publisher");
-            by_seq
-                .entry(*seq)
-                .or_insert((*arrival, (sid, tid, pic, idx, key, b, end, *marker)));
-        }
-    }
+            (seq, (at, (sid, tid, pic, idx, key, b, end, marker)))
+        })
+        .collect();
     assert!(by_seq.len() > 1000, "{} packets", by_seq.len());
 
     // No gap where the SFU left layers out: only loss bursts.

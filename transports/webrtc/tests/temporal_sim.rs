@@ -98,20 +98,7 @@ fn a_viewer_on_a_slow_link_gets_fewer_frames_not_a_pause() {
             limited = !limited;
             w.links[0].1.rate_bps = if limited { 400_000 } else { 2_000_000 };
         }
-        if w.now >= t0 + Duration::from_millis(20 * audio_seq) {
-            let now = w.now;
-            let ts = (audio_seq * 960) as u32;
-            assert!(w.client(p).client.send(
-                now,
-                MediaKind::Audio,
-                audio_seq + 1,
-                ts,
-                false,
-                &[0xfc; 100]
-            ));
-            audio_seq += 1;
-            w.drain();
-        }
+        audio_tick(&mut w, p, t0, &mut audio_seq);
         if w.now >= t0 + Duration::from_micros(frame * 1_000_000 / FPS) {
             let key = std::mem::take(&mut wants_key) || frame.is_multiple_of(GOP);
             if key {
@@ -147,21 +134,9 @@ fn a_viewer_on_a_slow_link_gets_fewer_frames_not_a_pause() {
     }
 
     // The viewer's packets in sequence order, each once, as frames.
-    let mut by_seq: BTreeMap<u64, (Instant, &[u8])> = BTreeMap::new();
-    for e in &w.clients[v].events {
-        if let ClientEvent::Media {
-            kind: MediaKind::Video,
-            seq,
-            payload,
-            arrival,
-            ..
-        } = e
-        {
-            by_seq.entry(*seq).or_insert((*arrival, payload));
-        }
-    }
+    let by_seq = video_by_seq(&w, v);
     let mut frames: Vec<Got> = Vec::new();
-    for (seq, (at, payload)) in &by_seq {
+    for (seq, (at, _, payload)) in &by_seq {
         let (_, number, _, _, picture_id) =
             read_simulcast_frame(payload).expect("a frame of the publisher");
         let d = vp8::parse(payload).unwrap();

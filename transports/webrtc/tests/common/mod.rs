@@ -451,3 +451,43 @@ pub fn warm_up(w: &mut World, publisher: usize, viewers: &[usize], mut seq: u64)
     }
     seq
 }
+
+/// Sends publisher `p`'s next Opus-sized audio packet when it is due (one
+/// every 20 ms from `t0`): the legs always carry media besides video.
+pub fn audio_tick(w: &mut World, p: usize, t0: Instant, audio_seq: &mut u64) {
+    if w.now < t0 + Duration::from_millis(20 * *audio_seq) {
+        return;
+    }
+    let now = w.now;
+    let ts = (*audio_seq * 960) as u32;
+    let seq = *audio_seq + 1;
+    assert!(w
+        .client(p)
+        .client
+        .send(now, MediaKind::Audio, seq, ts, false, &[0xfc; 100]));
+    *audio_seq += 1;
+    w.drain();
+}
+
+/// The video packets client `v` received, each once, by sequence number:
+/// (arrival, marker, payload).
+pub fn video_by_seq(
+    w: &World,
+    v: usize,
+) -> std::collections::BTreeMap<u64, (Instant, bool, &[u8])> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in &w.clients[v].events {
+        if let ClientEvent::Media {
+            kind: MediaKind::Video,
+            seq,
+            payload,
+            arrival,
+            marker,
+            ..
+        } = e
+        {
+            out.entry(*seq).or_insert((*arrival, *marker, &payload[..]));
+        }
+    }
+    out
+}

@@ -3,7 +3,7 @@
 //! `tests/hostile_input.rs` both call these, so CI runs the same checks on
 //! every change that the fuzzer runs for hours.
 
-use corecast_media::{is_keyframe_start, Codec};
+use corecast_media::{is_keyframe_start, vp9, Codec, Layer, LayerPacket};
 
 const VIDEO: [Codec; 4] = [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
 
@@ -17,7 +17,16 @@ pub fn keyframe(data: &[u8]) -> usize {
     for codec in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
         assert!(is_keyframe_start(codec, data));
     }
+    // The layer fields a viewer reads (VP8 TID, VP9 SID/TID/B/E/U) from any
+    // payload: never panics, never a layer the selector cannot hold apart
+    // from a real one (SID and TID are 3-bit fields).
+    if let Some(d) = vp9::parse(data) {
+        assert!(d.header_len <= data.len());
+        assert!(d.sid < 8 && d.tid < 8);
+    }
     for codec in VIDEO {
+        let p = LayerPacket::describe(codec, Layer::default(), data);
+        assert!(p.layer.spatial < 8 && p.layer.temporal < 8);
         let whole = is_keyframe_start(codec, data);
         if whole {
             starts += 1;

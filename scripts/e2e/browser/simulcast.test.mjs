@@ -530,7 +530,9 @@ for (const [kind, svc] of [['simulcast', null], ['VP9 SVC', SVC]]) {
     view.mark(`limit ${rate} on UDP port ${ports.local} (server port ${ports.remote}; ${full} kbit/s of video before)`);
     const lower = await view.until(`go below ${TOP[0]} wide on a ${rate} link`, (s) => s.w > 0 && s.w < TOP[0], TO_LOWER_MS);
     log(`viewer on ${lower.w}x${lower.h} ${secs(lower.t - on)} after the limit; tc: ${JSON.stringify(shaped())}`);
-    const held = await view.keepsDecoding(HOLD_MS, 25);
+    // SVC: a step up within the limited link waits for a keyframe (a
+    // freeze of a second or more); fewer frames are decoded meanwhile.
+    const held = await view.keepsDecoding(HOLD_MS, svc ? 15 : 25);
     const tcSeen = shaped();
     assert.ok(tcSeen.packets > 0, `the tc filter on port ${ports.local} matched nothing: ${JSON.stringify(tcSeen)}`);
     assert.ok(held.w < TOP[0], `the viewer went back to ${held.w}x${held.h} while its link was limited; `

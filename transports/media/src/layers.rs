@@ -98,10 +98,7 @@ impl LayerPacket {
         match codec {
             Codec::Vp8 => {
                 if let Some(d) = crate::vp8::parse(payload) {
-                    let tid = d.tid.unwrap_or(0);
-                    p.layer.temporal = tid;
-                    p.frame_start = d.start && d.partition == 0;
-                    p.switch_up = d.layer_sync;
+                    p = LayerPacket::vp8(stream, &d);
                 }
             }
             Codec::Vp9 => {
@@ -121,6 +118,18 @@ impl LayerPacket {
             }
             _ => {}
         }
+        p
+    }
+}
+
+impl LayerPacket {
+    /// [`LayerPacket::describe`] of a VP8 packet whose descriptor the
+    /// caller parsed already.
+    pub fn vp8(stream: Layer, d: &crate::vp8::Vp8Descriptor) -> LayerPacket {
+        let mut p = LayerPacket::from(stream);
+        p.layer.temporal = d.tid.unwrap_or(0);
+        p.frame_start = d.start && d.partition == 0;
+        p.switch_up = d.layer_sync;
         p
     }
 }

@@ -805,9 +805,19 @@ impl Endpoint {
         let source = packet.channel.layer(spatial);
         let mut switched = false;
         let mut marker = packet.marker;
+        let mut vp8_desc = None;
         if packet.kind == MediaKind::Video {
             let (codec, payload) = (packet.codec.codec, &packet.payload);
-            let described = LayerPacket::describe(codec, packet.layer, payload);
+            // VP8's descriptor is read once: for the layer, a dropped
+            // picture and the picture-id patch.
+            vp8_desc = match codec {
+                Codec::Vp8 => corecast_media::vp8::parse(payload),
+                _ => None,
+            };
+            let described = match &vp8_desc {
+                Some(d) => LayerPacket::vp8(packet.layer, d),
+                None => LayerPacket::describe(codec, packet.layer, payload),
+            };
             let track = &mut self.sent[idx];
             let before = track.layer_state();
             let counted = track.selector.stats();
@@ -825,10 +835,8 @@ impl Endpoint {
                 if let Some(r) = track.rewriter.as_mut() {
                     if r.source() == Some(source) {
                         r.skip(source, packet.seq);
-                        if codec == Codec::Vp8 && current.is_some() {
-                            if let Some(d) = corecast_media::vp8::parse(payload) {
-                                track.vp8.drop_picture(&d);
-                            }
+                        if let Some(d) = vp8_desc.as_ref().filter(|_| current.is_some()) {
+                            track.vp8.drop_picture(d);
                         }
                     }
                 }
@@ -885,7 +893,9 @@ impl Endpoint {
             return false;
         };
         let vp8_patch = match packet.codec.codec {
-            Codec::Vp8 => vp8_patch(&mut track.vp8, new_run, &packet.payload),
+            Codec::Vp8 => vp8_desc
+                .or_else(|| corecast_media::vp8::parse(&packet.payload))
+                .and_then(|d| vp8_patch(&mut track.vp8, new_run, &d, &packet.payload)),
             _ => None,
         };
         let mid = track.mid;
@@ -1536,10 +1546,10 @@ impl Endpoint {
 fn vp8_patch(
     rewriter: &mut corecast_media::vp8::Vp8Rewriter,
     new_run: bool,
+    d: &corecast_media::vp8::Vp8Descriptor,
     payload: &[u8],
 ) -> Option<str0m::rtp::Vp8Patch> {
-    let d = corecast_media::vp8::parse(payload)?;
-    let o = rewriter.offsets(new_run, &d);
+    let o = rewriter.offsets(new_run, d);
     if o.is_zero() {
         return None;
     }

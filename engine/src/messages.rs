@@ -88,9 +88,12 @@ pub enum ClusterCommand {
         on: bool,
     },
     /// Subscribe this node to a channel published on another node, or stop.
+    /// `layers`: the track's simulcast layers (those above 0 travel on
+    /// channels of their own, received while a viewer wants them).
     Subscribe {
         channel: ChannelId,
         on: bool,
+        layers: u8,
     },
     /// Set or delete this node's room entry of a peer.
     SetPeer(PeerRecord),
@@ -163,4 +166,12 @@ pub enum RingMsg {
     /// shard holds (see [`ShardCommand::Route`]); handled like
     /// [`ShardCommand::Ingress`].
     Ingress { conn: ConnId, datagram: Datagram },
+    /// The spatial layers of a channel that the sending shard's viewers
+    /// want now, one bit per layer (toward shard 0, which carries only
+    /// wanted layers of remote channels).
+    LayerDemand {
+        shard: usize,
+        channel: ChannelId,
+        layers: u8,
+    },
 }

@@ -76,6 +76,7 @@ shard_metrics! {
     video_slots_layer1, "gauge", "Video slots forwarding spatial layer 1.";
     video_slots_layer2, "gauge", "Video slots forwarding spatial layer 2.";
     video_slots_layer3, "gauge", "Video slots forwarding spatial layer 3.";
+    cluster_layer_subscriptions, "gauge", "Simulcast layer channels of tracks from other nodes that this node receives (shard 0; only layers its viewers want).";
     video_slots_paused, "gauge", "Video slots paused because no layer fits their viewer's bandwidth estimate.";
     estimated_legs, "gauge", "Viewer legs with a bandwidth estimate (adaptive WHEP viewers: those of simulcast streams, or ?adaptive=1).";
     estimate_bps_sum, "gauge", "Sum of the bandwidth estimates of estimated_legs, bits per second (divide for the mean).";

@@ -160,6 +160,7 @@ impl Node {
                     node: node16,
                     rtmp: rtmp_config.clone(),
                     max_endpoints: settings.max_endpoints_per_shard,
+                    clustered: settings.cluster.is_some(),
                 },
             };
             shards

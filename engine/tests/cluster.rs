@@ -7,42 +7,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{http, pump_rooms, pump_until, tagged_video, test_settings, Peer, RoomPeer};
-use corecast::config::ClusterSettings;
-use corecast::Node;
+use common::{clustered, http, plain_metric, pump_rooms, pump_until, tagged_video, Peer, RoomPeer};
 use corecast_cluster::envelope::{Kind, Sealer};
 use corecast_cluster::NodeRole;
 use corecast_media::MediaKind;
 use corecast_webrtc::EndpointConfig;
-
-const SECRET: &str = "test-secret";
-
-fn clustered(shards: usize, node_id: u32, role: NodeRole, seeds: Vec<SocketAddr>) -> Node {
-    let mut settings = test_settings(shards);
-    settings.cluster = Some(ClusterSettings {
-        node_id,
-        zone: "z".into(),
-        seeds,
-        sdn_bind: "127.0.0.1:0".parse().unwrap(),
-        secret: SECRET.into(),
-        role,
-        public_url: "http://127.0.0.1:0".into(),
-        zones: Vec::new(),
-    });
-    Node::start(&settings).expect("clustered node starts")
-}
-
-/// A metric without labels.
-fn plain_metric(addr: SocketAddr, name: &str) -> u64 {
-    let r = http(addr, "GET", "/metrics", &[], b"");
-    r.body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;

@@ -5,7 +5,8 @@
 //! (without an estimate: a loaded CI machine's late reads look like
 //! congestion and may pause an adaptive leg's only layer), one whose
 //! downlink drops what exceeds 250 kbit/s a lower layer, each run of a
-//! layer starting at its keyframe.
+//! layer starting at its keyframe. Across two clustered nodes, the relaying
+//! node receives only the layers its viewers want.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{http, metric, start_node, RoomPeer};
+use corecast_cluster::NodeRole;
 use corecast_media::{Codec, MediaKind, Output, TokenBucket};
 use corecast_webrtc::{
     read_simulcast_frame, simulcast_frame, svc_frame, Client, ClientEvent, EndpointConfig,
@@ -33,6 +35,8 @@ struct Leg {
     /// dropped before the client sees them: a capped link.
     cap: Option<TokenBucket>,
     dropped: usize,
+    /// The resource URL the server answered with.
+    location: String,
 }
 
 impl Leg {
@@ -52,6 +56,7 @@ impl Leg {
             offer.as_bytes(),
         );
         assert_eq!(r.status, 201, "POST {path}: {}", r.body);
+        let location = r.header("location").unwrap_or_default().to_string();
         let mut leg = Leg {
             socket,
             local,
@@ -60,6 +65,7 @@ impl Leg {
             next_timeout: Instant::now(),
             cap: None,
             dropped: 0,
+            location,
         };
         leg.client.accept_answer(&r.body).expect("answer applies");
         leg.drain(Instant::now());
@@ -133,6 +139,72 @@ fn publisher_conn(h: SocketAddr) -> String {
         .to_string()
 }
 
+/// A simulcast publisher's schedule: 20 ms of audio, and a frame of each
+/// layer every 1/[`FPS`] s, keyframes every 3 s and when asked.
+struct Schedule {
+    start: Instant,
+    frame: u64,
+    seq: [u64; 3],
+    wants_key: [bool; 3],
+    audio: u64,
+}
+
+impl Schedule {
+    fn new(start: Instant) -> Schedule {
+        Schedule {
+            start,
+            frame: 0,
+            seq: [1; 3],
+            wants_key: [true; 3],
+            audio: 0,
+        }
+    }
+
+    /// Sends what is due by now.
+    fn send_due(&mut self, publisher: &mut Leg) {
+        let t = self.start.elapsed();
+        if t >= Duration::from_millis(20 * self.audio) {
+            let now = Instant::now();
+            let ts = (self.audio * 960) as u32;
+            publisher.client.send(
+                now,
+                MediaKind::Audio,
+                self.audio + 1,
+                ts,
+                false,
+                &[0xfc; 100],
+            );
+            publisher.drain(now);
+            self.audio += 1;
+        }
+        if t < Duration::from_micros(self.frame * 1_000_000 / FPS) {
+            return;
+        }
+        for layer in 0..3u8 {
+            let l = usize::from(layer);
+            let key = self.wants_key[l] || self.frame.is_multiple_of(90);
+            self.wants_key[l] = false;
+            let ts = (self.frame * 90_000 / FPS) as u32;
+            let packets = simulcast_frame(layer, self.frame, key, RATES[l] / 8 / FPS as usize);
+            let n = packets.len();
+            for (i, body) in packets.iter().enumerate() {
+                let now = Instant::now();
+                publisher
+                    .client
+                    .send_layer(now, l, self.seq[l], ts, i + 1 == n, body);
+                self.seq[l] += 1;
+                publisher.drain(now);
+            }
+        }
+        self.frame += 1;
+        for e in publisher.events.drain(..) {
+            if let ClientEvent::LayerKeyframeRequest(l) = e {
+                self.wants_key[l] = true;
+            }
+        }
+    }
+}
+
 fn socket() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_nonblocking(true).unwrap();
@@ -175,45 +247,9 @@ fn viewers_get_the_layer_their_link_and_preference_allow() {
     );
 
     let start = Instant::now();
-    let mut frame = 0u64;
-    let mut seq = [1u64, 1, 1];
-    let mut wants_key = [true; 3];
-    let mut audio = 0u64;
+    let mut schedule = Schedule::new(start);
     while start.elapsed() < Duration::from_secs(20) {
-        let t = start.elapsed();
-        if t >= Duration::from_millis(20 * audio) {
-            let now = Instant::now();
-            let ts = (audio * 960) as u32;
-            publisher
-                .client
-                .send(now, MediaKind::Audio, audio + 1, ts, false, &[0xfc; 100]);
-            publisher.drain(now);
-            audio += 1;
-        }
-        if t >= Duration::from_micros(frame * 1_000_000 / FPS) {
-            for layer in 0..3u8 {
-                let l = usize::from(layer);
-                let key = wants_key[l] || frame.is_multiple_of(90);
-                wants_key[l] = false;
-                let ts = (frame * 90_000 / FPS) as u32;
-                let packets = simulcast_frame(layer, frame, key, RATES[l] / 8 / FPS as usize);
-                let n = packets.len();
-                for (i, body) in packets.iter().enumerate() {
-                    let now = Instant::now();
-                    publisher
-                        .client
-                        .send_layer(now, l, seq[l], ts, i + 1 == n, body);
-                    seq[l] += 1;
-                    publisher.drain(now);
-                }
-            }
-            frame += 1;
-            for e in publisher.events.drain(..) {
-                if let ClientEvent::LayerKeyframeRequest(l) = e {
-                    wants_key[l] = true;
-                }
-            }
-        }
+        schedule.send_due(&mut publisher);
         publisher.pump();
         for v in &mut viewers {
             v.pump();
@@ -391,4 +427,136 @@ fn an_svc_publisher_is_known_by_its_payloads_and_its_viewers_adapt() {
         r.body
     );
     drop(client);
+}
+
+/// Frames received by `v` since `since` that are of layer `layer`, and in
+/// all.
+fn frames_since(v: &Leg, since: Instant, layer: u8) -> (usize, usize) {
+    let frames: Vec<_> = v.frames().into_iter().filter(|f| f.0 >= since).collect();
+    (frames.iter().filter(|f| f.1 == layer).count(), frames.len())
+}
+
+#[test]
+fn a_relaying_node_receives_only_the_layers_its_viewers_want() {
+    let a = common::clustered(1, 1, NodeRole::All, vec![]);
+    let b = common::clustered(2, 2, NodeRole::Media, vec![a.cluster_addr.unwrap()]);
+    assert!(common::wait_for(Duration::from_secs(10), || {
+        common::plain_metric(b.http_addr, "corecast_cluster_nodes_alive") >= 1
+    }));
+    let config = EndpointConfig::new(vec![]);
+    let s = socket();
+    let (client, offer) = Client::simulcast_publisher(
+        &config,
+        Instant::now(),
+        s.local_addr().unwrap(),
+        &["q", "h", "f"],
+    )
+    .unwrap();
+    let mut publisher = Leg::join(a.http_addr, "/whip/relay", client, offer, s);
+    assert!(common::wait_for(Duration::from_secs(5), || {
+        http(b.http_addr, "GET", "/api/streams", &[], b"")
+            .body
+            .contains("\"remote_node\":1")
+    }));
+    let viewer = |path: &str| {
+        let s = socket();
+        let (client, offer) =
+            Client::viewer(&config, Instant::now(), s.local_addr().unwrap()).unwrap();
+        Leg::join(b.http_addr, path, client, offer, s)
+    };
+    let mut viewers = vec![viewer("/whep/relay?max_layer=0&adaptive=0")];
+    let start = Instant::now();
+    let mut schedule = Schedule::new(start);
+    let carried = || common::metric(b.http_addr, "corecast_cluster_layer_subscriptions");
+    let media_in = || common::plain_metric(b.http_addr, "corecast_cluster_media_in_total");
+    let mut run = |viewers: &mut Vec<Leg>, publisher: &mut Leg, secs: u64| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            schedule.send_due(publisher);
+            publisher.pump();
+            for v in viewers.iter_mut() {
+                v.pump();
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    };
+
+    // 1. B's only viewer takes layer 0: B receives layer 0 and audio, not
+    // the 2 and 5 packets a frame of layers 1 and 2.
+    run(&mut viewers, &mut publisher, 4);
+    let (in0, t0) = (media_in(), Instant::now());
+    run(&mut viewers, &mut publisher, 3);
+    let low_rate = (media_in() - in0) as f64 / t0.elapsed().as_secs_f64();
+    let (layer0, all) = frames_since(&viewers[0], t0, 0);
+    println!("one viewer on layer 0: B receives {low_rate:.0} packets/s, its viewer {all} frames");
+    assert!(
+        all >= 60 && layer0 == all,
+        "the capped viewer gets layer 0: {layer0} of {all}"
+    );
+    assert_eq!(carried(), 0, "no layer channel while nobody wants one");
+    // Layer 0 (30/s) and audio (50/s); everything would be 290/s.
+    assert!(low_rate < 130.0, "B receives layer 0 only: {low_rate:.0}/s");
+
+    // 2. A viewer that takes any layer: B subscribes to layers 1 and 2, and
+    // the viewer climbs to the top.
+    viewers.push(viewer("/whep/relay"));
+    let climbed = Instant::now();
+    // Each step up waits for the layer's keyframe, asked for through the
+    // cluster; on a loaded machine the estimate climbs slowly too.
+    while climbed.elapsed() < Duration::from_secs(25)
+        && viewers[1].frames().last().is_none_or(|f| f.1 != 2)
+    {
+        run(&mut viewers, &mut publisher, 1);
+    }
+    let t1 = Instant::now();
+    let in1 = media_in();
+    run(&mut viewers, &mut publisher, 3);
+    let all_rate = (media_in() - in1) as f64 / t1.elapsed().as_secs_f64();
+    let (top, all) = frames_since(&viewers[1], t1, 2);
+    let first_top = viewers[1]
+        .frames()
+        .iter()
+        .find(|f| f.1 == 2)
+        .map(|f| f.0 - climbed);
+    let mut history: Vec<(u128, u8)> = Vec::new();
+    for (at, l, _) in viewers[1].frames() {
+        if history.last().is_none_or(|h| h.1 != l) {
+            history.push(((at - climbed).as_millis(), l));
+        }
+    }
+    println!("the second viewer's layers: {history:?}");
+    println!(
+        "a second viewer: B receives {all_rate:.0} packets/s, carries {} layer channels; \
+         the viewer on layer 2 after {first_top:?}, {top} of {all} frames since",
+        carried()
+    );
+    assert_eq!(carried(), 2, "layers 1 and 2 wanted");
+    assert!(all_rate > 200.0, "B receives every layer: {all_rate:.0}/s");
+    assert!(
+        top * 2 >= all && all >= 60,
+        "the second viewer on the top layer: {top} of {all}"
+    );
+    let (layer0, all) = frames_since(&viewers[0], t1, 0);
+    assert!(
+        all >= 60 && layer0 == all,
+        "the capped viewer stays on layer 0"
+    );
+
+    // 3. It leaves: B lets the layers go after the hold (8 s).
+    let gone = viewers.pop().unwrap();
+    let r = http(b.http_addr, "DELETE", &gone.location, &[], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let left = Instant::now();
+    while carried() != 0 && left.elapsed() < Duration::from_secs(12) {
+        run(&mut viewers, &mut publisher, 1);
+    }
+    println!("layers let go {:?} after the viewer left", left.elapsed());
+    assert_eq!(carried(), 0, "no layer channel once nobody wants one");
+    let (layer0, all) = frames_since(&viewers[0], left, 0);
+    assert!(
+        all >= 60 && layer0 == all,
+        "the capped viewer never stopped"
+    );
+    b.shutdown();
+    a.shutdown();
 }

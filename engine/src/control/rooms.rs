@@ -473,6 +473,17 @@ impl Directory {
 
     /// How many simulcast layers the video of `room`'s WHIP publisher sends
     /// (1 without simulcast or without a publisher).
+    /// The simulcast layers of the track published on `channel` (1 when
+    /// no peer known here publishes it).
+    fn channel_layers(&self, channel: ChannelId) -> u8 {
+        self.rooms
+            .values()
+            .flat_map(|r| r.peers.values())
+            .flat_map(|p| &p.tracks)
+            .find(|t| t.channel == channel)
+            .map_or(1, |t| t.layers)
+    }
+
     pub fn stream_layers(&self, room: &str) -> u8 {
         self.whip_publisher(room)
             .and_then(|(_, p)| {
@@ -709,7 +720,15 @@ impl Directory {
             } else {
                 self.cluster_subscribed.remove(&channel);
             }
-            self.cluster(ClusterCommand::Subscribe { channel, on: want });
+            let layers = match want {
+                true => self.channel_layers(channel),
+                false => 1,
+            };
+            self.cluster(ClusterCommand::Subscribe {
+                channel,
+                on: want,
+                layers,
+            });
         }
     }
 

@@ -4,7 +4,9 @@
 //! handler takes `now`); `run.rs` is the glommio loop that feeds it.
 
 mod cluster;
+mod demand;
 mod levels;
+mod relay_layers;
 mod run;
 mod state;
 

@@ -14,6 +14,7 @@ use corecast_rtmp::{RtmpConfig, RtmpEndpoint};
 use corecast_webrtc::stun_local_ufrag;
 
 use super::cluster::ClusterPort;
+use super::demand::LayerDemand;
 use super::levels::LevelMeter;
 use crate::mesh::ShardLinks;
 use crate::messages::{ConnId, ControlEvent, Datagram, RingMsg, ShardCommand};
@@ -48,7 +49,8 @@ struct StreamConn {
     admitted: bool,
 }
 
-/// What a shard needs to accept stream connections itself (RTMP).
+/// What a shard is told at start: how to accept stream connections itself
+/// (RTMP), and whether its node is in a cluster.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
     /// The node id's low 16 bits, for connection ids.
@@ -56,6 +58,9 @@ pub struct StreamSettings {
     pub rtmp: RtmpConfig,
     /// Endpoints this shard holds before it refuses new connections.
     pub max_endpoints: usize,
+    /// The node is in a cluster: the shard tells shard 0 which layers its
+    /// viewers want ([`super::demand`]).
+    pub clustered: bool,
 }
 
 /// An endpoint and what the shard knows about it.
@@ -112,6 +117,8 @@ pub struct Shard {
     stream_settings: StreamSettings,
     /// Audio levels of the tracks published here (active speakers).
     levels: LevelMeter,
+    /// What this shard last told shard 0 of its viewers' layers.
+    pub(super) demand: LayerDemand,
 }
 
 impl Shard {
@@ -150,7 +157,9 @@ impl Shard {
                 node: 0,
                 rtmp: RtmpConfig::default(),
                 max_endpoints: usize::MAX,
+                clustered: false,
             },
+            demand: LayerDemand::default(),
         }
     }
 
@@ -408,6 +417,7 @@ impl Shard {
             }
             self.drive(now, conn);
         }
+        self.report_demand(now);
     }
 
     // ---- commands and rings ----
@@ -567,6 +577,11 @@ impl Shard {
                     RingMsg::Media(packet) => self.deliver_local(now, &packet),
                     RingMsg::Keyframe(channel, layer) => self.keyframe_local(now, channel, layer),
                     RingMsg::Export(packet) => self.export(now, &packet),
+                    RingMsg::LayerDemand {
+                        shard,
+                        channel,
+                        layers,
+                    } => self.on_layer_demand(now, shard, channel, layers),
                     RingMsg::Ingress { conn, datagram } => {
                         self.cross_shard_ingress(now, conn, &datagram)
                     }
@@ -612,6 +627,7 @@ impl Shard {
             // (the publisher's endpoint ignores this for audio).
             self.request_keyframe(now, ch, None);
         }
+        self.demand.look_soon();
     }
 
     /// Publishes one packet: to local viewers, and once per other shard that
@@ -643,8 +659,27 @@ impl Shard {
         self.deliver_local(now, &packet);
     }
 
+    /// What this shard's viewers want of each channel they play, one bit
+    /// per spatial layer ([`Endpoint::wanted_layers`]).
+    pub(super) fn wanted_layers(&self) -> Vec<(ChannelId, u8)> {
+        self.subscribers
+            .iter()
+            .map(|(channel, viewers)| {
+                let layers = viewers
+                    .iter()
+                    .filter_map(|c| self.endpoints.get(c))
+                    .fold(0, |m, s| m | s.endpoint.wanted_layers(*channel));
+                (*channel, layers)
+            })
+            .collect()
+    }
+
+    pub(super) fn is_clustered(&self) -> bool {
+        self.stream_settings.clustered
+    }
+
     /// Pushes onto the ring toward shard `j`; a full ring drops and counts.
-    fn push_ring(&mut self, j: usize, msg: RingMsg) -> bool {
+    pub(super) fn push_ring(&mut self, j: usize, msg: RingMsg) -> bool {
         let Some(Some(ring)) = self.links.to.get_mut(j) else {
             return false;
         };
@@ -967,14 +1002,6 @@ impl Shard {
         let Some(mut slot) = self.endpoints.remove(&conn) else {
             return;
         };
-        // Its share of the gauges goes with it (the counters stay).
-        let gone = LayerStats {
-            switches_up: slot.reported.layers.switches_up,
-            switches_down: slot.reported.layers.switches_down,
-            pauses: slot.reported.layers.pauses,
-            ..LayerStats::default()
-        };
-        report_layers(&self.metrics, &slot.reported.layers, &gone);
         let now = slot.next_timeout;
         let mut stream = self.streams.remove(&conn);
         while let Output::Transmit(t) = slot.endpoint.poll_output(now) {
@@ -984,6 +1011,17 @@ impl Shard {
                 None => self.out.push(t),
             }
         }
+        // Its last counts are in the metrics before the user sees the
+        // connection close. Its share of the gauges goes with it (the
+        // counters stay): after that last report, which may still move them.
+        report_stats(&self.metrics, &mut slot);
+        let gone = LayerStats {
+            switches_up: slot.reported.layers.switches_up,
+            switches_down: slot.reported.layers.switches_down,
+            pauses: slot.reported.layers.pauses,
+            ..LayerStats::default()
+        };
+        report_layers(&self.metrics, &slot.reported.layers, &gone);
         if let Some(s) = stream {
             let mut sock = &s.socket;
             let _ = sock.write_all(&s.pending);
@@ -994,7 +1032,6 @@ impl Shard {
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
-        report_stats(&self.metrics, &mut slot);
         for addr in &slot.addrs {
             self.by_addr.remove(addr);
         }
@@ -1149,7 +1186,7 @@ fn report_layers(m: &ShardMetrics, was: &LayerStats, now: &LayerStats) {
 mod tests {
     use super::*;
     use crate::mesh;
-    use corecast_media::{Codec, CodecInfo};
+    use corecast_media::{CloseReason, Codec, CodecInfo, InputError};
     use corecast_webrtc::{Client, EndpointConfig};
     use std::sync::atomic::Ordering;
 
@@ -1503,5 +1540,84 @@ mod tests {
             );
         }
         assert_eq!(m.claims_limited_total.load(Ordering::Relaxed), before);
+    }
+
+    /// An endpoint that forwards layer 1 until it has said it closed, and
+    /// reports nothing forwarded after (a slot that moves while closing).
+    #[derive(Debug, Default)]
+    struct ClosingViewer {
+        closing: bool,
+        said_closed: bool,
+    }
+
+    impl Endpoint for ClosingViewer {
+        fn transport(&self) -> TransportKind {
+            TransportKind::Whep
+        }
+        fn route_key(&self) -> Option<RouteKey> {
+            None
+        }
+        fn published(&self) -> Vec<corecast_media::PublishedTrack> {
+            Vec::new()
+        }
+        fn slots(&self) -> Vec<corecast_media::Slot> {
+            Vec::new()
+        }
+        fn handle_input(&mut self, _: Instant, input: Input<'_>) -> Result<bool, InputError> {
+            if let Input::Command(Command::Close) = input {
+                self.closing = true;
+            }
+            Ok(true)
+        }
+        fn poll_output(&mut self, now: Instant) -> Output {
+            if self.closing && !self.said_closed {
+                self.said_closed = true;
+                return Output::Event(Event::Closed(CloseReason::Closed));
+            }
+            Output::Timeout(now + Duration::from_secs(1))
+        }
+        fn signal(&mut self, _: Instant, _: &str) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+        fn stats(&self) -> EndpointStats {
+            let mut stats = EndpointStats::default();
+            if !self.said_closed {
+                stats.layers.on_layer[1] = 1;
+            }
+            stats
+        }
+        fn is_closed(&self) -> bool {
+            self.said_closed
+        }
+    }
+
+    #[test]
+    fn a_removed_viewer_takes_its_share_of_the_layer_gauges() {
+        let mut r = rig(1, 64, 0);
+        let conn = ConnId::new(0, 7);
+        r.shard.on_command(
+            r.t0,
+            ShardCommand::Adopt {
+                conn,
+                endpoint: Box::<ClosingViewer>::default(),
+                first: Datagram {
+                    at: r.t0,
+                    source: "127.0.0.1:5999".parse().unwrap(),
+                    destination: "127.0.0.1:9000".parse().unwrap(),
+                    contents: Vec::new(),
+                },
+                subscriptions: Vec::new(),
+            },
+        );
+        let gauge = &r.shard.metrics.video_slots_layer1;
+        assert_eq!(gauge.load(Ordering::Relaxed), 1);
+        // Its last report (after it said it closed) moves the gauge too:
+        // the share it takes away is the one left after that report.
+        r.shard.on_command(r.t0, ShardCommand::Close { conn });
+        assert!(!r.shard.endpoints.contains_key(&conn));
+        assert_eq!(
+            r.shard.metrics.video_slots_layer1.load(Ordering::Relaxed),
+            0
+        );
     }
 }

@@ -56,6 +56,40 @@ pub fn start_node(shards: usize) -> Node {
     Node::start(&test_settings(shards)).expect("node starts")
 }
 
+/// The cluster secret of test nodes.
+pub const CLUSTER_SECRET: &str = "test-secret";
+
+/// A clustered node (zone `z`, cluster port ephemeral) that joins through
+/// `seeds`.
+pub fn clustered(
+    shards: usize,
+    node_id: u32,
+    role: corecast_cluster::NodeRole,
+    seeds: Vec<SocketAddr>,
+) -> Node {
+    let mut settings = test_settings(shards);
+    settings.cluster = Some(corecast::config::ClusterSettings {
+        node_id,
+        zone: "z".into(),
+        seeds,
+        sdn_bind: "127.0.0.1:0".parse().unwrap(),
+        secret: CLUSTER_SECRET.into(),
+        role,
+        public_url: "http://127.0.0.1:0".into(),
+        zones: Vec::new(),
+    });
+    Node::start(&settings).expect("clustered node starts")
+}
+
+/// A metric without labels (the node-wide ones, such as the cluster's).
+pub fn plain_metric(addr: SocketAddr, name: &str) -> u64 {
+    let r = http(addr, "GET", "/metrics", &[], b"");
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// One HTTP response.
 #[derive(Debug)]
 pub struct HttpResponse {

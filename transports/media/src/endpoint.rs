@@ -434,6 +434,15 @@ pub trait Endpoint: Send + fmt::Debug {
     fn stats(&self) -> EndpointStats;
 
     fn is_closed(&self) -> bool;
+
+    /// The spatial layers of `channel` its slots may play soon, one bit per
+    /// layer (see [`crate::LayerSelector::wanted_spatial`]). A node that
+    /// relays the channel from another node carries only the layers some
+    /// local slot wants. Every layer unless the transport chooses.
+    fn wanted_layers(&self, channel: ChannelId) -> u8 {
+        let _ = channel;
+        u8::MAX
+    }
 }
 
 #[cfg(test)]

@@ -381,6 +381,25 @@ impl LayerSelector {
         }
     }
 
+    /// The spatial layers this viewer may take soon, one bit each (bit `s`
+    /// for layer `s`): those up to the one it forwards or switches to, and
+    /// one more to climb to (whose rate it must see to know that it fits);
+    /// every allowed layer while it has no estimate to choose by. Never
+    /// above its preference. A node that relays a track from another node
+    /// carries only the layers some viewer wants.
+    pub fn wanted_spatial(&self) -> u8 {
+        let below = |s: u8| ((1u16 << (u16::from(s) + 1)) - 1) as u8;
+        let cap = self.max_spatial;
+        if self.svc || self.estimate.is_none() {
+            return below(cap);
+        }
+        match self.target.or(self.current) {
+            Some(l) => below(cap.min(l.spatial.saturating_add(1))),
+            None if self.is_paused() => 1,
+            None => below(cap),
+        }
+    }
+
     /// What to send the viewer to find the next layer up, and what it would
     /// like eventually (bits per second): the cost of the next layer above
     /// the current one, and of the highest allowed one, each with the up
@@ -1022,6 +1041,38 @@ mod tests {
         assert!((1_700_000..2_000_000).contains(&next), "{next}");
         assert_eq!(next, top);
         assert_eq!(sel.wants_keyframe(), None);
+    }
+
+    #[test]
+    fn wanted_layers_follow_the_choice_with_one_to_climb_to() {
+        let mut src = Source {
+            t0: Instant::now(),
+            frame: 0,
+            gop: 15,
+        };
+        let mut sel = LayerSelector::new(SelectorConfig::default());
+        // No estimate to choose by: every layer there may be.
+        assert_eq!(sel.wanted_spatial(), 0b1111);
+        run(&mut sel, &mut src, 120, |_| None);
+        assert_eq!(sel.wanted_spatial(), 0b1111);
+        // On the middle layer, the top one stays wanted (one to climb to).
+        run(&mut sel, &mut src, 120, |_| Some(700_000));
+        assert_eq!(spatial(&sel), Some(1));
+        assert_eq!(sel.wanted_spatial(), 0b111);
+        // On the lowest layer: layers 0 and 1.
+        run(&mut sel, &mut src, 120, |_| Some(250_000));
+        assert_eq!(spatial(&sel), Some(0));
+        assert_eq!(sel.wanted_spatial(), 0b011);
+        // Paused: only the lowest, to retry with.
+        run(&mut sel, &mut src, 120, |_| Some(20_000));
+        assert!(sel.is_paused());
+        assert_eq!(sel.wanted_spatial(), 0b001);
+        // The preference caps it, whatever the estimate.
+        sel.set_max_spatial(src.now(), Some(0));
+        run(&mut sel, &mut src, 120, |_| Some(5_000_000));
+        assert_eq!(sel.wanted_spatial(), 0b001);
+        sel.set_max_spatial(src.now(), Some(1));
+        assert_eq!(sel.wanted_spatial(), 0b011);
     }
 
     #[test]

@@ -147,8 +147,6 @@ impl SentTrack {
         }
     }
 
-    /// What the stats gauges count of this slot: the layer it forwards and
-    /// whether it is paused.
     /// The simulcast stream being forwarded (an SVC track has one).
     fn stream(&self) -> Option<u8> {
         let current = self.selector.current()?;
@@ -159,6 +157,8 @@ impl SentTrack {
         })
     }
 
+    /// What the stats gauges count of this slot: the layer it forwards and
+    /// whether it is paused.
     fn layer_state(&self) -> (Option<u8>, bool) {
         (
             self.selector.current().map(|l| l.spatial),
@@ -1741,6 +1741,17 @@ impl corecast_media::Endpoint for Endpoint {
 
     fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    fn wanted_layers(&self, channel: ChannelId) -> u8 {
+        self.sent
+            .iter()
+            .filter(|t| t.source == Some(channel))
+            .map(|t| match t.kind {
+                MediaKind::Audio => 1,
+                MediaKind::Video => t.selector.wanted_spatial(),
+            })
+            .fold(0, |a, b| a | b)
     }
 }
 

@@ -158,3 +158,74 @@ pub fn vp8_rewrite(data: &[u8]) -> usize {
     }
     parsed
 }
+
+/// Target `dependency_descriptor`: any bytes as a Dependency Descriptor
+/// header extension, read with no structure known, with the `L1T3` one and
+/// with the `L3T3_KEY` one. Never panics; what parses has fields that fit
+/// its structure and the limits, and the writer gives it back as bytes no
+/// longer than the input that parse to the same descriptor. A `DdReader`
+/// keeps the structure and active mask a packet brought, and reads the
+/// packet's first three bytes (the mandatory fields) to the same frame.
+/// Returns how many of the three reads parsed.
+pub fn dependency_descriptor(data: &[u8]) -> usize {
+    use corecast_media::dd::{self, DdReader, DdStructure};
+    use std::sync::OnceLock;
+    static KNOWN: OnceLock<[DdStructure; 2]> = OnceLock::new();
+    let [l1t3, l3t3] = KNOWN.get_or_init(|| [DdStructure::l1t3(), DdStructure::l3t3_key()]);
+    let mut parsed = 0;
+    for known in [None, Some(l1t3), Some(l3t3)] {
+        let Ok(d) = dd::parse(data, known) else {
+            continue;
+        };
+        parsed += 1;
+        let s = d
+            .structure
+            .as_ref()
+            .or(known)
+            .expect("read with a structure");
+        assert!(s.templates.len() <= dd::MAX_TEMPLATES);
+        assert!(s.decode_targets <= dd::MAX_DECODE_TARGETS);
+        let index = s.template_index(d.template_id).expect("a known template");
+        let t = &s.templates[index];
+        assert_eq!((d.spatial_id, d.temporal_id), (t.spatial_id, t.temporal_id));
+        assert_eq!(d.dtis.len(), s.decode_targets);
+        assert_eq!(d.chain_fdiffs.len(), s.chains);
+        assert!(d.fdiffs.len() <= dd::MAX_FDIFFS);
+        if let Some(mask) = d.active_decode_targets {
+            assert_eq!(mask & !s.all_decode_targets(), 0);
+        }
+        let mut out = Vec::new();
+        dd::write(&d, known, &mut out).expect("a parsed descriptor writes");
+        assert!(out.len() <= data.len(), "{out:02x?} longer than the input");
+        assert_eq!(dd::parse(&out, known).as_ref(), Ok(&d), "{out:02x?}");
+    }
+    // With nothing known, a read succeeds only with a structure.
+    let mut reader = DdReader::new();
+    if let Ok(d) = reader.read(data) {
+        assert!(d.structure.is_some());
+        assert_eq!(reader.structure(), d.structure.as_ref());
+        assert_eq!(
+            Some(reader.active_decode_targets()),
+            d.active_decode_targets
+        );
+        let again = reader
+            .read(&data[..3])
+            .expect("the mandatory fields read with the packet's structure");
+        assert_eq!(
+            (
+                again.frame_number,
+                again.template_id,
+                again.spatial_id,
+                again.temporal_id
+            ),
+            (d.frame_number, d.template_id, d.spatial_id, d.temporal_id)
+        );
+        assert_eq!(again.structure, None);
+        assert_eq!(reader.structure(), d.structure.as_ref());
+        assert_eq!(
+            Some(reader.active_decode_targets()),
+            d.active_decode_targets
+        );
+    }
+    parsed
+}

@@ -23,6 +23,7 @@
 pub mod av1;
 mod channel;
 mod codec;
+pub mod dd;
 pub mod endpoint;
 pub mod h264;
 mod keyframe;

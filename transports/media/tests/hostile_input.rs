@@ -106,3 +106,63 @@ fn vp8_rewrite_twin() {
     assert_eq!(n, 300_000);
     assert!(parsed > 100_000, "{parsed} parsed");
 }
+
+/// Dependency descriptors written by `dd::write`: keyframe packets that
+/// carry the `L1T3` and `L3T3_KEY` structures (one with shifted template
+/// ids, resolutions and an active mask), three-byte packets of every
+/// template (the harness reads them against both structures), and packets
+/// with custom DTIs, fdiffs and chains.
+fn dd_seeds() -> Vec<Vec<u8>> {
+    use corecast_media::dd::{write, DdStructure, DependencyDescriptor, Dti, Resolution};
+    let l1t3 = DdStructure::l1t3();
+    let l3t3 = DdStructure::l3t3_key();
+    let mut seeds = Vec::new();
+    let mut put = |d: &DependencyDescriptor, known: Option<&DdStructure>| {
+        let mut out = Vec::new();
+        write(d, known, &mut out).expect("a valid descriptor");
+        seeds.push(out);
+    };
+    let mut shifted = l3t3.clone();
+    shifted.template_id_offset = 50;
+    shifted.resolutions = Some(
+        [(320, 180), (640, 360), (1280, 720)]
+            .map(|(width, height)| Resolution { width, height })
+            .to_vec(),
+    );
+    for (s, mask) in [(&l1t3, 0b111), (&l3t3, 0x1ff), (&shifted, 0b011_011_011)] {
+        let mut key = DependencyDescriptor::from_template(s, 0, 1000).unwrap();
+        key.structure = Some(s.clone());
+        key.active_decode_targets = Some(mask);
+        put(&key, None);
+    }
+    for (s, pictures) in [(&l1t3, 8), (&l3t3, 4)] {
+        for (i, _) in s.templates.iter().enumerate() {
+            let mut d = DependencyDescriptor::from_template(s, i, 7 * i as u16).unwrap();
+            d.end_of_frame = i % 2 == 1;
+            put(&d, Some(s));
+        }
+        // A custom packet of each kind.
+        let i = pictures % s.templates.len();
+        let mut d = DependencyDescriptor::from_template(s, i, 65535).unwrap();
+        d.dtis.fill(Dti::Required);
+        d.fdiffs = vec![1, 20, 300, 4000];
+        d.chain_fdiffs.fill(200);
+        d.active_decode_targets = Some(1);
+        put(&d, Some(s));
+    }
+    seeds
+}
+
+/// Twin of the fuzz target `dependency_descriptor`.
+#[test]
+fn dependency_descriptor_twin() {
+    let seeds = dd_seeds();
+    let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    let mut parsed = 0;
+    let n = run(0x6464_6573, &seeds, Alphabet::Binary, 96, 300_000, |d| {
+        parsed += harness::dependency_descriptor(d);
+    });
+    eprintln!("dependency_descriptor: {n} inputs, {parsed} reads parsed");
+    assert_eq!(n, 300_000);
+    assert!(parsed > 150_000, "{parsed} parsed");
+}

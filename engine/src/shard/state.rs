@@ -1304,6 +1304,7 @@ mod tests {
             orientation: None,
             layer: Default::default(),
             audio_level: None,
+            dependency: None,
             payload: Arc::from(&[0x10u8, 0][..]),
         }
     }

@@ -27,6 +27,13 @@
 //! sizes are capped ([`MAX_TEMPLATES`], [`MAX_DECODE_TARGETS`],
 //! [`MAX_FDIFFS`]), so a hostile descriptor allocates a few kilobytes at
 //! most. The zero padding at the end is ignored, as the spec asks.
+//!
+//! [`DdReader::describe`] turns a packet's descriptor into the
+//! [`LayerPacket`] the layer selector reads: a publisher's endpoint does it
+//! on arrival, and the packet carries the result with the descriptor's
+//! bytes ([`crate::Dependency`]), which viewers get unchanged.
+
+use crate::{Layer, LayerPacket};
 
 /// The URI of the extension in `a=extmap`.
 pub const URI: &str =
@@ -886,6 +893,43 @@ impl DdReader {
         }
         Ok(d)
     }
+
+    /// Reads one packet's descriptor ([`DdReader::read`]) and says what
+    /// the layer selector needs of it. `stream` is the packet's simulcast
+    /// stream (0 for a track of one stream). A structure of several
+    /// spatial layers makes them SVC layers of the stream. A frame is a
+    /// switching-up point up to the highest temporal layer of its spatial
+    /// layer whose decode target it marks "switch": from there on, that
+    /// layer decodes.
+    /// `None` when the descriptor does not parse.
+    pub fn describe(&mut self, data: &[u8], stream: u8) -> Option<LayerPacket> {
+        let d = self.read(data).ok()?;
+        let structure = self.structure.as_ref()?;
+        let svc = structure.spatial_layers() > 1;
+        // The decode targets of the frame's spatial layer, from its own
+        // temporal layer up, for which it is a switch point: the highest
+        // can start here.
+        let switch_up_to = structure
+            .decode_target_layers()
+            .iter()
+            .zip(&d.dtis)
+            .filter(|((s, t), dti)| {
+                *s == d.spatial_id && *t >= d.temporal_id && **dti == Dti::Switch
+            })
+            .map(|((_, t), _)| *t)
+            .max();
+        Some(LayerPacket {
+            layer: Layer {
+                spatial: if svc { d.spatial_id } else { stream },
+                temporal: d.temporal_id,
+            },
+            svc,
+            frame_start: d.start_of_frame,
+            frame_end: d.end_of_frame,
+            switch_up: switch_up_to.is_some(),
+            switch_up_to: switch_up_to.unwrap_or(0),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1473,5 +1517,64 @@ mod tests {
         assert!(!Dti::NotPresent.present() && Dti::Discardable.present());
         assert_eq!(DdStructure::l3t3_key().spatial_layers(), 3);
         assert_eq!(DdStructure::l1t3().template_id(3), 3);
+    }
+
+    /// The descriptor of picture `n` (from the keyframe) of `structure`,
+    /// spatial layer `spatial`, whole in one packet; the keyframe's first
+    /// frame carries the structure.
+    fn frame(structure: &DdStructure, n: u64, spatial: u8, l3: bool) -> Vec<u8> {
+        let index = match l3 {
+            true => DdStructure::l3t3_key_template(n, spatial),
+            false => DdStructure::l1t3_template(n),
+        };
+        let number = (n * 3 + u64::from(spatial)) as u16;
+        let mut d = DependencyDescriptor::from_template(structure, index, number).unwrap();
+        if n == 0 && spatial == 0 {
+            d.structure = Some(structure.clone());
+        }
+        let mut out = Vec::new();
+        write(&d, Some(structure), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn describe_gives_layers_and_where_each_temporal_layer_can_start() {
+        let l1 = DdStructure::l1t3();
+        let mut r = DdReader::new();
+        // Before the structure: nothing to say.
+        assert_eq!(r.describe(&frame(&l1, 1, 0, false), 0), None);
+        let got: Vec<(u8, bool, u8)> = (0..8)
+            .map(|n| {
+                let p = r.describe(&frame(&l1, n, 0, false), 1).unwrap();
+                assert!(!p.svc && p.frame_start && p.frame_end);
+                assert_eq!(p.layer.spatial, 1, "the simulcast stream");
+                (p.layer.temporal, p.switch_up, p.switch_up_to)
+            })
+            .collect();
+        // T0 starts every layer; T1 starts T1 and T2; a T2 frame starts
+        // nothing (it refers to the T1 before it).
+        assert_eq!(
+            got,
+            vec![
+                (0, true, 2),
+                (2, false, 0),
+                (1, true, 2),
+                (2, false, 0),
+                (0, true, 2),
+                (2, false, 0),
+                (1, true, 2),
+                (2, false, 0),
+            ]
+        );
+        let l3 = DdStructure::l3t3_key();
+        let mut r = DdReader::new();
+        for n in 0..4 {
+            for s in 0..3 {
+                let p = r.describe(&frame(&l3, n, s, true), 0).unwrap();
+                assert!(p.svc, "several spatial layers: SVC");
+                assert_eq!(p.layer.spatial, s);
+                assert_eq!(p.layer.temporal, [0, 2, 1, 2][n as usize]);
+            }
+        }
     }
 }

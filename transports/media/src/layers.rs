@@ -83,6 +83,12 @@ pub struct LayerPacket {
     /// can start getting its layer here (VP8's layer sync bit Y, VP9's
     /// switching-up point U as encoders set it).
     pub switch_up: bool,
+    /// With `switch_up`, the highest temporal layer that can start at this
+    /// frame, when that is above the frame's own (a dependency
+    /// descriptor's "switch" indication for that layer's decode target: a
+    /// base-layer frame may start every layer above it); the frame's own
+    /// layer is meant with 0.
+    pub switch_up_to: u8,
 }
 
 impl LayerPacket {
@@ -551,8 +557,9 @@ impl LayerSelector {
                 .is_none_or(|top| top <= target.temporal);
             (nothing_above || own_frame).then_some(target.temporal)
         } else {
-            let switch = p.frame_start && p.switch_up && t > c.temporal && t <= target.temporal;
-            switch.then_some(t)
+            let reach = p.switch_up_to.max(t).min(target.temporal);
+            let switch = p.frame_start && p.switch_up && reach > c.temporal && t <= target.temporal;
+            switch.then_some(reach)
         };
         if let Some(temporal) = next {
             let layer = Layer { temporal, ..c };
@@ -1135,6 +1142,7 @@ mod tests {
                     frame_start: k == 0,
                     frame_end: k + 1 == packets,
                     switch_up: reference.is_some_and(|r| r % 4 == 0),
+                    switch_up_to: 0,
                 };
                 let key = k == 0 && reference.is_none();
                 let v = sel.on_packet(now, p, (bytes / packets) as usize - 60, || key);
@@ -1216,6 +1224,7 @@ mod tests {
                         frame_start: k == 0,
                         frame_end: k + 1 == packets,
                         switch_up: true,
+                        switch_up_to: 0,
                     };
                     let v = sel.on_packet(now, p, (bytes / packets) as usize - 60, || {
                         key && s == 0 && k == 0

@@ -48,7 +48,7 @@ pub use layers::{
     Layer, LayerPacket, LayerSelector, SelectorConfig, SelectorStats, Verdict, MAX_SPATIAL,
     MAX_TEMPORAL,
 };
-pub use packet::MediaPacket;
+pub use packet::{Dependency, MediaPacket};
 pub use ratelimit::TokenBucket;
 pub use rewrite::{Rewriter, Rewritten};
 pub use wire::{decode_media, encode_media, WireError};

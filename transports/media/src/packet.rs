@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::{ChannelId, CodecInfo, Layer, MediaKind};
+use crate::{ChannelId, CodecInfo, Layer, LayerPacket, MediaKind};
 
 /// One RTP packet as published on a track channel.
 ///
@@ -39,6 +39,20 @@ pub struct MediaPacket {
     /// The audio level the publisher measured (RFC 6464: 0 loudest to 127
     /// silence, -dBov), when it sent one.
     pub audio_level: Option<u8>,
+    /// The dependency descriptor the publisher attached (AV1, and H.264,
+    /// VP8 or VP9 from senders that add it), with what it says of the
+    /// packet's layers.
+    pub dependency: Option<Dependency>,
     /// RTP payload, without header.
     pub payload: Arc<[u8]>,
+}
+
+/// A packet's dependency descriptor ([`crate::dd`]): its bytes as the
+/// publisher sent them (forwarded unchanged, shared like the payload), and
+/// what the publisher's endpoint read of them with the structure of the
+/// stream (which a viewer could not: only keyframes carry it).
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    pub descriptor: Arc<[u8]>,
+    pub layer: LayerPacket,
 }

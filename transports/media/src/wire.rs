@@ -5,6 +5,7 @@
 //! [h264_profile (2)] [packetization_mode (1)]
 //! seq (8) | rtp_time (4) | flags (1)
 //! [wallclock − arrival, µs (4, signed)] [layer (1)] [audio level (1)]
+//! [dependency: layer (1) | marks (1) | length (1) | descriptor (length)]
 //! payload (rest)
 //! ```
 //!
@@ -12,29 +13,43 @@
 //! bits 2–3 (the rotation bits of the CVO extension); bit 4 the wallclock
 //! offset field is present; bit 5 the layer byte is present (spatial layer
 //! in the high nibble, temporal in the low; layer 0/0 is not sent); bit 6
-//! the audio level byte (RFC 6464, 0–127) is present. The channel travels beside it (the pub-sub
+//! the audio level byte (RFC 6464, 0–127) is present; bit 7 a dependency
+//! descriptor follows with what the publisher's node read of it (the
+//! frame's layer as spatial and temporal nibbles; marks: bit 0 SVC, 1
+//! frame start, 2 frame end, 3 switching-up point, 4–5 the layer it
+//! switches up to; the descriptor's 3–255 bytes). The channel travels beside it (the pub-sub
 //! channel) and the arrival time is the receiver's own; the wallclock
 //! (the publisher's sender-report mapping) travels as an offset from the
 //! sending node's arrival time and is placed at the same offset from the
 //! receiving node's (at most ±60 s; zero is not sent). Encoding is
 //! canonical: what decodes re-encodes to the same bytes. Nodes of one
 //! cluster must speak the same version (version 1 had no orientation and no
-//! wallclock, version 2 no layer and no audio level). Codec numbers are part of the cluster protocol: never
+//! wallclock, version 2 no layer and no audio level, version 3 no
+//! dependency descriptor). Codec numbers are part of the cluster protocol: never
 //! renumber them.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{ChannelId, Codec, CodecInfo, Layer, MediaPacket};
+use crate::{ChannelId, Codec, CodecInfo, Dependency, Layer, LayerPacket, MediaPacket};
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 const MARKER: u8 = 1;
 const HAS_ORIENTATION: u8 = 2;
 const ORIENTATION_SHIFT: u8 = 2;
 const HAS_WALLCLOCK: u8 = 16;
 const HAS_LAYER: u8 = 32;
 const HAS_AUDIO_LEVEL: u8 = 64;
+const HAS_DEPENDENCY: u8 = 128;
+const SVC: u8 = 1;
+const FRAME_START: u8 = 2;
+const FRAME_END: u8 = 4;
+const SWITCH_UP: u8 = 8;
+const SWITCH_UP_TO_SHIFT: u8 = 4;
+const SWITCH_UP_TO: u8 = 3 << SWITCH_UP_TO_SHIFT;
+/// The shortest dependency descriptor (its mandatory fields).
+const MIN_DESCRIPTOR: usize = 3;
 /// A wallclock further than this from the arrival is not sent (the
 /// receiver uses its arrival time instead).
 const MAX_WALLCLOCK_OFFSET_US: u32 = 60_000_000;
@@ -134,6 +149,15 @@ pub fn encode_media(packet: &MediaPacket, out: &mut Vec<u8>) {
     if level.is_some() {
         flags |= HAS_AUDIO_LEVEL;
     }
+    // A descriptor the wire cannot carry (longer than 255 bytes) is left
+    // out; the packet still goes.
+    let dependency = packet
+        .dependency
+        .as_ref()
+        .filter(|d| (MIN_DESCRIPTOR..=255).contains(&d.descriptor.len()));
+    if dependency.is_some() {
+        flags |= HAS_DEPENDENCY;
+    }
     out.push(flags);
     if let Some(us) = offset {
         out.extend_from_slice(&us.to_be_bytes());
@@ -143,6 +167,23 @@ pub fn encode_media(packet: &MediaPacket, out: &mut Vec<u8>) {
     }
     if let Some(level) = level {
         out.push(level);
+    }
+    if let Some(d) = dependency {
+        let l = d.layer;
+        out.push((l.layer.spatial.min(15) << 4) | l.layer.temporal.min(15));
+        let marks = [
+            (l.svc, SVC),
+            (l.frame_start, FRAME_START),
+            (l.frame_end, FRAME_END),
+            (l.switch_up, SWITCH_UP),
+        ];
+        let marks = marks
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0, |m, (_, b)| m | b);
+        out.push(marks | (l.switch_up_to.min(3) << SWITCH_UP_TO_SHIFT));
+        out.push(d.descriptor.len() as u8);
+        out.extend_from_slice(&d.descriptor);
     }
     out.extend_from_slice(&packet.payload);
 }
@@ -209,7 +250,8 @@ pub fn decode_media(
         | (3 << ORIENTATION_SHIFT)
         | HAS_WALLCLOCK
         | HAS_LAYER
-        | HAS_AUDIO_LEVEL;
+        | HAS_AUDIO_LEVEL
+        | HAS_DEPENDENCY;
     let stray_rotation = flags & HAS_ORIENTATION == 0 && flags & (3 << ORIENTATION_SHIFT) != 0;
     if flags & !known != 0 || stray_rotation {
         return Err(WireError::Marker(flags));
@@ -257,6 +299,32 @@ pub fn decode_media(
     } else {
         None
     };
+    let dependency = if flags & HAS_DEPENDENCY != 0 {
+        let [layer, marks, len] = r.take::<3>()?;
+        let len = usize::from(len);
+        let known = SVC | FRAME_START | FRAME_END | SWITCH_UP | SWITCH_UP_TO;
+        if marks & !known != 0 || len < MIN_DESCRIPTOR {
+            return Err(WireError::Marker(flags));
+        }
+        let descriptor = r.0.get(..len).ok_or(WireError::Truncated)?;
+        r.0 = &r.0[len..];
+        Some(Dependency {
+            descriptor: Arc::from(descriptor),
+            layer: LayerPacket {
+                layer: Layer {
+                    spatial: layer >> 4,
+                    temporal: layer & 15,
+                },
+                svc: marks & SVC != 0,
+                frame_start: marks & FRAME_START != 0,
+                frame_end: marks & FRAME_END != 0,
+                switch_up: marks & SWITCH_UP != 0,
+                switch_up_to: (marks & SWITCH_UP_TO) >> SWITCH_UP_TO_SHIFT,
+            },
+        })
+    } else {
+        None
+    };
     Ok(MediaPacket {
         channel,
         kind: codec.kind(),
@@ -269,6 +337,7 @@ pub fn decode_media(
         orientation,
         layer,
         audio_level,
+        dependency,
         payload: Arc::from(r.0),
     })
 }
@@ -291,6 +360,7 @@ mod tests {
             orientation: None,
             layer: Layer::default(),
             audio_level: None,
+            dependency: None,
             payload: Arc::from(&[1u8, 2, 3][..]),
         }
     }
@@ -323,6 +393,52 @@ mod tests {
         let q = round_trip(&p, there);
         assert_eq!(q.wallclock, there + Duration::from_millis(7));
         assert_eq!(q.orientation, Some(0));
+    }
+
+    #[test]
+    fn a_dependency_descriptor_travels_with_what_was_read_of_it() {
+        let t0 = Instant::now();
+        let mut p = packet(t0);
+        let layer = LayerPacket {
+            layer: Layer {
+                spatial: 1,
+                temporal: 2,
+            },
+            svc: true,
+            frame_start: false,
+            frame_end: true,
+            switch_up: true,
+            switch_up_to: 2,
+        };
+        p.dependency = Some(Dependency {
+            descriptor: Arc::from(&[0x40u8, 7, 9, 1][..]),
+            layer,
+        });
+        let q = round_trip(&p, t0);
+        let d = q.dependency.expect("the descriptor travels");
+        assert_eq!(&d.descriptor[..], &[0x40, 7, 9, 1]);
+        assert_eq!(d.layer, layer);
+        assert_eq!(&q.payload[..], &[1, 2, 3], "the payload after it");
+        // Every truncation is refused, and so is a descriptor shorter than
+        // its mandatory fields.
+        let mut bytes = Vec::new();
+        encode_media(&p, &mut bytes);
+        let head = bytes.len() - 3;
+        for n in 0..head {
+            assert!(decode_media(ChannelId(9), &bytes[..n], t0).is_err(), "{n}");
+        }
+        let mut short = bytes.clone();
+        short[head - 5] = 2;
+        assert!(decode_media(ChannelId(9), &short, t0).is_err());
+        let mut marks = bytes.clone();
+        marks[head - 6] |= 0x80;
+        assert!(decode_media(ChannelId(9), &marks, t0).is_err());
+        // One too long for the wire is left out; the packet still goes.
+        p.dependency = Some(Dependency {
+            descriptor: Arc::from(vec![0u8; 256]),
+            layer,
+        });
+        assert!(round_trip(&p, t0).dependency.is_none());
     }
 
     #[test]
@@ -373,7 +489,7 @@ mod tests {
         let mut bytes = Vec::new();
         encode_media(&packet(t0), &mut bytes);
         let flags_at = bytes.len() - 4;
-        for bad in [0x80u8, 0x04 | 1, 0x08] {
+        for bad in [0x04u8 | 1, 0x08] {
             let mut b = bytes.clone();
             b[flags_at] = bad;
             assert_eq!(

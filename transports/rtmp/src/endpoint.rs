@@ -461,6 +461,7 @@ impl RtmpEndpoint {
                 orientation: None,
                 layer: Default::default(),
                 audio_level: None,
+                dependency: None,
                 payload: Arc::from(p),
             };
             self.media.video_seq += 1;
@@ -608,6 +609,7 @@ impl RtmpEndpoint {
             orientation: None,
             layer: Default::default(),
             audio_level: None,
+            dependency: None,
             payload: Arc::from(data),
         };
         self.media.audio_seq += 1;

@@ -16,9 +16,10 @@ use str0m::format::{Codec as RtcCodec, CodecConfig};
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
 };
-use str0m::rtp::{ExtensionValues, RtpWrite, VideoOrientation};
+use str0m::rtp::{ExtensionMap, ExtensionValues, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, Input, Rtc};
 
+use crate::dependency::{with_dependency_descriptor, DdBytes};
 use crate::endpoint::{transmit, udp_input};
 use crate::{EndpointConfig, Error};
 use corecast_media::Output as EndpointOutput;
@@ -36,6 +37,8 @@ pub enum ClientEvent {
         ssrc: u32,
         /// The CVO rotation bits, when the packet carried them.
         orientation: Option<u8>,
+        /// The dependency descriptor, when the packet carried one.
+        dependency: Option<Arc<[u8]>>,
         payload: Arc<[u8]>,
         arrival: Instant,
     },
@@ -55,13 +58,15 @@ pub enum ClientEvent {
 }
 
 /// Extras of one packet a publisher sends ([`Client::send_with`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SendMeta {
     /// The capture time of the packet: the client's sender reports map RTP
     /// time to it.
     pub wallclock: Instant,
     /// CVO rotation bits to send in the video orientation extension.
     pub orientation: Option<u8>,
+    /// A dependency descriptor to send (`corecast_media::dd::write`).
+    pub dependency: Option<Vec<u8>>,
 }
 
 /// A datagram into a test client's str0m (shared with the room client).
@@ -207,6 +212,7 @@ impl Client {
             _ => codecs.enable_vp8(true),
         }
         *builder.codec_config() = codecs;
+        builder = builder.set_extension_map(with_dependency_descriptor(ExtensionMap::standard()));
         let mut rtc = builder.build(now);
         let candidate =
             Candidate::host(local, "udp").map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
@@ -286,6 +292,7 @@ impl Client {
         let meta = SendMeta {
             wallclock: now,
             orientation: None,
+            dependency: None,
         };
         self.send_with(now, kind, seq, rtp_time, marker, payload, meta)
     }
@@ -314,10 +321,13 @@ impl Client {
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
-        let ext_vals = ExtensionValues {
+        let mut ext_vals = ExtensionValues {
             video_orientation: meta.orientation.map(VideoOrientation::from),
             ..Default::default()
         };
+        if let Some(d) = meta.dependency {
+            ext_vals.user_values.set(DdBytes(Arc::from(d)));
+        }
         stream.write_rtp(
             RtpWrite::new(pt, seq.into(), rtp_time, meta.wallclock, payload.to_vec())
                 .marker(marker)
@@ -420,6 +430,12 @@ impl Client {
                     marker: p.header.marker,
                     ssrc: *p.header.ssrc,
                     orientation: p.header.ext_vals.video_orientation.map(|o| o as u8),
+                    dependency: p
+                        .header
+                        .ext_vals
+                        .user_values
+                        .get::<DdBytes>()
+                        .map(|d| d.0.clone()),
                     payload: p.payload,
                     arrival: p.timestamp,
                 });
@@ -570,6 +586,79 @@ pub fn svc_frame(sid: u8, tid: u8, picture: u64, tl0: u8, key: bool, bytes: usiz
             p
         })
         .collect()
+}
+
+/// One spatial layer's frame of an AV1 `L3T3_KEY` picture (three spatial
+/// and three temporal layers, [`corecast_media::dd::DdStructure::l3t3_key`]),
+/// for tests: `(payload, dependency descriptor)` per RTP packet of at most
+/// 1000 bytes (`bytes` in all). `phase` counts pictures from the last
+/// keyframe (0: this one) and picks the frame's template, hence its
+/// temporal layer; `frame_number` is the descriptor's. The payload is an
+/// aggregation header (Z on packets after the first, Y on packets before
+/// the last, W = 1, N on the first packet of a keyframe's base layer) and a
+/// body that names the frame like [`svc_frame`]'s: `[sid, tid, picture
+/// (4), index, key]`, padded with 0xab. The keyframe's first descriptor
+/// carries the structure.
+pub fn av1_svc_frame(
+    sid: u8,
+    picture: u64,
+    phase: u64,
+    frame_number: u16,
+    bytes: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use corecast_media::dd::{write, DdStructure, DependencyDescriptor};
+    let structure = DdStructure::l3t3_key();
+    let index = DdStructure::l3t3_key_template(phase, sid);
+    let key = phase == 0;
+    let n = bytes.div_ceil(1000).max(1);
+    (0..n)
+        .filter_map(|i| {
+            let mut d = DependencyDescriptor::from_template(&structure, index, frame_number)?;
+            d.start_of_frame = i == 0;
+            d.end_of_frame = i + 1 == n;
+            if key && sid == 0 && i == 0 {
+                d.structure = Some(structure.clone());
+            }
+            let mut descriptor = Vec::new();
+            write(&d, Some(&structure), &mut descriptor).ok()?;
+            let mut header = 0x10; // W = 1
+            if i > 0 {
+                header |= 0x80; // Z
+            }
+            if i + 1 < n {
+                header |= 0x40; // Y
+            }
+            if key && sid == 0 && i == 0 {
+                header |= 0x08; // N
+            }
+            let mut p = vec![header, sid, d.temporal_id];
+            p.extend_from_slice(&(picture as u32).to_be_bytes());
+            p.push(i as u8);
+            p.push(u8::from(key));
+            p.resize((bytes / n).max(p.len()), 0xab);
+            Some((p, descriptor))
+        })
+        .collect()
+}
+
+/// What [`av1_svc_frame`] put in a packet: (sid, tid, picture, packet
+/// index, keyframe, begins, ends), the last two from the descriptor's
+/// start and end of frame.
+pub fn read_av1_svc_frame(
+    payload: &[u8],
+    descriptor: &[u8],
+) -> Option<(u8, u8, u32, u8, bool, bool, bool)> {
+    let body = payload.get(1..)?;
+    let flags = *descriptor.first()?;
+    Some((
+        *body.first()?,
+        *body.get(1)?,
+        u32::from_be_bytes(body.get(2..6)?.try_into().ok()?),
+        *body.get(6)?,
+        *body.get(7)? == 1,
+        flags & 0x80 != 0,
+        flags & 0x40 != 0,
+    ))
 }
 
 /// What [`svc_frame`] put in a payload: (sid, tid, picture, packet index,

@@ -4,10 +4,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use corecast_media::dd::DdReader;
 use corecast_media::{
-    is_keyframe_start, ChannelId, CloseReason, Codec, CodecInfo, EndpointStats, Layer, LayerPacket,
-    LayerSelector, MediaKind, MediaPacket, Output, Preference, Rewriter, SelectorConfig, SlotId,
-    Transmit, Verdict,
+    is_keyframe_start, ChannelId, CloseReason, Codec, CodecInfo, Dependency, EndpointStats, Layer,
+    LayerPacket, LayerSelector, MediaKind, MediaPacket, Output, Preference, Rewriter,
+    SelectorConfig, SlotId, Transmit, Verdict, MAX_SPATIAL,
 };
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
@@ -19,6 +20,7 @@ use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, 
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Rtc};
 
 use crate::codecs::{codec_info, restricted_codecs, server_codecs, viewer_codecs};
+use crate::dependency::{with_dependency_descriptor, DdBytes};
 use crate::lipsync::{SenderClock, TrackReport};
 use crate::sdpfrag::IceFragment;
 use crate::{EndpointConfig, Error};
@@ -107,6 +109,8 @@ struct InLayer {
     keyframe_deferred: bool,
     /// Whether a packet of this stream arrived.
     seen: bool,
+    /// Its dependency descriptors' structure, when it sends them.
+    dd: DdReader,
     report: Option<TrackReport>,
 }
 
@@ -431,9 +435,11 @@ impl Endpoint {
             .set_local_ice_credentials(creds)
             .set_stats_interval(None);
         *builder.codec_config() = codecs;
-        if role == Role::Viewer && !adaptive {
-            builder = builder.set_extension_map(viewer_extensions());
-        }
+        let extensions = match role == Role::Viewer && !adaptive {
+            true => viewer_extensions(),
+            false => ExtensionMap::standard(),
+        };
+        builder = builder.set_extension_map(with_dependency_descriptor(extensions));
         if adaptive {
             builder = builder.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)));
         }
@@ -814,9 +820,14 @@ impl Endpoint {
                 Codec::Vp8 => corecast_media::vp8::parse(payload),
                 _ => None,
             };
-            let described = match &vp8_desc {
-                Some(d) => LayerPacket::vp8(packet.layer, d),
-                None => LayerPacket::describe(codec, packet.layer, payload),
+            // What the publisher's endpoint read of a dependency
+            // descriptor (it knows the stream's structure), else the
+            // payload descriptor. VP8 keeps its own: its picture ids are
+            // rewritten from it.
+            let described = match (&vp8_desc, &packet.dependency) {
+                (Some(d), _) => LayerPacket::vp8(packet.layer, d),
+                (None, Some(d)) => d.layer,
+                (None, None) => LayerPacket::describe(codec, packet.layer, payload),
             };
             let track = &mut self.sent[idx];
             let before = track.layer_state();
@@ -921,12 +932,18 @@ impl Endpoint {
             write = write.vp8_patch(patch);
         }
         // Header extension values only where there is one to send (the
-        // orientation of a phone's video); the common packet carries none.
-        if let Some(o) = packet.orientation {
-            write = write.ext_vals(ExtensionValues {
-                video_orientation: Some(VideoOrientation::from(o)),
+        // orientation of a phone's video, a dependency descriptor, which
+        // goes unchanged: the viewer's decoder follows references by
+        // frame number); the common packet carries none.
+        if packet.orientation.is_some() || packet.dependency.is_some() {
+            let mut ext = ExtensionValues {
+                video_orientation: packet.orientation.map(VideoOrientation::from),
                 ..Default::default()
-            });
+            };
+            if let Some(d) = &packet.dependency {
+                ext.user_values.set(DdBytes(d.descriptor.clone()));
+            }
+            write = write.ext_vals(ext);
         }
         stream.write_rtp(write);
         if !track.live {
@@ -1323,10 +1340,35 @@ impl Endpoint {
                 }
             }
         }
+        let one_stream = track.rids.len() <= 1;
         let Some(layer) = track.layers.get_mut(usize::from(spatial)) else {
             return;
         };
         layer.seen = true;
+        // A dependency descriptor is read with its stream's structure (the
+        // keyframes carry it) while that is at hand: here.
+        let dependency = match packet.header.ext_vals.user_values.get::<DdBytes>() {
+            Some(DdBytes(bytes)) if codec.kind() == MediaKind::Video => layer
+                .dd
+                .describe(bytes, spatial)
+                .map(|described| Dependency {
+                    descriptor: bytes.clone(),
+                    layer: described,
+                }),
+            _ => None,
+        };
+        let svc_in_structure = match (&dependency, layer.dd.structure()) {
+            (Some(_), Some(s)) if one_stream => s.spatial_layers().min(MAX_SPATIAL) as u8,
+            _ => 0,
+        };
+        if svc_in_structure > track.svc_layers.max(1) {
+            track.svc_layers = svc_in_structure;
+            self.events
+                .push_back(EndpointEvent::TrackLayers(track.channel, svc_in_structure));
+        }
+        let Some(layer) = track.layers.get_mut(usize::from(spatial)) else {
+            return;
+        };
         let (kind, pending, channel) = (track.kind, layer.keyframe_pending, track.channel);
         let rtp_time = packet.header.timestamp;
         let wallclock = match &layer.report {
@@ -1356,6 +1398,7 @@ impl Endpoint {
                 temporal: 0,
             },
             audio_level,
+            dependency,
             payload: packet.payload,
         }));
         if pending {

@@ -35,6 +35,7 @@ mod client;
 mod codecs;
 mod config;
 mod demux;
+mod dependency;
 mod dtls;
 mod endpoint;
 mod error;
@@ -44,8 +45,8 @@ mod rpclimit;
 mod sdpfrag;
 
 pub use client::{
-    read_simulcast_frame, read_svc_frame, simulcast_frame, svc_frame, vp8_frame, Client,
-    ClientEvent, ClientOutput, SendMeta, Temporal,
+    av1_svc_frame, read_av1_svc_frame, read_simulcast_frame, read_svc_frame, simulcast_frame,
+    svc_frame, vp8_frame, Client, ClientEvent, ClientOutput, SendMeta, Temporal,
 };
 pub use codecs::{codec_info, server_codecs};
 pub use config::EndpointConfig;

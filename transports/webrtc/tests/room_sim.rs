@@ -166,6 +166,7 @@ impl Sim {
             orientation: None,
             layer: Default::default(),
             audio_level: None,
+            dependency: None,
             payload: Arc::from(payload),
         };
         if self.endpoint.queue_media(now, &packet) {

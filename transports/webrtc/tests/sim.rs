@@ -502,6 +502,7 @@ fn the_video_orientation_reaches_the_viewer() {
         let meta = corecast_webrtc::SendMeta {
             wallclock: now,
             orientation: o,
+            dependency: None,
         };
         w.client(p).client.send_with(
             now,
@@ -547,6 +548,7 @@ fn viewers_sender_reports_keep_the_publishers_audio_video_sync() {
             let meta = corecast_webrtc::SendMeta {
                 wallclock: capture,
                 orientation: None,
+                dependency: None,
             };
             w.client(p).client.send_with(
                 now,
@@ -563,6 +565,7 @@ fn viewers_sender_reports_keep_the_publishers_audio_video_sync() {
             let meta = corecast_webrtc::SendMeta {
                 wallclock: capture,
                 orientation: None,
+                dependency: None,
             };
             let ms = 20 * frame;
             w.client(p).client.send_with(

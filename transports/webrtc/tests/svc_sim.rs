@@ -1,5 +1,8 @@
-//! VP9 SVC through the SFU in simulated time: a publisher sends one stream
-//! of three spatial and three temporal layers (`L3T3_KEY`); an adaptive
+//! SVC through the SFU in simulated time: a publisher sends one stream of
+//! three spatial and three temporal layers (`L3T3_KEY`), in VP9 (the layers
+//! in its payload descriptor) and in AV1 (the layers in the dependency
+//! descriptor extension, which only the keyframes' structure explains, and
+//! which the viewer gets unchanged); an adaptive
 //! viewer's downlink drops from 3 Mbit/s to 600 kbit/s and comes back.
 //! The viewer gets the spatial and temporal layers its link carries, every
 //! picture it gets is decodable (each frame's references arrived before
@@ -14,7 +17,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use corecast_media::{Codec, MediaKind};
 use corecast_webrtc::{
-    read_svc_frame, svc_frame, Client, ClientEvent, Endpoint, PublisherInfo, ViewerOptions,
+    av1_svc_frame, read_av1_svc_frame, read_svc_frame, svc_frame, Client, ClientEvent, Endpoint,
+    PublisherInfo, SendMeta, ViewerOptions,
 };
 
 /// Spatial layers' bitrates (payload), lowest first.
@@ -62,10 +66,46 @@ type Got = (u8, u8, u32, u8, bool, bool, bool, bool);
 
 #[test]
 fn an_svc_viewer_gets_the_layers_its_link_carries_and_every_picture_decodes() {
+    svc_through_the_sfu(Codec::Vp9);
+}
+
+#[test]
+fn an_av1_svc_viewer_gets_the_layers_its_dependency_descriptors_name() {
+    svc_through_the_sfu(Codec::Av1);
+}
+
+/// The packets of spatial layer `sid` of a picture: (payload, descriptor
+/// for AV1).
+fn layer_packets(
+    codec: Codec,
+    sid: u8,
+    picture: u64,
+    phase: u64,
+    tl0: u8,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let bytes = (RATES[usize::from(sid)] / 8 / FPS) as usize;
+    if codec == Codec::Av1 {
+        let number = (picture * 3 + u64::from(sid)) as u16;
+        return av1_svc_frame(sid, picture, phase, number, bytes)
+            .into_iter()
+            .map(|(p, d)| (p, Some(d)))
+            .collect();
+    }
+    let (tid, switch_up) = temporal(phase);
+    let mut packets = svc_frame(sid, tid, picture, tl0, phase == 0, bytes);
+    if !switch_up {
+        // svc_frame sets U on every frame.
+        for pkt in &mut packets {
+            pkt[3] &= !0x10;
+        }
+    }
+    packets.into_iter().map(|p| (p, None)).collect()
+}
+
+fn svc_through_the_sfu(codec: Codec) {
     let mut w = World::new();
     let local = addr("10.0.0.1:1000");
-    let (client, offer) =
-        Client::with_video_codec(&w.config, w.now, local, true, Codec::Vp9).unwrap();
+    let (client, offer) = Client::with_video_codec(&w.config, w.now, local, true, codec).unwrap();
     let who = PublisherInfo {
         room: "room".into(),
         peer: "alice".into(),
@@ -73,8 +113,7 @@ fn an_svc_viewer_gets_the_layers_its_link_carries_and_every_picture_decodes() {
     let (endpoint, answer) = Endpoint::publisher(&w.config, w.now, &offer, who).unwrap();
     let p = w.connect(local, client, endpoint, &answer);
     let vlocal = addr("10.0.0.2:1000");
-    let (client, offer) =
-        Client::with_video_codec(&w.config, w.now, vlocal, false, Codec::Vp9).unwrap();
+    let (client, offer) = Client::with_video_codec(&w.config, w.now, vlocal, false, codec).unwrap();
     let options = ViewerOptions {
         adaptive: true,
         max_spatial: None,
@@ -129,28 +168,30 @@ fn an_svc_viewer_gets_the_layers_its_link_carries_and_every_picture_decodes() {
             }
             let phase = picture - last_key;
             phases.insert(picture, phase);
-            let (tid, switch_up) = temporal(phase);
-            if tid == 0 {
+            if temporal(phase).0 == 0 {
                 tl0 = tl0.wrapping_add(1);
             }
             let ts = (picture * 90_000 / FPS) as u32;
             for sid in 0..3u8 {
-                let bytes = (RATES[usize::from(sid)] / 8 / FPS) as usize;
-                let mut packets = svc_frame(sid, tid, picture, tl0, key, bytes);
-                if !switch_up {
-                    // svc_frame sets U on every frame.
-                    for pkt in &mut packets {
-                        pkt[3] &= !0x10;
-                    }
-                }
+                let packets = layer_packets(codec, sid, picture, phase, tl0);
                 let n = packets.len();
-                for (i, body) in packets.iter().enumerate() {
+                for (i, (body, dependency)) in packets.into_iter().enumerate() {
                     let now = w.now;
                     let marker = sid == 2 && i + 1 == n;
-                    assert!(w
-                        .client(p)
-                        .client
-                        .send(now, MediaKind::Video, seq, ts, marker, body));
+                    let meta = SendMeta {
+                        wallclock: now,
+                        orientation: None,
+                        dependency,
+                    };
+                    assert!(w.client(p).client.send_with(
+                        now,
+                        MediaKind::Video,
+                        seq,
+                        ts,
+                        marker,
+                        &body,
+                        meta
+                    ));
                     seq += 1;
                     w.drain();
                 }
@@ -165,12 +206,20 @@ fn an_svc_viewer_gets_the_layers_its_link_carries_and_every_picture_decodes() {
         w.run(Duration::from_millis(1));
     }
 
-    // The viewer's packets in sequence order, each once.
+    // The viewer's packets in sequence order, each once (an AV1 packet
+    // with its descriptor, as the publisher sent it).
+    let descriptors = descriptors_by_seq(&w, v);
     let by_seq: BTreeMap<u64, (Instant, Got)> = video_by_seq(&w, v)
         .into_iter()
         .map(|(seq, (at, marker, payload))| {
-            let (sid, tid, pic, idx, key, b, end) =
-                read_svc_frame(payload).expect("a frame of the publisher");
+            let read = match codec {
+                Codec::Av1 => {
+                    let d = descriptors.get(&seq).expect("the descriptor is forwarded");
+                    read_av1_svc_frame(payload, d)
+                }
+                _ => read_svc_frame(payload),
+            };
+            let (sid, tid, pic, idx, key, b, end) = read.expect("a frame of the publisher");
             (seq, (at, (sid, tid, pic, idx, key, b, end, marker)))
         })
         .collect();

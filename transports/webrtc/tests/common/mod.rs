@@ -491,3 +491,21 @@ pub fn video_by_seq(
     }
     out
 }
+
+/// The dependency descriptor of each video packet viewer `v` received, by
+/// sequence number (packets without one are left out).
+pub fn descriptors_by_seq(w: &World, v: usize) -> std::collections::BTreeMap<u64, &[u8]> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in &w.clients[v].events {
+        if let ClientEvent::Media {
+            kind: MediaKind::Video,
+            seq,
+            dependency: Some(d),
+            ..
+        } = e
+        {
+            out.entry(*seq).or_insert(&d[..]);
+        }
+    }
+    out
+}

@@ -1,7 +1,9 @@
 // Chromium end-to-end tests of simulcast and SVC: a WHIP publisher in
 // Chromium sends three VP8 simulcast layers (rids q, h, f: 160x120, 320x240,
-// 640x480), or one VP9 stream of three spatial and three temporal layers
-// (scalabilityMode L3T3_KEY, the same sizes), and a WHEP viewer in another
+// 640x480), or one VP9 or AV1 stream of three spatial and three temporal
+// layers (scalabilityMode L3T3_KEY of a 960x540 camera; AV1's layers are
+// named only by the dependency descriptor extension, which the viewer
+// negotiates too), and a WHEP viewer in another
 // Chromium page must get the best layer its link carries: the top layer on
 // an unconstrained link, a lower one (still decoding) while its downlink is
 // limited to 300 kbit/s, and the top layer again when the limit goes. Runs like browser.test.mjs, inside the network namespace of
@@ -58,7 +60,10 @@ let TOP = LAYERS.at(-1).size;
 // layers (240x135, 480x270, 960x540) and three temporal ones. Chromium
 // keeps an SVC layer's long side at 240 pixels or more: from 640x480 it
 // sends two spatial layers, not three.
-const SVC = { scalabilityMode: 'L3T3_KEY', maxBitrate: 2_500_000, size: [960, 540] };
+const SVC = { scalabilityMode: 'L3T3_KEY', maxBitrate: 2_500_000, size: [960, 540], codec: 'video/VP9' };
+// The same in AV1 (libaom): Chromium sends the dependency descriptor
+// because the encoding has a scalability mode.
+const SVC_AV1 = { ...SVC, codec: 'video/AV1' };
 const LIMIT = '300kbit';       // the limited viewer link (simulcast)
 // The SVC viewer's link is limited to this share of what it received on the
 // top layer (over 3 s, after the first keyframes): Chromium's VP9 SVC of the
@@ -149,8 +154,8 @@ function pageCode() {
   const video = page.querySelector('video');
 
   /** WHIP: camera 640x480 + microphone, video as simulcast `layers` in VP8,
-   *  or (`svc`: {scalabilityMode, maxBitrate, size}) one SVC encoding in VP9
-   *  of a camera of that size. */
+   *  or (`svc`: {scalabilityMode, maxBitrate, size, codec}) one SVC encoding
+   *  in that codec of a camera of that size. */
   window.publish = async (url, layers, svc) => {
     page.querySelector('h1').textContent = `publisher: ${url}`;
     const [width, height] = svc?.size ?? [640, 480];
@@ -163,7 +168,7 @@ function pageCode() {
         : layers.map(({ rid, scaleResolutionDownBy, maxBitrate }) => ({ rid, scaleResolutionDownBy, maxBitrate })),
     });
     const codecs = RTCRtpSender.getCapabilities('video').codecs;
-    const mime = svc ? 'video/VP9' : 'video/VP8';
+    const mime = svc ? svc.codec : 'video/VP8';
     vt.setCodecPreferences([
       ...codecs.filter((c) => c.mimeType === mime),
       ...codecs.filter((c) => c.mimeType === 'video/rtx'),
@@ -197,7 +202,14 @@ function pageCode() {
   window.view = async (url) => {
     page.querySelector('h1').textContent = `viewer: ${url}`;
     const pc = window.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-    pc.addTransceiver('video', { direction: 'recvonly' });
+    const vt = pc.addTransceiver('video', { direction: 'recvonly' });
+    // The dependency descriptor: without it, AV1 SVC does not decode (it
+    // names each frame's layer and references). Chromium offers it on a
+    // receiver only when asked.
+    if (vt.setHeaderExtensionsToNegotiate) {
+      vt.setHeaderExtensionsToNegotiate(vt.getHeaderExtensionsToNegotiate().map((e) => (
+        /dependency-descriptor/.test(e.uri) ? { ...e, direction: 'recvonly' } : e)));
+    }
     pc.addTransceiver('audio', { direction: 'recvonly' });
     video.srcObject = new MediaStream(pc.getReceivers().map((r) => r.track));
     const sdp = await negotiate(pc, url);
@@ -283,9 +295,9 @@ async function publisher(stream, svc) {
     /** Waits until all three layers are encoded at their sizes and all keep being encoded. */
     async sendsAllLayers(ms = TO_TOP_MS) {
       const seen = [];
-      // SVC: one VP9 stream in the scalability mode asked for, at the top size.
+      // SVC: one stream in the codec and scalability mode asked for, at the top size.
       const ok = svc
-        ? (s) => s.layers.some((l) => l.codec === 'video/VP9' && l.mode === svc.scalabilityMode
+        ? (s) => s.layers.some((l) => l.codec === svc.codec && l.mode === svc.scalabilityMode
           && l.w === TOP[0] && l.h === TOP[1] && l.frames > 0)
         : (s) => LAYERS.every(({ rid, size }) => s.layers.some((l) => l.rid === rid && l.w === size[0]
           && l.h === size[1] && l.frames > 0));
@@ -296,7 +308,7 @@ async function publisher(stream, svc) {
         seen.push(line);
         if (ok(s)) break;
         if (Date.now() > end) {
-          const what = svc ? `VP9 ${svc.scalabilityMode} at ${TOP.join('x')}`
+          const what = svc ? `${svc.codec} ${svc.scalabilityMode} at ${TOP.join('x')}`
             : `the 3 simulcast layers ${LAYERS.map((l) => `${l.rid} ${l.size.join('x')}`).join(', ')}`;
           assert.fail(`Chromium does not send ${what} within ${ms / 1000} s; the server answered ${JSON.stringify(sdp.answer)}, `
             + `encodings after the answer: ${sdp.encodings.join(', ')}; outbound video seen:\n  ${seen.slice(-8).join('\n  ')}`);
@@ -498,7 +510,7 @@ async function toTop(prefix, svc) {
   await pub.sendsAllLayers();
   const s = await view.until(`reach the top layer ${TOP.join('x')}`, atTop, TO_TOP_MS);
   log(`viewer on the top layer ${secs(s.t - view.t0)} after its WHEP POST (${s.codec})`);
-  assert.equal(s.codec, svc ? 'video/VP9' : 'video/VP8', 'the codec the viewer decodes');
+  assert.equal(s.codec, svc ? svc.codec : 'video/VP8', 'the codec the viewer decodes');
   await view.keepsDecoding(2000, 20);
   assert.ok(atTop(await view.poll()), `the viewer left the top layer at once; layer history: ${view.history()}`);
   return { pub, view };
@@ -506,8 +518,8 @@ async function toTop(prefix, svc) {
 
 // ------------------------------------------------------------------ tests
 
-for (const [kind, svc] of [['simulcast', null], ['VP9 SVC', SVC]]) {
-  const prefix = svc ? 'svc' : 'simulcast';
+for (const [kind, svc] of [['simulcast', null], ['VP9 SVC', SVC], ['AV1 SVC', SVC_AV1]]) {
+  const prefix = svc ? `svc-${svc.codec.slice(6).toLowerCase()}` : 'simulcast';
 
   scenario(`a ${kind} publisher's viewer on an unconstrained link ends on the top layer`, async () => {
     const { view } = await toTop(prefix, svc);

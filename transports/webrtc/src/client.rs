@@ -641,6 +641,66 @@ pub fn av1_svc_frame(
         .collect()
 }
 
+/// One frame of an H.264 stream in three temporal layers (`L1T3`, the
+/// layers named only by the dependency descriptor, as Chromium's OpenH264
+/// sends them; [`corecast_media::dd::DdStructure::l1t3`]), for tests:
+/// `(payload, dependency descriptor)` per RTP packet of at most 1000 bytes
+/// (`bytes` in all). `phase` counts frames from the last keyframe (0: this
+/// one) and picks the template, hence the temporal layer; `frame_number`
+/// is the descriptor's. The payload is one NAL unit (IDR on a keyframe,
+/// else non-IDR) in FU-A fragments whose body names the frame: `[frame
+/// (4, big-endian), tid, index, key]`, padded with 0xab. The keyframe's
+/// first descriptor carries the structure.
+pub fn h264_l1t3_frame(
+    frame: u64,
+    phase: u64,
+    frame_number: u16,
+    bytes: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use corecast_media::dd::{write, DdStructure, DependencyDescriptor};
+    let structure = DdStructure::l1t3();
+    let key = phase == 0;
+    let n = bytes.div_ceil(1000).max(1);
+    (0..n)
+        .filter_map(|i| {
+            let index = DdStructure::l1t3_template(phase);
+            let mut d = DependencyDescriptor::from_template(&structure, index, frame_number)?;
+            d.start_of_frame = i == 0;
+            d.end_of_frame = i + 1 == n;
+            if key && i == 0 {
+                d.structure = Some(structure.clone());
+            }
+            let mut descriptor = Vec::new();
+            write(&d, Some(&structure), &mut descriptor).ok()?;
+            let nal_type = if key { 5 } else { 1 };
+            let mut fu = nal_type;
+            if i == 0 {
+                fu |= 0x80; // S
+            }
+            if i + 1 == n {
+                fu |= 0x40; // E
+            }
+            let mut p = vec![0x60 | 28, fu];
+            p.extend_from_slice(&(frame as u32).to_be_bytes());
+            p.extend_from_slice(&[d.temporal_id, i as u8, u8::from(key)]);
+            p.resize((bytes / n).max(p.len()), 0xab);
+            Some((p, descriptor))
+        })
+        .collect()
+}
+
+/// What [`h264_l1t3_frame`] put in a payload: (frame, tid, packet index,
+/// keyframe).
+pub fn read_h264_l1t3_frame(payload: &[u8]) -> Option<(u32, u8, u8, bool)> {
+    let body = payload.get(2..)?;
+    Some((
+        u32::from_be_bytes(body.get(..4)?.try_into().ok()?),
+        *body.get(4)?,
+        *body.get(5)?,
+        *body.get(6)? == 1,
+    ))
+}
+
 /// What [`av1_svc_frame`] put in a packet: (sid, tid, picture, packet
 /// index, keyframe, begins, ends), the last two from the descriptor's
 /// start and end of frame.

@@ -45,8 +45,9 @@ mod rpclimit;
 mod sdpfrag;
 
 pub use client::{
-    av1_svc_frame, read_av1_svc_frame, read_simulcast_frame, read_svc_frame, simulcast_frame,
-    svc_frame, vp8_frame, Client, ClientEvent, ClientOutput, SendMeta, Temporal,
+    av1_svc_frame, h264_l1t3_frame, read_av1_svc_frame, read_h264_l1t3_frame, read_simulcast_frame,
+    read_svc_frame, simulcast_frame, svc_frame, vp8_frame, Client, ClientEvent, ClientOutput,
+    SendMeta, Temporal,
 };
 pub use codecs::{codec_info, server_codecs};
 pub use config::EndpointConfig;

@@ -1,9 +1,11 @@
-//! VP8 temporal layers through the SFU in simulated time: a publisher sends
-//! one stream in three temporal layers (`L1T3`); an adaptive viewer's
-//! downlink drops from 2 Mbit/s to 400 kbit/s and comes back. The viewer
-//! gets fewer frames a second instead of a pause, every frame it gets has
-//! its reference, and its sequence numbers, picture ids and TL0PICIDX run
-//! on without the gaps the left-out frames would leave.
+//! Temporal layers through the SFU in simulated time: a publisher sends one
+//! stream in three temporal layers (`L1T3`), VP8 (the layers in its payload
+//! descriptor) or H.264 (the layers in the dependency descriptor extension,
+//! as Chromium sends them); an adaptive viewer's downlink drops from 2
+//! Mbit/s to 400 kbit/s and comes back. The viewer gets fewer frames a
+//! second instead of a pause, every frame it gets has its reference, and
+//! its sequence numbers (and VP8's picture ids and TL0PICIDX) run on
+//! without the gaps the left-out frames would leave.
 
 mod common;
 
@@ -11,10 +13,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use corecast_media::{vp8, MediaKind};
+use corecast_media::{vp8, Codec, MediaKind};
 use corecast_webrtc::{
-    read_simulcast_frame, vp8_frame, Client, ClientEvent, Endpoint, PublisherInfo, Temporal,
-    ViewerOptions,
+    h264_l1t3_frame, read_h264_l1t3_frame, read_simulcast_frame, vp8_frame, Client, ClientEvent,
+    Endpoint, PublisherInfo, SendMeta, Temporal, ViewerOptions,
 };
 
 const FPS: u64 = 30;
@@ -51,8 +53,9 @@ struct Got {
     at: Instant,
     frame: u32,
     tid: u8,
-    picture_id: u16,
-    tl0picidx: u8,
+    /// VP8's picture id and TL0PICIDX.
+    picture_id: Option<u16>,
+    tl0picidx: Option<u8>,
     packets: usize,
     first_seq: u64,
     last_seq: u64,
@@ -60,9 +63,39 @@ struct Got {
 
 #[test]
 fn a_viewer_on_a_slow_link_gets_fewer_frames_not_a_pause() {
+    temporal_layers_through_the_sfu(Codec::Vp8);
+}
+
+#[test]
+fn h264_temporal_layers_named_by_dependency_descriptors_thin_the_same_way() {
+    temporal_layers_through_the_sfu(Codec::H264);
+}
+
+/// The packets of one frame: (payload, descriptor for H.264).
+fn frame_packets(
+    codec: Codec,
+    frame: u64,
+    phase: u64,
+    temporal: Temporal,
+    key: bool,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let bytes = BYTES[usize::from(temporal.tid)];
+    match codec {
+        Codec::H264 => h264_l1t3_frame(frame, phase, frame as u16, bytes)
+            .into_iter()
+            .map(|(p, d)| (p, Some(d)))
+            .collect(),
+        _ => vp8_frame(0, frame, Some(temporal), key, bytes)
+            .into_iter()
+            .map(|p| (p, None))
+            .collect(),
+    }
+}
+
+fn temporal_layers_through_the_sfu(codec: Codec) {
     let mut w = World::new();
     let local = addr("10.0.0.1:1000");
-    let (client, offer) = Client::publisher(&w.config, w.now, local).unwrap();
+    let (client, offer) = Client::with_video_codec(&w.config, w.now, local, true, codec).unwrap();
     let who = PublisherInfo {
         room: "room".into(),
         peer: "alice".into(),
@@ -70,7 +103,7 @@ fn a_viewer_on_a_slow_link_gets_fewer_frames_not_a_pause() {
     let (endpoint, answer) = Endpoint::publisher(&w.config, w.now, &offer, who).unwrap();
     let p = w.connect(local, client, endpoint, &answer);
     let vlocal = addr("10.0.0.2:1000");
-    let (client, offer) = Client::viewer(&w.config, w.now, vlocal).unwrap();
+    let (client, offer) = Client::with_video_codec(&w.config, w.now, vlocal, false, codec).unwrap();
     let options = ViewerOptions {
         adaptive: true,
         max_spatial: None,
@@ -111,15 +144,24 @@ fn a_viewer_on_a_slow_link_gets_fewer_frames_not_a_pause() {
             temporal.tl0picidx = tl0;
             references.insert(frame as u32, reference);
             let ts = (frame * 90_000 / FPS) as u32;
-            let bytes = BYTES[usize::from(temporal.tid)];
-            let packets = vp8_frame(0, frame, Some(temporal), key, bytes);
+            let packets = frame_packets(codec, frame, frame - last_key, temporal, key);
             let n = packets.len();
-            for (i, body) in packets.iter().enumerate() {
+            for (i, (body, dependency)) in packets.into_iter().enumerate() {
                 let now = w.now;
-                assert!(w
-                    .client(p)
-                    .client
-                    .send(now, MediaKind::Video, seq, ts, i + 1 == n, body));
+                let meta = SendMeta {
+                    wallclock: now,
+                    orientation: None,
+                    dependency,
+                };
+                assert!(w.client(p).client.send_with(
+                    now,
+                    MediaKind::Video,
+                    seq,
+                    ts,
+                    i + 1 == n,
+                    &body,
+                    meta
+                ));
                 seq += 1;
                 w.drain();
             }
@@ -137,9 +179,19 @@ fn a_viewer_on_a_slow_link_gets_fewer_frames_not_a_pause() {
     let by_seq = video_by_seq(&w, v);
     let mut frames: Vec<Got> = Vec::new();
     for (seq, (at, _, payload)) in &by_seq {
-        let (_, number, _, _, picture_id) =
-            read_simulcast_frame(payload).expect("a frame of the publisher");
-        let d = vp8::parse(payload).unwrap();
+        let (number, tid, picture_id, tl0picidx) = match codec {
+            Codec::H264 => {
+                let (number, tid, ..) =
+                    read_h264_l1t3_frame(payload).expect("a frame of the publisher");
+                (number, tid, None, None)
+            }
+            _ => {
+                let (_, number, _, _, picture_id) =
+                    read_simulcast_frame(payload).expect("a frame of the publisher");
+                let d = vp8::parse(payload).unwrap();
+                (number, d.tid.unwrap(), Some(picture_id), d.tl0picidx)
+            }
+        };
         match frames.last_mut() {
             Some(f) if f.frame == number => {
                 f.packets += 1;
@@ -148,9 +200,9 @@ fn a_viewer_on_a_slow_link_gets_fewer_frames_not_a_pause() {
             _ => frames.push(Got {
                 at: *at,
                 frame: number,
-                tid: d.tid.unwrap(),
+                tid,
                 picture_id,
-                tl0picidx: d.tl0picidx.unwrap(),
+                tl0picidx,
                 packets: 1,
                 first_seq: *seq,
                 last_seq: *seq,
@@ -182,23 +234,24 @@ fn a_viewer_on_a_slow_link_gets_fewer_frames_not_a_pause() {
     for pair in frames.windows(2) {
         let [a, b] = pair else { unreachable!() };
         let lost_between = b.first_seq > a.last_seq + 1;
+        let (Some(a_pid), Some(b_pid), Some(a_tl0), Some(b_tl0)) =
+            (a.picture_id, b.picture_id, a.tl0picidx, b.tl0picidx)
+        else {
+            continue;
+        };
         // Picture ids and TL0PICIDX count the frames the viewer gets.
-        let step = b.picture_id.wrapping_sub(a.picture_id) & 0x7fff;
+        let step = b_pid.wrapping_sub(a_pid) & 0x7fff;
         assert!(
             step == 1 || lost_between && step > 1,
-            "picture ids {} then {} (frames {} and {})",
-            a.picture_id,
-            b.picture_id,
+            "picture ids {a_pid} then {b_pid} (frames {} and {})",
             a.frame,
             b.frame
         );
-        let tl0_step = b.tl0picidx.wrapping_sub(a.tl0picidx);
+        let tl0_step = b_tl0.wrapping_sub(a_tl0);
         let expected = u8::from(b.tid == 0);
         assert!(
             tl0_step == expected || lost_between,
-            "TL0PICIDX {} then {} (frames {} and {})",
-            a.tl0picidx,
-            b.tl0picidx,
+            "TL0PICIDX {a_tl0} then {b_tl0} (frames {} and {})",
             a.frame,
             b.frame
         );

@@ -221,3 +221,10 @@ export declare class Room {
 
 /** Joins a room over one WebRTC connection; resolves once joined. */
 export declare function connect(url: string, options: ConnectOptions): Promise<Room>;
+
+/**
+ * Asks for the dependency descriptor header extension on a receiving video
+ * transceiver, before the offer (AV1 SVC needs it to decode); a no-op where
+ * the browser cannot.
+ */
+export declare function receiveDependencyDescriptor(transceiver: RTCRtpTransceiver): void;

@@ -236,6 +236,26 @@ async function postConnect(base, body, token) {
 }
 
 /**
+ * Asks for the dependency descriptor header extension on a receiving video
+ * transceiver (before the offer is made). It names the layer and the
+ * references of each frame; AV1 SVC does not decode without it, and
+ * Chromium offers it on a receiver only when asked. A no-op where the
+ * browser has no `setHeaderExtensionsToNegotiate`.
+ *
+ * @param {RTCRtpTransceiver} transceiver
+ */
+export function receiveDependencyDescriptor(transceiver) {
+  if (!transceiver.setHeaderExtensionsToNegotiate) return;
+  const wanted = transceiver.getHeaderExtensionsToNegotiate().map((e) => (
+    /dependency-descriptor/.test(e.uri) && e.direction === 'stopped' ? { ...e, direction: 'recvonly' } : e));
+  try {
+    transceiver.setHeaderExtensionsToNegotiate(wanted);
+  } catch (e) {
+    console.warn('corecast: cannot negotiate the dependency descriptor:', e);
+  }
+}
+
+/**
  * Joins a room: one RTCPeerConnection with a data channel, the tracks to
  * publish and the receive slots, offered in one HTTP request; then `join` on
  * the data channel. Resolves once joined.
@@ -286,7 +306,10 @@ export async function connect(url, options) {
       transceiver: pc.addTransceiver(p.track, { direction: 'sendonly' }),
     }));
     for (const kind of /** @type {Kind[]} */ (['audio', 'video'])) {
-      for (let i = 0; i < counts[kind]; i += 1) pc.addTransceiver(kind, { direction: 'recvonly' });
+      for (let i = 0; i < counts[kind]; i += 1) {
+        const t = pc.addTransceiver(kind, { direction: 'recvonly' });
+        if (kind === 'video') receiveDependencyDescriptor(t);
+      }
     }
     await pc.setLocalDescription(await pc.createOffer());
     await iceGathered(pc, GATHER_MS);

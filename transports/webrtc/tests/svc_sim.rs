@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use corecast_media::{Codec, MediaKind};
 use corecast_webrtc::{
-    av1_svc_frame, read_av1_svc_frame, read_svc_frame, svc_frame, Client, ClientEvent, Endpoint,
-    PublisherInfo, SendMeta, ViewerOptions,
+    av1_svc_frame, read_av1_svc_frame, read_svc_frame, svc_frame, ClientEvent, SendMeta,
 };
 
 /// Spatial layers' bitrates (payload), lowest first.
@@ -103,26 +102,7 @@ fn layer_packets(
 }
 
 fn svc_through_the_sfu(codec: Codec) {
-    let mut w = World::new();
-    let local = addr("10.0.0.1:1000");
-    let (client, offer) = Client::with_video_codec(&w.config, w.now, local, true, codec).unwrap();
-    let who = PublisherInfo {
-        room: "room".into(),
-        peer: "alice".into(),
-    };
-    let (endpoint, answer) = Endpoint::publisher(&w.config, w.now, &offer, who).unwrap();
-    let p = w.connect(local, client, endpoint, &answer);
-    let vlocal = addr("10.0.0.2:1000");
-    let (client, offer) = Client::with_video_codec(&w.config, w.now, vlocal, false, codec).unwrap();
-    let options = ViewerOptions {
-        adaptive: true,
-        max_spatial: None,
-    };
-    let (endpoint, answer) = Endpoint::viewer_with(&w.config, w.now, &offer, &[], options).unwrap();
-    let v = w.connect(vlocal, client, endpoint, &answer);
-    subscribe_all(&mut w, p, &[v]);
-    w.links.push((vlocal, Link::new(3_000_000, w.now)));
-    w.run_until(Duration::from_secs(5), World::all_connected);
+    let (mut w, p, v) = World::adaptive_pair(codec, 3_000_000);
 
     let t0 = w.now;
     let limit = |t: Duration| match t.as_secs() {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use corecast_media::{vp8, Codec, MediaKind};
 use corecast_webrtc::{
-    h264_l1t3_frame, read_h264_l1t3_frame, read_simulcast_frame, vp8_frame, Client, ClientEvent,
-    Endpoint, PublisherInfo, SendMeta, Temporal, ViewerOptions,
+    h264_l1t3_frame, read_h264_l1t3_frame, read_simulcast_frame, vp8_frame, ClientEvent, SendMeta,
+    Temporal,
 };
 
 const FPS: u64 = 30;
@@ -93,26 +93,7 @@ fn frame_packets(
 }
 
 fn temporal_layers_through_the_sfu(codec: Codec) {
-    let mut w = World::new();
-    let local = addr("10.0.0.1:1000");
-    let (client, offer) = Client::with_video_codec(&w.config, w.now, local, true, codec).unwrap();
-    let who = PublisherInfo {
-        room: "room".into(),
-        peer: "alice".into(),
-    };
-    let (endpoint, answer) = Endpoint::publisher(&w.config, w.now, &offer, who).unwrap();
-    let p = w.connect(local, client, endpoint, &answer);
-    let vlocal = addr("10.0.0.2:1000");
-    let (client, offer) = Client::with_video_codec(&w.config, w.now, vlocal, false, codec).unwrap();
-    let options = ViewerOptions {
-        adaptive: true,
-        max_spatial: None,
-    };
-    let (endpoint, answer) = Endpoint::viewer_with(&w.config, w.now, &offer, &[], options).unwrap();
-    let v = w.connect(vlocal, client, endpoint, &answer);
-    subscribe_all(&mut w, p, &[v]);
-    w.links.push((vlocal, Link::new(2_000_000, w.now)));
-    w.run_until(Duration::from_secs(5), World::all_connected);
+    let (mut w, p, v) = World::adaptive_pair(codec, 2_000_000);
 
     let t0 = w.now;
     let limited_from = Duration::from_secs(15);

@@ -376,6 +376,36 @@ impl World {
         (w, p, v)
     }
 
+    /// A world with publisher "alice" (leg 0) of one `codec` video stream
+    /// and an adaptive viewer (leg 1) of it behind a `link_bps` downlink,
+    /// subscribed, both connected.
+    pub fn adaptive_pair(codec: corecast_media::Codec, link_bps: u64) -> (World, usize, usize) {
+        let mut w = World::new();
+        let local = addr("10.0.0.1:1000");
+        let (client, offer) =
+            Client::with_video_codec(&w.config, w.now, local, true, codec).unwrap();
+        let who = corecast_webrtc::PublisherInfo {
+            room: "room".into(),
+            peer: "alice".into(),
+        };
+        let (endpoint, answer) = Endpoint::publisher(&w.config, w.now, &offer, who).unwrap();
+        let p = w.connect(local, client, endpoint, &answer);
+        let vlocal = addr("10.0.0.2:1000");
+        let (client, offer) =
+            Client::with_video_codec(&w.config, w.now, vlocal, false, codec).unwrap();
+        let options = corecast_webrtc::ViewerOptions {
+            adaptive: true,
+            max_spatial: None,
+        };
+        let (endpoint, answer) =
+            Endpoint::viewer_with(&w.config, w.now, &offer, &[], options).unwrap();
+        let v = w.connect(vlocal, client, endpoint, &answer);
+        subscribe_all(&mut w, p, &[v]);
+        w.links.push((vlocal, Link::new(link_bps, w.now)));
+        w.run_until(Duration::from_secs(5), World::all_connected);
+        (w, p, v)
+    }
+
     /// The video payloads viewer `leg` received, in order.
     pub fn video_payloads(&self, leg: usize) -> Vec<Vec<u8>> {
         self.received(leg, MediaKind::Video)

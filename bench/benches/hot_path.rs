@@ -30,6 +30,7 @@ fn packet(seq: u64) -> MediaPacket {
         orientation: None,
         layer: Default::default(),
         audio_level: None,
+        dependency: None,
         payload: Arc::from(vec![0x10u8; 1150]),
     }
 }

@@ -162,26 +162,30 @@ const CLUSTER_PORT_INPUTS: usize = 300_000;
 /// Twin of the fuzz target `media_wire`.
 #[test]
 fn media_wire_twin() {
-    // Version 3: flags bit 0 marker, bit 1 orientation in bits 2-3, bit 4
+    // Version 4: flags bit 0 marker, bit 1 orientation in bits 2-3, bit 4
     // a signed µs wallclock offset, bit 5 a layer byte, bit 6 an audio
-    // level byte.
-    let mut opus = vec![3, 1, 0, 0, 0xbb, 0x80, 0];
+    // level byte, bit 7 a dependency descriptor (layer, marks, length,
+    // bytes).
+    let mut opus = vec![4, 1, 0, 0, 0xbb, 0x80, 0];
     opus.extend_from_slice(&7u64.to_be_bytes());
     opus.extend_from_slice(&960u32.to_be_bytes());
     opus.push(64);
     opus.push(37);
     opus.extend_from_slice(&[0xfc, 0xff, 0xfe]);
-    let mut h264 = vec![3, 12, 0, 1, 0x5f, 0x90, 3, 0x42, 0xe0, 1];
+    let mut h264 = vec![4, 12, 0, 1, 0x5f, 0x90, 3, 0x42, 0xe0, 1];
     h264.extend_from_slice(&u64::MAX.to_be_bytes());
     h264.extend_from_slice(&u32::MAX.to_be_bytes());
     h264.push(1 | 2 | (1 << 2));
     h264.extend_from_slice(&[0x7c, 0x85, 0x88, 0x84]);
-    let mut vp8 = vec![3, 10, 0, 1, 0x5f, 0x90, 0];
+    let mut vp8 = vec![4, 10, 0, 1, 0x5f, 0x90, 0];
     vp8.extend_from_slice(&65_536u64.to_be_bytes());
     vp8.extend_from_slice(&90_000u32.to_be_bytes());
-    vp8.push(1 | 2 | (3 << 2) | 16 | 32);
+    vp8.push(1 | 2 | (3 << 2) | 16 | 32 | 128);
     vp8.extend_from_slice(&(-20_000i32).to_be_bytes());
     vp8.push(0x21);
+    // Layer 1/2, frame start and end, switching up to layer 2; a
+    // three-byte descriptor.
+    vp8.extend_from_slice(&[0x12, 2 | 4 | 8 | (2 << 4), 3, 0xc0, 0x01, 0x02]);
     vp8.extend_from_slice(&[0x10, 0x50, 0x42]);
     let now = Instant::now();
     assert!(

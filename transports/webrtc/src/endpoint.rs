@@ -1346,9 +1346,13 @@ impl Endpoint {
         };
         layer.seen = true;
         // A dependency descriptor is read with its stream's structure (the
-        // keyframes carry it) while that is at hand: here.
+        // keyframes carry it) while that is at hand: here. Only for the
+        // codecs whose layers nothing else names: VP8 and VP9 name theirs in
+        // the payload descriptor, which viewers read too, so their
+        // descriptors (Chromium attaches one to every packet of a layered
+        // stream) cost nothing per viewer and are not forwarded.
         let dependency = match packet.header.ext_vals.user_values.get::<DdBytes>() {
-            Some(DdBytes(bytes)) if codec.kind() == MediaKind::Video => layer
+            Some(DdBytes(bytes)) if matches!(codec.codec, Codec::Av1 | Codec::H264) => layer
                 .dd
                 .describe(bytes, spatial)
                 .map(|described| Dependency {

@@ -59,7 +59,7 @@ pub struct StreamSettings {
     /// Endpoints this shard holds before it refuses new connections.
     pub max_endpoints: usize,
     /// The node is in a cluster: the shard tells shard 0 which layers its
-    /// viewers want ([`super::demand`]).
+    /// viewers want (see `shard/demand.rs`).
     pub clustered: bool,
 }
 

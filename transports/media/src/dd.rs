@@ -18,7 +18,7 @@
 //! - [`parse`] reads one descriptor against the structure the caller
 //!   knows; [`DdReader`] does it for one RTP stream, keeping the latest
 //!   structure and set of active decode targets from packet to packet.
-//! - [`write`] writes a descriptor (tests, simulated publishers);
+//! - [`write()`] writes a descriptor (tests, simulated publishers);
 //!   [`DdStructure::l1t3`] and [`DdStructure::l3t3_key`] are ready-made
 //!   structures for the usual scalability modes, and
 //!   [`DependencyDescriptor::from_template`] fills in a frame of one.
@@ -179,7 +179,7 @@ pub struct DdStructure {
 ///
 /// The fields from `spatial_id` on are the frame's own values: the
 /// template's, or the ones the packet carries instead (custom DTIs, fdiffs
-/// or chain distances). [`write`] sends custom fields only where they
+/// or chain distances). [`write()`] sends custom fields only where they
 /// differ from the template.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DependencyDescriptor {
@@ -394,7 +394,7 @@ impl DdStructure {
     }
 
     /// Whether the fields fit each other and the wire format's ranges, so
-    /// that [`write`] can send the structure.
+    /// that [`write()`] can send the structure.
     fn check(&self) -> Result<(), DdError> {
         let dt = self.decode_targets;
         let template_ok = |t: &DdTemplate| {
@@ -458,7 +458,7 @@ impl DependencyDescriptor {
     /// A whole frame (start and end of frame set) of template `index` of
     /// `structure`, with the template's values; `None` if there is no such
     /// template. Set the flags, attach a structure or an active mask, or
-    /// change the values before [`write`].
+    /// change the values before [`write()`].
     pub fn from_template(
         structure: &DdStructure,
         index: usize,

@@ -1,0 +1,31 @@
+//! SIP for corecast, sans-IO: no sockets, no clock reads (time comes in as
+//! [`std::time::Instant`]). The engine drives it from a shard's loop.
+//!
+//! The pieces, each in its own module:
+//! - [`message`]: parsing a datagram or framed stream message into a SIP
+//!   request or response (size limits, clear errors), an owned summary of
+//!   the header fields, building responses (§8.2.6), ACK and CANCEL, and
+//!   printing back to bytes.
+//! - [`transaction`]: the RFC 3261 §17 transaction layer (client and server,
+//!   INVITE and non-INVITE, UDP and TCP), driven by `Instant`s.
+//! - [`digest`]: digest authentication as a registrar/UAS (RFC 3261 §22,
+//!   RFC 2617, SHA-256 per RFC 7616/8760): challenges with stateless
+//!   nonces any node holding the secret can check, parsing and verifying
+//!   `Authorization` values against a user's HA1.
+//! - [`limits`]: per-source limits on failed authentication (blocking a
+//!   source address after too many failures), in bounded memory.
+//! - [`g711`]: G.711 μ-law (PCMU) and A-law (PCMA), per sample and per
+//!   slice.
+//! - [`mixer`]: the mix-minus a phone hears: the loudest other speakers of
+//!   a room, summed per 20 ms frame.
+//! - [`jitter`]: the jitter buffer for a phone's incoming RTP audio: frames
+//!   out at playout times, with missing slots, late, duplicate and restart
+//!   handling.
+
+pub mod digest;
+pub mod g711;
+pub mod jitter;
+pub mod limits;
+pub mod message;
+pub mod mixer;
+pub mod transaction;

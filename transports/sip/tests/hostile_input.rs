@@ -1,0 +1,77 @@
+//! The seeded twin of the libFuzzer target in `fuzz/` (see
+//! docs/testing.md): the same harness function, over deterministic inputs
+//! (seeds cut to every length, mutations, random text), in every CI run.
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
+
+use corecast_twin::{run, Alphabet};
+
+const SEEDS: &[&[u8]] = &[
+    b"INVITE sip:room1@sfu.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.example.com:5060;branch=z9hG4bK776asdhds;rport\r\n\
+Max-Forwards: 70\r\n\
+To: Room <sip:room1@sfu.example.com>\r\n\
+From: \"Alice\" <sip:alice@example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.example.com;transport=udp>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 60\r\n\r\n\
+v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n",
+    b"REGISTER sip:registrar.example.com SIP/2.0\r\n\
+v: SIP/2.0/TCP [2001:db8::9]:5070;branch=z9hG4bKnashds7\r\n\
+max-forwards: 70\r\n\
+t: Bob <sip:bob@example.com>\r\n\
+f: Bob <sip:bob@example.com>;tag=456248\r\n\
+i: 843817637684230@998sdasdh09\r\n\
+CSEQ: 1826 REGISTER\r\n\
+m: <sip:bob@192.0.2.4>;expires=3600, *\r\n\
+Expires: 7200\r\n\
+l: 0\r\n\r\n",
+    b"SIP/2.0 200 OK\r\n\
+Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bK776asdhds;received=192.0.2.1\r\n\
+Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp1\r\n\
+To: Room <sip:room1@sfu.example.com>;tag=a6c85cf\r\n\
+From: \"Alice\" <sip:alice@example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:room1@203.0.113.9>\r\n\
+Content-Length: 0\r\n\r\n",
+    b"OPTIONS sip:room1@sfu.example.com SIP/2.0\n\
+Via:  SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKkdjuw\n\
+To:\n <sip:room1@sfu.example.com>\n\
+From: sip:caller@example.org;tag=33242\n\
+Max-Forwards: 3\n\
+Call-ID: fold.0ha0isndaksdj\n\
+CSeq: 8\n\tOPTIONS\n\
+Accept: application/sdp,\n\tmultipart/mixed\n\n",
+    b"SIP/2.0 100 Trying\r\n\
+Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bK776asdhds\r\n\
+To: <sip:room1@sfu.example.com>\r\n\
+From: <sip:alice@example.com>;tag=19\r\n\
+Call-ID: c1\r\n\
+CSeq: 1 INVITE\r\n\r\n",
+    b"ACK sip:room1@sfu.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bKack1\r\n\
+Route: <sip:proxy.example.com;lr>\r\n\
+Max-Forwards: 70\r\n\
+To: <sip:room1@sfu.example.com>;tag=a6c85cf\r\n\
+From: <sip:alice@example.com>;tag=19\r\n\
+Call-ID: c1\r\n\
+CSeq: 1 ACK\r\n\
+Content-Length: 0\r\n\r\n",
+];
+
+/// Twin of the fuzz target `message`.
+#[test]
+fn message_twin() {
+    let mut parsed = 0;
+    let n = run(0x7369_7021, SEEDS, Alphabet::Text, 600, 300_000, |d| {
+        parsed += usize::from(harness::message(d));
+    });
+    eprintln!("message: {n} inputs, {parsed} parsed");
+    assert_eq!(n, 300_000);
+    // The mutations keep reaching the printer and the transaction layer.
+    assert!(parsed > 30_000, "{parsed} parsed");
+}

@@ -6,6 +6,9 @@
 use std::time::{Duration, Instant};
 
 use corecast_sip::message::{frame_len, Framing, Message};
+use corecast_sip::sdp::{
+    CodecName, LocalMedia, SdpSession, SessionDescription, DEFAULT_PREFERENCE,
+};
 use corecast_sip::transaction::{Config, Transactions, Transport};
 
 /// Target `message`: any bytes, as a datagram and as a stream message.
@@ -40,6 +43,51 @@ pub fn message(data: &[u8]) -> bool {
     t.handle_timeout(base + Duration::from_secs(3600));
     assert!(t.is_empty());
     while t.poll_output().is_some() {}
+    true
+}
+
+/// Target `sdp`: any bytes as an SDP offer and as an answer to our offer.
+/// Never panics; an answer we write parses back, with the agreed codec
+/// first on the kept audio m-line, one m-line for each offered, and our
+/// address; the `o=` version goes up by one per body written. Returns
+/// whether the bytes were answered (the twin counts them).
+pub fn sdp(data: &[u8]) -> bool {
+    let parsed = SessionDescription::parse(data);
+    let local = LocalMedia {
+        address: [203, 0, 113, 5].into(),
+        rtp_port: 30000,
+    };
+    let mut s = SdpSession::new(7);
+    let _ = s.offer(&local, &[CodecName::Pcmu, CodecName::Pcma, CodecName::Opus]);
+    let _ = s.apply_answer(data);
+    let Ok(answer) = s.answer(data, &local, DEFAULT_PREFERENCE) else {
+        assert_eq!(s.version(), 1);
+        return false;
+    };
+    assert_eq!(s.version(), 2);
+    let offer = match parsed {
+        Ok(offer) => offer,
+        Err(e) => panic!("answered an offer that does not parse: {e}"),
+    };
+    let back = match SessionDescription::parse(answer.sdp.as_bytes()) {
+        Ok(back) => back,
+        Err(e) => panic!("answer does not parse back ({e}): {:?}", answer.sdp),
+    };
+    assert_eq!(back.media.len(), offer.media.len());
+    assert_eq!(back.connection, Some(local.address));
+    let Some(i) = back.audio_index() else {
+        panic!("answer without audio: {:?}", answer.sdp);
+    };
+    assert_eq!(offer.audio_index(), Some(i));
+    let audio = &back.media[i];
+    assert_eq!(audio.port, local.rtp_port);
+    assert_eq!(audio.payload_types().next(), Some(answer.media.codec.pt));
+    assert_eq!(
+        back.media.iter().filter(|m| m.port != 0).count(),
+        1,
+        "{:?}",
+        answer.sdp
+    );
     true
 }
 

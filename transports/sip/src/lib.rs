@@ -14,6 +14,10 @@
 //!   `Authorization` values against a user's HA1.
 //! - [`limits`]: per-source limits on failed authentication (blocking a
 //!   source address after too many failures), in bounded memory.
+//! - [`registrar`]: the REGISTER side of a registrar (RFC 3261 §10.3):
+//!   digest authentication, bindings per address-of-record with their
+//!   expiry, caps, cluster-wide session ids, and events for the cluster's
+//!   key-value store.
 //! - [`g711`]: G.711 μ-law (PCMU) and A-law (PCMA), per sample and per
 //!   slice.
 //! - [`mixer`]: the mix-minus a phone hears: the loudest other speakers of
@@ -21,6 +25,9 @@
 //! - [`jitter`]: the jitter buffer for a phone's incoming RTP audio: frames
 //!   out at playout times, with missing slots, late, duplicate and restart
 //!   handling.
+//! - [`sdp`]: SDP offer/answer for a call (RFC 3264, RFC 4566), audio
+//!   only: parsing a phone's offer or answer, choosing PCMU, PCMA or Opus,
+//!   building our answer or offer, hold, and the media agreed.
 
 pub mod digest;
 pub mod g711;
@@ -28,4 +35,6 @@ pub mod jitter;
 pub mod limits;
 pub mod message;
 pub mod mixer;
+pub mod registrar;
+pub mod sdp;
 pub mod transaction;

@@ -63,6 +63,59 @@ CSeq: 1 ACK\r\n\
 Content-Length: 0\r\n\r\n",
 ];
 
+const SDP_SEEDS: &[&[u8]] = &[
+    b"v=0\r\n\
+o=user1 53655765 2353687637 IN IP4 192.0.2.10\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.10\r\n\
+t=0 0\r\n\
+m=audio 6000 RTP/AVP 0 101\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-11,16\r\n",
+    b"v=0\r\n\
+o=- 1470215406 1817862938 IN IP4 192.0.2.20\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.20\r\n\
+t=0 0\r\n\
+a=sendonly\r\n\
+m=audio 10560 RTP/AVP 96 0 8 101\r\n\
+a=rtpmap:96 opus/48000/2\r\n\
+a=fmtp:96 stereo=1;sprop-stereo=1;useinbandfec=1\r\n\
+a=rtpmap:101 telephone-event/48000\r\n\
+a=rtcp:10561\r\n\
+a=sendrecv\r\n\
+a=ptime:20\r\n",
+    b"v=0\n\
+o=alice 2466 1049 IN IP6 2001:db8::5\n\
+s=Talk\n\
+c=IN IP6 2001:db8::1\n\
+t=0 0\n\
+m=audio 7078 RTP/AVP 96 9 8 101\n\
+c=IN IP6 2001:db8::7\n\
+a=rtpmap:96 speex/16000\n\
+a=rtpmap:101 telephone-event/8000\n\
+a=inactive\n\
+m=video 9078 RTP/AVPF 97\n\
+a=rtpmap:97 H264/90000\n\
+m=application 9 UDP/BFCP *\n",
+    b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+m=audio 0 RTP/AVP 8\r\nm=audio 4000 RTP/AVP 18 8\r\na=rtpmap:18 G729/8000\r\n",
+];
+
+/// Twin of the fuzz target `sdp`.
+#[test]
+fn sdp_twin() {
+    let mut answered = 0;
+    let n = run(0x7364_7021, SDP_SEEDS, Alphabet::Text, 1200, 200_000, |d| {
+        answered += usize::from(harness::sdp(d));
+    });
+    eprintln!("sdp: {n} inputs, {answered} answered");
+    assert_eq!(n, 200_000);
+    // The mutations keep reaching the codec choice and the answer.
+    assert!(answered > 10_000, "{answered}");
+}
+
 /// Twin of the fuzz target `message`.
 #[test]
 fn message_twin() {

@@ -2,6 +2,8 @@
 //! transaction table fed whatever parses.
 #![no_main]
 
+// Each target calls one of the harness's functions.
+#[allow(dead_code)]
 #[path = "../harness.rs"]
 mod harness;
 

@@ -73,7 +73,8 @@ const LIMIT = '300kbit';       // the limited viewer link (simulcast)
 const SVC_LIMIT_SHARE = 0.3;
 const TO_TOP_MS = 20_000;      // publishing -> viewer on the top layer
 const TO_LOWER_MS = 10_000;    // limit on -> viewer on a lower layer
-const HOLD_MS = 5_000;         // how long the viewer is watched on the limited link after that
+const HOLD_MS = 5_000;
+const SETTLE_MS = 8_000;       // SVC: at most this long for the viewer to decode at one size on the limited link         // how long the viewer is watched on the limited link after that
 const BACK_MS = 15_000;        // limit off -> viewer on the top layer again
 // Frames the viewer must decode in 2 s on the top layer. An SVC viewer
 // climbing back may get the top spatial layer at two of its three temporal
@@ -413,6 +414,21 @@ async function viewer(stream, pub) {
       if (lastNew !== null && end - lastNew > FREEZE_MS) list.push([lastNew, end - lastNew]);
       return list.map(([t, ms]) => `${secs(ms)} at +${secs(t - t0)}`);
     },
+    /** Polls until the viewer has decoded at least `frames` frames over the
+     *  last `ms` at one size, or until `max` ms have passed (it does not
+     *  fail: what follows checks the decoding). Returns whether it settled. */
+    async settles(ms, frames, max) {
+      const end = Date.now() + max;
+      for (;;) {
+        const s = await v.poll();
+        const recent = samples.filter((x) => x.t >= s.t - ms);
+        const first = recent[0];
+        const steady = first && s.t - first.t >= ms - 250 && recent.every((x) => x.w === s.w && x.h === s.h);
+        if (steady && s.frames - first.frames >= frames) return true;
+        if (Date.now() > end) return false;
+        await sleep(250);
+      }
+    },
     /** Watches for ms: frames must keep being decoded at the current size. */
     async keepsDecoding(ms, minFrames) {
       const a = await v.poll();
@@ -546,8 +562,15 @@ for (const [kind, svc] of [['simulcast', null], ['VP9 SVC', SVC], ['AV1 SVC', SV
     view.mark(`limit ${rate} on UDP port ${ports.local} (server port ${ports.remote}; ${full} kbit/s of video before)`);
     const lower = await view.until(`go below ${TOP[0]} wide on a ${rate} link`, (s) => s.w > 0 && s.w < TOP[0], TO_LOWER_MS);
     log(`viewer on ${lower.w}x${lower.h} ${secs(lower.t - on)} after the limit; tc: ${JSON.stringify(shaped())}`);
-    // SVC: a step up within the limited link waits for a keyframe (a
+    // SVC: the estimate falls in steps, and the first step down may land on
+    // a layer the link does not carry yet (CI once saw 480x270, frozen, for
+    // 5 s before 240x136): the hold is watched once the viewer decodes at
+    // one size. A step up within the limited link waits for a keyframe (a
     // freeze of a second or more); fewer frames are decoded meanwhile.
+    if (svc) {
+      const settled = await view.settles(2000, 10, SETTLE_MS);
+      view.mark(settled ? 'decoding at one size' : `not settled within ${SETTLE_MS / 1000} s`);
+    }
     const held = await view.keepsDecoding(HOLD_MS, svc ? 15 : 25);
     const tcSeen = shaped();
     assert.ok(tcSeen.packets > 0, `the tc filter on port ${ports.local} matched nothing: ${JSON.stringify(tcSeen)}`);

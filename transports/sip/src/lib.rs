@@ -28,7 +28,13 @@
 //! - [`sdp`]: SDP offer/answer for a call (RFC 3264, RFC 4566), audio
 //!   only: parsing a phone's offer or answer, choosing PCMU, PCMA or Opus,
 //!   building our answer or offer, hold, and the media agreed.
+//! - [`dialog`]: the user-agent server side of a call that comes in
+//!   (RFC 3261 §12–§15, §9.2): dialogs keyed by Call-ID and tags, INVITE
+//!   answered with our SDP, ACK, CANCEL, BYE both ways, re-INVITE (hold),
+//!   OPTIONS, 481 for unknown dialogs, a cap on calls, and events for the
+//!   engine.
 
+pub mod dialog;
 pub mod digest;
 pub mod g711;
 pub mod jitter;

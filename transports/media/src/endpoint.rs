@@ -296,6 +296,9 @@ pub enum Event {
     /// with the credentials it gave. The engine authorizes it and answers
     /// with [`Command::Admit`]; no media comes before.
     PublishRequest { room: String, token: Option<String> },
+    /// The user pressed a key (a phone's RFC 4733 DTMF): `0`–`9`, `*`,
+    /// `#`, `A`–`D`.
+    Dtmf(char),
     /// The endpoint is finished; drop it.
     Closed(CloseReason),
 }

@@ -33,9 +33,15 @@
 //!   answered with our SDP, ACK, CANCEL, BYE both ways, re-INVITE (hold),
 //!   OPTIONS, 481 for unknown dialogs, a cap on calls, and events for the
 //!   engine.
+//! - [`call`]: a call's media as a room peer ([`call::SipEndpoint`], a
+//!   `corecast_media::Endpoint`): RTP from the phone through the jitter
+//!   buffer to Opus in the room, the room's loudest speakers mixed back in
+//!   the call's codec every 20 ms, DTMF key presses ([`dtmf`]).
 
+pub mod call;
 pub mod dialog;
 pub mod digest;
+pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod limits;

@@ -94,10 +94,31 @@ pub struct ServeArgs {
     /// once, at most (the loudest; 1 to 16). [default: 3]
     #[arg(long)]
     pub top_audio: Option<usize>,
+    /// UDP port of SIP signalling (phones call `sip:ROOM@HOST:PORT`). Off
+    /// unless set; 0 picks a free port.
+    #[arg(long)]
+    pub sip_port: Option<u16>,
+    /// UDP ports of SIP calls' RTP, FIRST-LAST (one per call, on the shard
+    /// that holds the call). [default: 30000-30999]
+    #[arg(long, value_parser = parse_port_range)]
+    pub rtp_ports: Option<(u16, u16)>,
     /// Base URL other nodes and gateways use for this node's HTTP API.
     /// [default: http, the first --ice-ip and the --http port]
     #[arg(long)]
     pub public_url: Option<String>,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not FIRST-LAST, two ports with FIRST <= LAST");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 fn parse_role(s: &str) -> Result<NodeRole, String> {
@@ -136,9 +157,43 @@ struct FileConfig {
     rtmp_port: Option<u16>,
     rtmp_audio_bitrate: Option<u32>,
     top_audio: Option<usize>,
+    sip_port: Option<u16>,
+    rtp_ports: Option<String>,
+    /// `[sip]`: users who may register (`[[sip.users]]`).
+    #[serde(default)]
+    sip: SipFile,
     /// The gateways' table of zones: `[[zones]] name, cidrs, location`.
     #[serde(default)]
     zones: Vec<ZoneSpec>,
+}
+
+/// The `[sip]` table of the configuration file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipFile {
+    #[serde(default)]
+    users: Vec<SipUser>,
+}
+
+/// A user who may register and be called (`[[sip.users]]`): `user` and
+/// `password`, or `ha1` (the hex MD5 of `user:realm:password`) to keep the
+/// password out of the file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SipUser {
+    pub user: String,
+    pub password: Option<String>,
+    pub ha1: Option<String>,
+}
+
+/// SIP: signalling port, calls' RTP ports, users.
+#[derive(Debug, Clone)]
+pub struct SipSettings {
+    /// The UDP port of SIP signalling (0: any).
+    pub port: u16,
+    /// The calls' RTP ports, inclusive.
+    pub rtp_ports: (u16, u16),
+    pub users: Vec<SipUser>,
 }
 
 /// How a node takes part in a cluster.
@@ -188,6 +243,8 @@ pub struct Settings {
     pub rtmp_idle_timeout: Duration,
     /// Loudest speakers a connection that follows the speakers hears.
     pub top_audio: usize,
+    /// SIP, when `--sip-port` is set.
+    pub sip: Option<SipSettings>,
     /// None: a single node, no cluster port.
     pub cluster: Option<ClusterSettings>,
 }
@@ -216,6 +273,10 @@ pub enum ConfigError {
     AudioBitrate(u32),
     #[error("--top-audio must be between 1 and 16 speakers, got {0}")]
     TopAudio(usize),
+    #[error("rtp_ports: {0}")]
+    RtpPorts(String),
+    #[error("[[sip.users]] {0:?}: give password or ha1 (32 hex digits)")]
+    SipUser(String),
 }
 
 impl Settings {
@@ -291,13 +352,40 @@ impl Settings {
                 n @ 1..=16 => n,
                 n => return Err(ConfigError::TopAudio(n)),
             },
+            sip: None,
             cluster: None,
         })
         .and_then(|mut settings| {
+            settings.sip = sip_settings(args, &file_cluster)?;
             settings.cluster = cluster_settings(args, file_cluster, &settings)?;
             Ok(settings)
         })
     }
+}
+
+fn sip_settings(args: &ServeArgs, file: &FileConfig) -> Result<Option<SipSettings>, ConfigError> {
+    let Some(port) = args.sip_port.or(file.sip_port) else {
+        return Ok(None);
+    };
+    let rtp_ports = match (args.rtp_ports, &file.rtp_ports) {
+        (Some(r), _) => r,
+        (None, Some(text)) => parse_port_range(text).map_err(ConfigError::RtpPorts)?,
+        (None, None) => (30_000, 30_999),
+    };
+    for u in &file.sip.users {
+        let ha1_ok = u
+            .ha1
+            .as_ref()
+            .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if u.user.is_empty() || !(u.password.is_some() || ha1_ok) {
+            return Err(ConfigError::SipUser(u.user.clone()));
+        }
+    }
+    Ok(Some(SipSettings {
+        port,
+        rtp_ports,
+        users: file.sip.users.clone(),
+    }))
 }
 
 fn cluster_settings(

@@ -136,6 +136,9 @@ fn serve(args: &ServeArgs) {
             if let Some(rtmp) = node.rtmp_addr {
                 tracing::info!("rtmp ingest: rtmp://{rtmp}/live/STREAM");
             }
+            if let Some(sip) = node.sip_addr {
+                tracing::info!("sip: call sip:ROOM@{sip}");
+            }
             node.wait();
         }
         Err(e) => {

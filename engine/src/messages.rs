@@ -33,6 +33,13 @@ pub enum ShardCommand {
     Ingress { conn: ConnId, datagram: Datagram },
     /// Close an endpoint now (DELETE, replaced publisher).
     Close { conn: ConnId },
+    /// Take a SIP call's endpoint, placed here by the control thread, with
+    /// the call's own RTP socket (received and sent on this shard).
+    Place {
+        conn: ConnId,
+        endpoint: Box<dyn Endpoint>,
+        socket: std::net::UdpSocket,
+    },
     /// Datagrams from `addr` belong to `conn`, held by shard `owner`:
     /// forward them there over the ring instead of dropping them (a second
     /// address of a client that the kernel hashed to this shard).
@@ -138,6 +145,8 @@ pub enum ControlEvent {
     /// The mean audio levels (RFC 6464, -dBov) of the tracks a shard
     /// published over the last report interval.
     AudioLevels(Vec<(ChannelId, u8)>),
+    /// The user of `conn` pressed a key (a phone's DTMF).
+    Dtmf { conn: ConnId, digit: char },
     /// A connection the shard accepted itself (RTMP) asks to publish into
     /// `room`; answer with [`ShardCommand::Admit`].
     PublishRequest {

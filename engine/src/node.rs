@@ -39,6 +39,11 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the SIP port {addr} (--sip-port): {source}")]
+    Sip {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start shard {shard}: {source}")]
     Shard {
         shard: usize,
@@ -54,6 +59,8 @@ pub struct Node {
     pub cluster_addr: Option<SocketAddr>,
     /// The RTMP listeners' address, when RTMP is on.
     pub rtmp_addr: Option<SocketAddr>,
+    /// The SIP socket's address, when SIP is on.
+    pub sip_addr: Option<SocketAddr>,
     control: ControlHandle,
     shards: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -166,12 +173,45 @@ impl Node {
             shards
                 .push(spawn_shard(setup).map_err(|source| NodeError::Shard { shard: id, source })?);
         }
-        let control = control::start(settings, listener, config, command_txs, control_rx, metrics)?;
+        let (sip, sip_addr) = match &settings.sip {
+            Some(sip) => {
+                let addr = SocketAddr::from(([0, 0, 0, 0], sip.port));
+                let socket = std::net::UdpSocket::bind(addr)
+                    .map_err(|source| NodeError::Sip { addr, source })?;
+                let local = socket
+                    .local_addr()
+                    .map_err(|source| NodeError::Sip { addr, source })?;
+                let media_ip = settings
+                    .ice_ips
+                    .first()
+                    .copied()
+                    .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+                let advertised = SocketAddr::new(media_ip, local.port());
+                let setup = control::sip::SipSetup {
+                    socket,
+                    advertised,
+                    media_ip,
+                    rtp_ports: sip.rtp_ports,
+                };
+                (Some(setup), Some(advertised))
+            }
+            None => (None, None),
+        };
+        let control = control::start(
+            settings,
+            listener,
+            config,
+            command_txs,
+            control_rx,
+            metrics,
+            sip,
+        )?;
         Ok(Node {
             http_addr,
             media_addrs,
             cluster_addr,
             rtmp_addr,
+            sip_addr,
             control,
             shards,
         })

@@ -368,6 +368,60 @@ impl Directory {
         );
     }
 
+    /// A connection the control thread places on a shard itself (a SIP
+    /// call), with its slots; the shard acknowledges it like an adoption.
+    pub(super) fn insert_call(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        peer: &str,
+        slots: Vec<Slot>,
+        shard: usize,
+        now: Instant,
+    ) {
+        let receivable = slots
+            .iter()
+            .flat_map(|s| s.codecs.iter().copied())
+            .collect();
+        self.conns.insert(
+            conn,
+            Conn {
+                room: room.to_string(),
+                peer: peer.to_string(),
+                transport: TransportKind::Sip,
+                ufrag: String::new(),
+                place: Place::Shard {
+                    shard,
+                    since: now,
+                    acked: false,
+                },
+                receivable,
+                routed: 0,
+                subs: vec![None; slots.len()],
+                slots,
+                joined: false,
+            },
+        );
+        self.awaiting_ack.push_back((now, conn));
+    }
+
+    /// The shard with the fewest connections placed on it.
+    pub(super) fn least_loaded_shard(&self) -> usize {
+        let mut counts = vec![0usize; self.shards.len().max(1)];
+        for c in self.conns.values() {
+            if let Some(s) = c.shard() {
+                if let Some(n) = counts.get_mut(s) {
+                    *n += 1;
+                }
+            }
+        }
+        counts
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| **n)
+            .map_or(0, |(i, _)| i)
+    }
+
     /// Counts a refused in-band publish request.
     pub(super) fn count_publish_refused(
         &mut self,
@@ -656,6 +710,7 @@ impl Directory {
             ControlEvent::Rpc { conn, text } => self.on_rpc(now, conn, &text),
             ControlEvent::SlotLive { conn, slot } => self.on_slot_live(conn, slot),
             ControlEvent::AudioLevels(levels) => self.on_audio_levels(now, levels),
+            ControlEvent::Dtmf { conn, digit } => self.on_dtmf(conn, digit),
             // Authorized by the control thread, which holds the credentials
             // (see `control::stream_publish`).
             ControlEvent::PublishRequest { conn, shard, .. } => self.send(

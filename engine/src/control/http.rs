@@ -587,6 +587,9 @@ async fn metrics(State(control): State<Arc<Control>>) -> Response {
     if let Some(view) = control.view.lock().ok().and_then(|v| v.clone()) {
         render_cluster(&view, &mut out);
     }
+    if let Some(sip) = control.sip.lock().ok().filter(|s| s.on).map(|s| s.clone()) {
+        super::sip::render_metrics(&sip, &mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

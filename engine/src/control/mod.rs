@@ -4,6 +4,7 @@
 //! bounded channels.
 
 pub mod auth;
+mod calls;
 mod directory;
 mod gateway;
 mod http;
@@ -13,6 +14,7 @@ mod pages;
 mod rooms;
 mod rpc;
 mod sdk;
+pub mod sip;
 mod speakers;
 
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ pub struct Control {
     pub zones: ZoneTable,
     /// The latest cluster view from shard 0.
     pub view: Mutex<Option<ClusterView>>,
+    /// The SIP service's counters and calls (`on` when `--sip-port` is set).
+    pub sip: Mutex<sip::SipStats>,
 }
 
 /// The running control thread.
@@ -73,6 +77,7 @@ pub fn start(
     shards: Vec<flume::Sender<ShardCommand>>,
     events: flume::Receiver<ControlEvent>,
     metrics: Vec<Arc<ShardMetrics>>,
+    sip: Option<sip::SipSetup>,
 ) -> Result<ControlHandle, NodeError> {
     let addr = settings.http;
     listener
@@ -104,6 +109,7 @@ pub fn start(
             .unwrap_or_default(),
         cluster: settings.cluster.clone(),
         view: Mutex::new(None),
+        sip: Mutex::new(sip::SipStats::default()),
     });
     let consent = settings.consent_timeout;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -130,6 +136,7 @@ pub fn start(
                 };
                 let events_task = tokio::spawn(handle_events(control.clone(), events));
                 let sweep_task = tokio::spawn(sweep_pending(control.clone(), consent));
+                let sip_task = sip.map(|setup| tokio::spawn(sip::run(control.clone(), setup)));
                 let app = http::router(control.clone());
                 let app = app.into_make_service_with_connect_info::<SocketAddr>();
                 let server = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -140,6 +147,9 @@ pub fn start(
                 }
                 events_task.abort();
                 sweep_task.abort();
+                if let Some(t) = sip_task {
+                    t.abort();
+                }
                 // Dropping the directory drops the shards' command senders:
                 // their loops end.
                 if let Ok(mut d) = control.directory.lock() {

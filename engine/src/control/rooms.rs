@@ -150,7 +150,7 @@ pub(super) fn peer_json(name: &str, p: &Peer) -> Value {
     })
 }
 
-fn tracks_of(endpoint: &dyn Endpoint) -> Vec<Track> {
+pub(super) fn tracks_of(endpoint: &dyn Endpoint) -> Vec<Track> {
     endpoint
         .published()
         .into_iter()
@@ -301,7 +301,7 @@ impl Directory {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn add_local_peer(
+    pub(super) fn add_local_peer(
         &mut self,
         room: &str,
         peer: &str,

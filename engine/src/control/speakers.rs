@@ -83,6 +83,23 @@ impl Directory {
     pub(super) fn tick_speakers(&mut self, now: Instant) {
         let conns = &self.conns;
         self.followers.retain(|c| conns.contains_key(c));
+        // Phones hear the room even where nobody's level is known yet (a
+        // room of publishers that send no RFC 6464 levels).
+        let phones: Vec<(ConnId, String)> = self
+            .followers
+            .iter()
+            .filter_map(|c| self.conns.get(c).map(|x| (*c, x)))
+            .filter(|(_, c)| c.transport == TransportKind::Sip)
+            .map(|(id, c)| (id, c.room.clone()))
+            .collect();
+        for (conn, room) in phones {
+            let top = self
+                .speakers
+                .get(&room)
+                .map(|rs| rs.last.clone())
+                .unwrap_or_default();
+            self.assign_speakers(conn, &top);
+        }
         let rooms: Vec<String> = self.speakers.keys().cloned().collect();
         for room in rooms {
             if !self.rooms.contains_key(&room) {
@@ -187,11 +204,11 @@ impl Directory {
             self.followers.remove(&conn);
             return;
         };
-        if c.transport != TransportKind::WebRtc {
+        if !matches!(c.transport, TransportKind::WebRtc | TransportKind::Sip) {
             return;
         }
         let me = c.peer.clone();
-        let want: Vec<ChannelId> = top
+        let mut want: Vec<ChannelId> = top
             .iter()
             .copied()
             .filter(|ch| {
@@ -201,6 +218,16 @@ impl Directory {
             })
             .take(self.top_audio)
             .collect();
+        if c.transport == TransportKind::Sip {
+            let room = c.room.clone();
+            // A phone's mix-minus: with fewer speakers than slots, the
+            // room's other audio tracks fill the rest (the mixer ranks
+            // them by what it hears).
+            self.fill_with_room_audio(&room, &me, &mut want);
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         let playing: Vec<(SlotId, Option<ChannelId>)> = c
             .slots
             .iter()
@@ -243,6 +270,35 @@ impl Directory {
                 },
             );
             self.sub_event(conn, slot);
+        }
+    }
+
+    /// Adds the room's other published audio tracks to `want`, up to
+    /// `--top-audio`, and indexes them as speakers' tracks.
+    fn fill_with_room_audio(&mut self, room: &str, me: &str, want: &mut Vec<ChannelId>) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let mut more = Vec::new();
+        for (peer, p) in &r.peers {
+            if peer == me {
+                continue;
+            }
+            for t in &p.tracks {
+                if t.kind == MediaKind::Audio && t.published && !want.contains(&t.channel) {
+                    more.push((t.channel, peer.clone(), t.name.clone()));
+                }
+            }
+        }
+        for (channel, peer, track) in more {
+            if want.len() >= self.top_audio {
+                break;
+            }
+            want.push(channel);
+            if self.speaker_index.len() < 65_536 {
+                self.speaker_index
+                    .insert(channel, (room.to_string(), peer, track));
+            }
         }
     }
 

@@ -11,6 +11,9 @@
 //!   reader task per connection, so a publisher's media is read and
 //!   published on the shard that holds it.
 //!
+//! - a receive task per SIP call's RTP socket, from the call's
+//!   [`ShardCommand::Place`] until the shard no longer holds the call.
+//!
 //! Sends are batched `sendmmsg` calls (non-blocking, UDP GSO for each
 //! viewer's run of packets; see [`crate::udp_send`]) on the socket whose
 //! address the datagram comes from; a full socket buffer drops the datagram
@@ -87,6 +90,9 @@ pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<glommio::ExecutorJoinHa
 struct Senders {
     sockets: Vec<(SocketAddr, UdpSender)>,
     cluster: Option<UdpSender>,
+    /// SIP calls' RTP sockets (one per call, added and removed as calls
+    /// come and go).
+    calls: RefCell<std::collections::HashMap<SocketAddr, UdpSender>>,
 }
 
 impl Senders {
@@ -109,6 +115,23 @@ impl Senders {
             return;
         }
         let out = std::mem::take(&mut shard.out);
+        let calls = self.calls.borrow();
+        if !calls.is_empty() {
+            for (local, socket) in calls.iter() {
+                let batch: Vec<(SocketAddr, &[u8])> = out
+                    .iter()
+                    .filter(|t| t.source == *local)
+                    .map(|t| (t.destination, t.contents.as_slice()))
+                    .collect();
+                if batch.is_empty() {
+                    continue;
+                }
+                let sent = socket.send(&batch);
+                add(&shard.metrics.tx_packets_total, sent.packets);
+                add(&shard.metrics.tx_bytes_total, sent.bytes);
+                add(&shard.metrics.send_errors_total, sent.errors);
+            }
+        }
         for (i, (local, socket)) in self.sockets.iter().enumerate() {
             // Datagrams from this socket's address; the first socket also
             // takes any whose source matches none (cannot happen with str0m
@@ -117,7 +140,9 @@ impl Senders {
                 .iter()
                 .filter(|t| {
                     t.source == *local
-                        || (i == 0 && !self.sockets.iter().any(|(a, _)| *a == t.source))
+                        || (i == 0
+                            && !self.sockets.iter().any(|(a, _)| *a == t.source)
+                            && !calls.contains_key(&t.source))
                 })
                 .map(|t| (t.destination, t.contents.as_slice()))
                 .collect();
@@ -130,6 +155,7 @@ impl Senders {
             add(&shard.metrics.tx_gso_packets_total, sent.gso_packets);
             add(&shard.metrics.send_errors_total, sent.errors);
         }
+        drop(calls);
         // Keep the allocation for the next round.
         let mut out = out;
         out.clear();
@@ -212,6 +238,7 @@ async fn run(setup: ShardSetup) {
     let senders = Rc::new(Senders {
         sockets: senders,
         cluster: cluster_tx,
+        calls: RefCell::default(),
     });
     let doorbell = shard.borrow().doorbell();
 
@@ -334,11 +361,58 @@ async fn run(setup: ShardSetup) {
     }
     // The command loop ends when the control thread drops its sender: shutdown.
     while let Ok(cmd) = commands.recv_async().await {
+        if let ShardCommand::Place { conn, socket, .. } = &cmd {
+            if let Some(task) = receive_call(*conn, socket, shard.clone(), senders.clone(), gso) {
+                task.detach();
+            }
+        }
         let mut s = shard.borrow_mut();
         s.on_command(Instant::now(), cmd);
         senders.send_all(&mut s);
     }
     drop(tasks);
+}
+
+/// How often a call's receive task checks that the shard still holds the
+/// call, when no datagram comes.
+const CALL_CHECK: Duration = Duration::from_secs(1);
+
+/// Starts receiving a SIP call's RTP socket and adds it to the senders.
+/// The task ends (and the socket closes) once the shard no longer holds
+/// the call.
+fn receive_call(
+    conn: crate::messages::ConnId,
+    socket: &UdpSocket,
+    shard: Rc<RefCell<Shard>>,
+    senders: Rc<Senders>,
+    gso: bool,
+) -> Option<glommio::Task<()>> {
+    let local = socket.local_addr().ok()?;
+    let send = socket.try_clone().ok()?;
+    let recv = socket.try_clone().ok()?;
+    senders
+        .calls
+        .borrow_mut()
+        .insert(local, UdpSender::new(send, gso));
+    // SAFETY: a bound UDP socket (a dup the command's socket shares) that
+    // we own and give up here; glommio takes ownership of it.
+    let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(recv.into_raw_fd()) };
+    rx.set_read_timeout(Some(CALL_CHECK)).ok()?;
+    Some(glommio::spawn_local(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let got = rx.recv_from(&mut buf).await;
+            let mut s = shard.borrow_mut();
+            if !s.holds(conn) {
+                break;
+            }
+            if let Ok((n, source)) = got {
+                s.on_call_datagram(Instant::now(), conn, source, local, &buf[..n]);
+                senders.send_all(&mut s);
+            }
+        }
+        senders.calls.borrow_mut().remove(&local);
+    }))
 }
 
 /// Accepts RTMP connections on the shard's listener; each gets a reader

@@ -400,6 +400,62 @@ impl Shard {
         self.drive(now, conn);
     }
 
+    /// A datagram on a SIP call's own RTP socket (`local`).
+    pub fn on_call_datagram(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        source: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        inc(&self.metrics.rx_packets_total);
+        add(&self.metrics.rx_bytes_total, data.len() as u64);
+        let Some(slot) = self.endpoints.get_mut(&conn) else {
+            return;
+        };
+        let input = Input::Datagram {
+            source,
+            destination: local,
+            contents: data,
+        };
+        if slot.endpoint.handle_input(now, input).is_err() {
+            inc(&self.metrics.bad_packets_total);
+        }
+        self.drive(now, conn);
+    }
+
+    /// Whether the shard still holds `conn`.
+    pub fn holds(&self, conn: ConnId) -> bool {
+        self.endpoints.contains_key(&conn)
+    }
+
+    /// An endpoint the control thread placed here (a SIP call): it
+    /// publishes at once; the control thread points its slots.
+    fn place(&mut self, now: Instant, conn: ConnId, endpoint: Box<dyn Endpoint>) {
+        for t in endpoint.published() {
+            self.publishers.insert(t.channel, conn);
+        }
+        self.endpoints.insert(
+            conn,
+            Slot {
+                endpoint,
+                next_timeout: now,
+                addrs: Vec::new(),
+                key: None,
+                subscriptions: Vec::new(),
+                queued: false,
+                reported: EndpointStats::default(),
+            },
+        );
+        self.store_endpoint_count();
+        self.emit(ControlEvent::Adopted {
+            conn,
+            shard: self.id,
+        });
+        self.drive(now, conn);
+    }
+
     // ---- time ----
 
     /// Gives every endpoint whose timeout is due its time input.
@@ -470,6 +526,7 @@ impl Shard {
                     self.keyframe_local(now, ch, None);
                 }
             }
+            ShardCommand::Place { conn, endpoint, .. } => self.place(now, conn, endpoint),
             ShardCommand::Ingress { conn, datagram } => {
                 self.cross_shard_ingress(now, conn, &datagram)
             }
@@ -964,6 +1021,7 @@ impl Shard {
                 });
             }
             Event::Connected => {}
+            Event::Dtmf(digit) => self.emit(ControlEvent::Dtmf { conn, digit }),
             Event::PublishRequest { room, token } => {
                 let transport = match self.endpoints.get(&conn) {
                     Some(s) => s.endpoint.transport(),

@@ -1050,6 +1050,7 @@ mod tests {
     fn describe(cmd: &ShardCommand) -> String {
         match cmd {
             ShardCommand::Adopt { conn, .. } => format!("adopt {conn}"),
+            ShardCommand::Place { conn, .. } => format!("place {conn}"),
             ShardCommand::Close { conn } => format!("close {conn}"),
             ShardCommand::Subscribe { conn, channel, .. } => {
                 format!("subscribe {conn} {}", channel.is_some())

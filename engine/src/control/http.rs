@@ -53,6 +53,11 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/api/cluster", get(cluster))
         .route("/api/closed", get(closed))
         .route("/api/rooms", get(rooms))
+        .route("/api/sip/calls", get(super::sip::list_calls))
+        .route(
+            "/api/sip/calls/{id}",
+            axum::routing::delete(super::sip::hang_up),
+        )
         .route(
             "/webrtc/connect",
             post(super::sdk::connect).options(options),

@@ -438,6 +438,67 @@ impl Service {
     }
 }
 
+/// `GET /api/sip/calls`: the calls now, with the service's counters.
+pub(super) async fn list_calls(
+    axum::extract::State(control): axum::extract::State<Arc<Control>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let s = match control.sip.lock() {
+        Ok(s) => s.clone(),
+        Err(_) => return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if !s.on {
+        return super::http::text(
+            axum::http::StatusCode::NOT_FOUND,
+            "SIP is off (start with --sip-port)",
+        );
+    }
+    let calls: Vec<serde_json::Value> = s
+        .active
+        .iter()
+        .map(|(conn, room, from)| json!({"id": conn.to_string(), "room": room, "peer": conn.to_string(), "from": from}))
+        .collect();
+    let c = &s.calls;
+    axum::Json(json!({
+        "calls": calls,
+        "states": {"early": c.early, "accepted": c.accepted, "confirmed": c.confirmed, "terminating": c.terminating},
+    }))
+    .into_response()
+}
+
+/// `DELETE /api/sip/calls/{id}`: hangs up a call (our BYE follows within
+/// a sweep). Needs the right to publish in the call's room.
+pub(super) async fn hang_up(
+    axum::extract::State(control): axum::extract::State<Arc<Control>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let found = ConnId::parse(&id).and_then(|conn| {
+        let s = control.sip.lock().ok()?;
+        s.active
+            .iter()
+            .find(|(c, _, _)| *c == conn)
+            .map(|(c, room, _)| (*c, room.clone()))
+    });
+    let Some((conn, room)) = found else {
+        return super::http::text(StatusCode::NOT_FOUND, "no such call");
+    };
+    let access = Access {
+        room: &room,
+        action: Action::Publish,
+        transport: "sip",
+    };
+    if let Err(r) = super::http::check_auth(&control, &headers, &access) {
+        return super::http::refuse(r);
+    }
+    if let Ok(mut d) = control.directory.lock() {
+        d.remove(Instant::now(), conn);
+    }
+    tracing::info!("sip {conn}: hung up through the API");
+    super::http::text(StatusCode::OK, "hanging up")
+}
+
 /// The `corecast_sip_*` metrics.
 pub fn render_metrics(s: &SipStats, out: &mut String) {
     use std::fmt::Write;

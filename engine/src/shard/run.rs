@@ -361,14 +361,21 @@ async fn run(setup: ShardSetup) {
     }
     // The command loop ends when the control thread drops its sender: shutdown.
     while let Ok(cmd) = commands.recv_async().await {
-        if let ShardCommand::Place { conn, socket, .. } = &cmd {
-            if let Some(task) = receive_call(*conn, socket, shard.clone(), senders.clone(), gso) {
+        // A call's socket is read once the shard holds the call.
+        let call = match &cmd {
+            ShardCommand::Place { conn, socket, .. } => Some((*conn, socket.try_clone())),
+            _ => None,
+        };
+        {
+            let mut s = shard.borrow_mut();
+            s.on_command(Instant::now(), cmd);
+            senders.send_all(&mut s);
+        }
+        if let Some((conn, Ok(socket))) = call {
+            if let Some(task) = receive_call(conn, &socket, shard.clone(), senders.clone(), gso) {
                 task.detach();
             }
         }
-        let mut s = shard.borrow_mut();
-        s.on_command(Instant::now(), cmd);
-        senders.send_all(&mut s);
     }
     drop(tasks);
 }

@@ -32,6 +32,7 @@ pub fn test_settings(shards: usize) -> Settings {
         top_audio: 3,
         rtmp_handshake_timeout: Duration::from_secs(10),
         rtmp_idle_timeout: Duration::from_secs(30),
+        sip: None,
         cluster: None,
     }
 }

@@ -192,6 +192,9 @@ impl Node {
                     advertised,
                     media_ip,
                     rtp_ports: sip.rtp_ports,
+                    users: sip.users.clone(),
+                    node: settings.cluster.as_ref().map_or(0, |c| c.node_id),
+                    shared_secret: settings.cluster.as_ref().map(|c| c.secret.clone()),
                 };
                 (Some(setup), Some(advertised))
             }

@@ -53,10 +53,17 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/api/cluster", get(cluster))
         .route("/api/closed", get(closed))
         .route("/api/rooms", get(rooms))
-        .route("/api/sip/calls", get(super::sip::list_calls))
+        .route(
+            "/api/sip/calls",
+            get(super::sip::list_calls).post(super::sip::place_call),
+        )
         .route(
             "/api/sip/calls/{id}",
             axum::routing::delete(super::sip::hang_up),
+        )
+        .route(
+            "/api/sip/registrations",
+            get(super::sip::list_registrations),
         )
         .route(
             "/webrtc/connect",

@@ -50,6 +50,8 @@ pub struct Control {
     pub view: Mutex<Option<ClusterView>>,
     /// The SIP service's counters and calls (`on` when `--sip-port` is set).
     pub sip: Mutex<sip::SipStats>,
+    /// Requests to the SIP service (calls to place, to hang up).
+    pub sip_commands: Option<tokio::sync::mpsc::Sender<sip::SipCommand>>,
 }
 
 /// The running control thread.
@@ -86,6 +88,8 @@ pub fn start(
     let http_addr = listener
         .local_addr()
         .map_err(|source| NodeError::Http { addr, source })?;
+    let (sip_tx, sip_rx) = tokio::sync::mpsc::channel(64);
+    let sip_commands = sip.is_some().then_some(sip_tx);
     let control = Arc::new(Control {
         config,
         auth: auth::Auth::new(settings.token.clone(), settings.auth_secret.clone()),
@@ -110,6 +114,7 @@ pub fn start(
         cluster: settings.cluster.clone(),
         view: Mutex::new(None),
         sip: Mutex::new(sip::SipStats::default()),
+        sip_commands,
     });
     let consent = settings.consent_timeout;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -136,7 +141,8 @@ pub fn start(
                 };
                 let events_task = tokio::spawn(handle_events(control.clone(), events));
                 let sweep_task = tokio::spawn(sweep_pending(control.clone(), consent));
-                let sip_task = sip.map(|setup| tokio::spawn(sip::run(control.clone(), setup)));
+                let sip_task =
+                    sip.map(|setup| tokio::spawn(sip::run(control.clone(), setup, sip_rx)));
                 let app = http::router(control.clone());
                 let app = app.into_make_service_with_connect_info::<SocketAddr>();
                 let server = axum::serve(listener, app).with_graceful_shutdown(async {

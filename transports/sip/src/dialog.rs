@@ -53,6 +53,10 @@ use crate::sdp::{
 };
 use crate::transaction::{Received, TxError, TxId};
 
+#[path = "dialog_uac.rs"]
+mod uac;
+pub use uac::Invite;
+
 /// The methods a call takes, for `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
 
@@ -130,6 +134,8 @@ pub enum EndReason {
     Unanswered,
     /// A send for the call's INVITE transaction failed.
     TransportError,
+    /// The callee refused our INVITE with this status (486 busy, 404, 603…).
+    Refused(u16),
 }
 
 /// What a call tells the engine.
@@ -150,7 +156,18 @@ pub enum Event {
         /// (reject with [`SdpError::status`]).
         offer: Result<NegotiatedMedia, SdpError>,
     },
-    /// The ACK for our 200 came.
+    /// The callee of a call we placed is ringing (the first 180 or 183).
+    Ringing {
+        /// The call.
+        call: CallHandle,
+    },
+    /// The callee of a call we placed answered with SDP we cannot use:
+    /// hang up.
+    AnswerUnusable {
+        /// The call.
+        call: CallHandle,
+    },
+    /// The ACK for our 200 came; for a call we placed, the callee's 2xx.
     Established {
         /// The call.
         call: CallHandle,
@@ -188,6 +205,17 @@ pub enum Output {
     },
     /// An event for the engine.
     Event(Event),
+    /// Send this ACK of a 2xx to our INVITE outside any transaction
+    /// ([`Transactions::send_stateless`](crate::transaction::Transactions::send_stateless)),
+    /// to the address of `next_hop`.
+    SendAck {
+        /// The call.
+        call: CallHandle,
+        /// The ACK.
+        request: Message,
+        /// The URI to resolve and send it to.
+        next_hop: String,
+    },
 }
 
 /// Our BYE, from [`Calls::hangup`].
@@ -263,6 +291,10 @@ pub struct Counters {
     pub refused_bad_request: u64,
     /// Requests for no known dialog (481).
     pub unknown_dialog: u64,
+    /// Calls we placed (INVITEs sent).
+    pub outgoing: u64,
+    /// Calls we placed that the callee refused.
+    pub ended_refused: u64,
     /// In-dialog requests with a CSeq lower than the last (500).
     pub out_of_order: u64,
 }
@@ -326,6 +358,12 @@ struct Call {
     /// The transactions mapped to this call in `Calls::by_tx`.
     txs: Vec<TxId>,
     established_at: Option<Instant>,
+    /// We placed it (UAC).
+    outgoing: bool,
+    /// [`Event::Ringing`] was given.
+    ringing_said: bool,
+    /// We sent CANCEL.
+    cancelled: bool,
 }
 
 /// The calls of one endpoint (a shard); see the module documentation.
@@ -412,6 +450,14 @@ impl Calls {
             } => self.cancel(now, id, invite, &request),
             Received::Ack { ack, .. } => self.ack(now, &ack),
             Received::Response { id, response } => self.response(now, id, &response),
+            // A 2xx to our INVITE after its transaction: ACK it again.
+            Received::Stray(response) if response.summary().cseq_method == Method::Invite => {
+                if let Some(&handle) = self.by_dialog.get(&DialogKey::of_response(&response)) {
+                    if self.calls.get(&handle).is_some_and(|c| c.outgoing) {
+                        self.invite_response(now, handle, &response);
+                    }
+                }
+            }
             Received::Absorbed | Received::Stray(_) | Received::Refused(_) => {}
         }
     }
@@ -504,6 +550,12 @@ impl Calls {
         let _ = now;
         let branch = self.draw();
         let c = self.calls.get_mut(&call).ok_or(DialogError::UnknownCall)?;
+        if c.outgoing && c.state == CallState::Early {
+            if c.cancelled {
+                return Err(DialogError::WrongState(CallState::Terminating));
+            }
+            return self.cancel_outgoing(call);
+        }
         if c.state != CallState::Confirmed {
             return Err(DialogError::WrongState(c.state));
         }
@@ -632,6 +684,9 @@ impl Calls {
             bye: None,
             txs: vec![id],
             established_at: None,
+            outgoing: false,
+            ringing_said: false,
+            cancelled: false,
             invite,
         };
         self.calls.insert(handle, call);
@@ -837,6 +892,10 @@ impl Calls {
             return;
         };
         let s = response.summary();
+        if call.outgoing && s.cseq_method == Method::Invite {
+            self.invite_response(now, handle, response);
+            return;
+        }
         let ours =
             matches!(call.bye, Some((cseq, _)) if cseq == s.cseq) && s.cseq_method == Method::Bye;
         if ours && response.status().is_some_and(|st| st >= 200) {
@@ -888,6 +947,7 @@ impl Calls {
             EndReason::NoAck => &mut self.counters.ended_no_ack,
             EndReason::Unanswered => &mut self.counters.ended_unanswered,
             EndReason::TransportError => &mut self.counters.ended_transport_error,
+            EndReason::Refused(_) => &mut self.counters.ended_refused,
         };
         *counter += 1;
         let connected = call
@@ -1151,6 +1211,7 @@ c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\
                             self.txs.respond(self.now, tx, response).expect("respond")
                         }
                         Output::Event(e) => self.events.push(e),
+                        Output::SendAck { request, .. } => self.sent.push(request),
                     }
                 }
                 while let Some(out) = self.txs.poll_output() {

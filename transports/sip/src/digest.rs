@@ -540,6 +540,16 @@ pub struct DigestConfig {
 }
 
 impl DigestConfig {
+    /// A configuration whose nonce key is derived from a secret the nodes
+    /// of a cluster share already (any length): SHA-256 of a label and the
+    /// secret, so that the nonce key is not the cluster key itself.
+    pub fn from_shared_secret(realm: impl Into<String>, shared: &[u8]) -> DigestConfig {
+        let mut h = Sha256::new();
+        h.update(b"corecast sip digest nonce key\0");
+        h.update(shared);
+        DigestConfig::new(realm, h.finalize().to_vec())
+    }
+
     /// A configuration with the defaults.
     pub fn new(realm: impl Into<String>, secret: impl Into<Vec<u8>>) -> DigestConfig {
         DigestConfig {

@@ -88,6 +88,14 @@ pub enum Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxId(u64);
 
+impl TxId {
+    /// No transaction yet (a call being prepared); never one the table
+    /// hands out.
+    pub(crate) fn placeholder() -> TxId {
+        TxId(u64::MAX)
+    }
+}
+
 /// The four kinds of transaction (§17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use corecast_media::{ChannelId, ConnId};
 use corecast_sip::call::{media_signal, CallConfig, CallSetup, SipEndpoint};
 use corecast_sip::dialog::{self, CallHandle, Calls, EndReason};
-use corecast_sip::message::{Framing, Message};
+use corecast_sip::message::{Framing, Message, Method};
 use corecast_sip::sdp::{LocalMedia, NegotiatedMedia};
 use corecast_sip::transaction::{self, Received, Transactions, Transport};
 use serde_json::json;
@@ -33,6 +33,12 @@ use super::auth::{Access, Action};
 use super::http::{unix_ms, valid_stream};
 use super::Control;
 use crate::messages::ShardCommand;
+
+mod api;
+mod outgoing;
+mod register;
+
+pub(super) use api::{hang_up, list_calls, list_registrations, place_call, render_metrics};
 
 /// How often calls whose endpoint ended are hung up.
 const SWEEP: Duration = Duration::from_millis(250);
@@ -45,6 +51,12 @@ pub struct SipSetup {
     /// The address calls' RTP sockets bind and SDP names.
     pub media_ip: IpAddr,
     pub rtp_ports: (u16, u16),
+    /// Who may register (`[[sip.users]]`).
+    pub users: Vec<crate::config::SipUser>,
+    /// This node's id (in registrations' session ids).
+    pub node: u32,
+    /// The cluster secret, when clustered: digest nonces any node checks.
+    pub shared_secret: Option<String>,
 }
 
 /// Counters of the SIP service, for `/metrics` and `/api/sip/calls`.
@@ -62,18 +74,56 @@ pub struct SipStats {
     pub calls_refused: u64,
     /// Calls refused because no RTP port was free.
     pub no_rtp_port: u64,
-    /// The calls now: conn, room, caller.
-    pub active: Vec<(ConnId, String, String)>,
+    /// The calls now, as `/api/sip/calls` lists them.
+    pub active: Vec<CallInfo>,
+    pub registrar: corecast_sip::registrar::RegistrarCounters,
+    /// Requests refused because their source failed too often.
+    pub blocked_requests: u64,
+    /// The bindings, as `/api/sip/registrations` shows them.
+    pub registrations: Vec<serde_json::Value>,
 }
 
-/// A call answered into a room.
+/// A call as `/api/sip/calls` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallInfo {
+    /// Its connection id (the call's id in the API).
+    pub id: String,
+    pub room: String,
+    /// Its peer name in the room.
+    pub peer: String,
+    /// `in` (a phone called) or `out` (`POST /api/sip/calls`).
+    pub direction: &'static str,
+    /// `calling`, `ringing` (out only), `connected`.
+    pub state: &'static str,
+    /// The other side's URI.
+    pub remote: String,
+}
+
+/// A call in a room (answered, or ours and answered).
 struct Active {
     conn: ConnId,
     room: String,
-    from: String,
-    /// Where its INVITE came from (our BYE goes there when the Contact
-    /// does not resolve).
+    peer: String,
+    /// The other side's URI.
+    remote: String,
+    /// Where its INVITE came from, or where ours went (our BYE goes there
+    /// when the Contact does not resolve).
     source: SocketAddr,
+    outgoing: bool,
+}
+
+/// What the HTTP API asks of the SIP service.
+pub enum SipCommand {
+    /// `POST /api/sip/calls`.
+    Call {
+        request: outgoing::CallRequest,
+        reply: tokio::sync::oneshot::Sender<Result<CallInfo, (u16, String)>>,
+    },
+    /// `DELETE /api/sip/calls/{id}`.
+    HangUp {
+        id: ConnId,
+        reply: tokio::sync::oneshot::Sender<Result<(), (u16, String)>>,
+    },
 }
 
 struct Service {
@@ -85,13 +135,26 @@ struct Service {
     txs: Transactions,
     calls: Calls,
     active: HashMap<CallHandle, Active>,
+    /// Calls we placed that are not answered yet.
+    outgoing: HashMap<CallHandle, outgoing::Outgoing>,
+    /// Our address in Via and Contact.
+    advertised: SocketAddr,
     /// The source of the datagram being handled.
     last_source: Option<SocketAddr>,
+    registrations: register::Registrations,
     stats: SipStats,
 }
 
+/// How often the counters and lists behind `/metrics` and `/api/sip` are
+/// refreshed.
+const PUBLISH: Duration = Duration::from_millis(100);
+
 /// Runs the SIP service on the control thread's runtime.
-pub async fn run(control: Arc<Control>, setup: SipSetup) {
+pub async fn run(
+    control: Arc<Control>,
+    setup: SipSetup,
+    mut commands: tokio::sync::mpsc::Receiver<SipCommand>,
+) {
     if let Err(e) = setup.socket.set_nonblocking(true) {
         tracing::error!("sip socket: {e}");
         return;
@@ -116,7 +179,15 @@ pub async fn run(control: Arc<Control>, setup: SipSetup) {
             rand::random(),
         ),
         active: HashMap::new(),
+        outgoing: HashMap::new(),
+        advertised: setup.advertised,
         last_source: None,
+        registrations: register::Registrations::new(
+            setup.node,
+            &setup.users,
+            setup.shared_secret.as_deref().map(str::as_bytes),
+            Instant::now(),
+        ),
         stats: SipStats {
             on: true,
             ..SipStats::default()
@@ -124,6 +195,7 @@ pub async fn run(control: Arc<Control>, setup: SipSetup) {
     };
     let mut buf = vec![0u8; 65_536];
     let mut next_sweep = Instant::now() + SWEEP;
+    let mut next_publish = Instant::now();
     loop {
         let now = Instant::now();
         let wake = service
@@ -137,6 +209,7 @@ pub async fn run(control: Arc<Control>, setup: SipSetup) {
                     service.datagram(Instant::now(), from, &buf[..n]);
                 }
             }
+            Some(command) = commands.recv() => service.command(Instant::now(), command),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
         }
         let now = Instant::now();
@@ -144,9 +217,13 @@ pub async fn run(control: Arc<Control>, setup: SipSetup) {
         if now >= next_sweep {
             next_sweep = now + SWEEP;
             service.sweep(now);
+            service.registrations.handle_timeout(now);
         }
         service.pump(now);
-        service.publish_stats();
+        if now >= next_publish {
+            next_publish = now + PUBLISH;
+            service.publish_stats(now);
+        }
     }
 }
 
@@ -167,6 +244,17 @@ impl Service {
         let received = self.txs.receive(now, message, from, Transport::Unreliable);
         if let Received::Refused(why) = &received {
             tracing::debug!("sip from {from}: refused {why:?}");
+        }
+        if let Received::Request { id, request } = &received {
+            if request.method() == Some(&Method::Register) {
+                if let Some(response) = self.registrations.register(now, request, from) {
+                    if let Err(e) = self.txs.respond(now, *id, response) {
+                        tracing::debug!("sip: REGISTER answer not sent: {e}");
+                    }
+                }
+                self.pump(now);
+                return;
+            }
         }
         // A new call's Incoming comes out of this receive's pump.
         self.last_source = Some(from);
@@ -205,6 +293,26 @@ impl Service {
                         }
                     }
                     dialog::Output::Event(event) => self.event(now, event),
+                    // Where our INVITE went (a phone behind NAT is reached
+                    // where it registered from, not at its Contact).
+                    dialog::Output::SendAck {
+                        call,
+                        request,
+                        next_hop,
+                    } => {
+                        let to = self
+                            .active
+                            .get(&call)
+                            .map(|a| a.source)
+                            .or_else(|| self.outgoing.get(&call).map(|o| o.destination))
+                            .or_else(|| uri_addr(&next_hop));
+                        match to {
+                            Some(to) => {
+                                self.txs.send_stateless(&request, to, Transport::Unreliable)
+                            }
+                            None => tracing::debug!("sip: ACK to {next_hop}: no address"),
+                        }
+                    }
                 }
             }
             if !busy {
@@ -229,25 +337,38 @@ impl Service {
                     let _ = self.calls.reject(call, status, now);
                 }
             }
-            dialog::Event::Established { call, .. } => {
-                if let Some(a) = self.active.get(&call) {
-                    tracing::info!("sip {}: call from {} established", a.conn, a.from);
+            dialog::Event::Established { call, media } => {
+                if self.outgoing.contains_key(&call) {
+                    self.answered(now, call, media);
+                } else if let Some(a) = self.active.get(&call) {
+                    tracing::info!("sip {}: call with {} established", a.conn, a.remote);
                 }
             }
+            dialog::Event::Ringing { call } => self.ringing(call),
+            dialog::Event::AnswerUnusable { call } => self.answer_unusable(now, call),
             dialog::Event::MediaChanged { call, media } => self.media_changed(call, &media),
             dialog::Event::Ended { call, reason, .. } => {
-                let Some(a) = self.active.remove(&call) else {
-                    return;
-                };
                 let why = match reason {
                     EndReason::RemoteBye => "sip_bye",
                     EndReason::LocalBye => "sip_local_bye",
                     EndReason::Cancelled => "sip_cancelled",
                     EndReason::NoAck => "sip_no_ack",
-                    EndReason::Rejected(_) | EndReason::Unanswered => "sip_rejected",
+                    EndReason::Rejected(_) => "sip_rejected",
+                    EndReason::Unanswered => "sip_unanswered",
                     EndReason::TransportError => "sip_transport_error",
+                    EndReason::Refused(_) => "sip_refused",
+                };
+                if self.outgoing.contains_key(&call) {
+                    self.unanswered(call, why, reason);
+                    return;
+                }
+                let Some(a) = self.active.remove(&call) else {
+                    return;
                 };
                 tracing::info!("sip {}: call in {} ended ({why})", a.conn, a.room);
+                if a.outgoing {
+                    self.room_event(&a.room, &a.conn.to_string(), &a.peer, "ended", Some(why));
+                }
                 if let Ok(mut d) = self.control.directory.lock() {
                     d.end(now, a.conn, why);
                 }
@@ -306,50 +427,82 @@ impl Service {
                 now,
             )
             .map_err(|_| 500u16)?;
-        let mut d = self.control.directory.lock().map_err(|_| 500u16)?;
-        let conn = d.next_conn_id();
-        let peer = conn.to_string();
+        let source = source.unwrap_or(local);
+        self.place(
+            now, call, None, &room, None, from, source, false, socket, media,
+        );
+        Ok(())
+    }
+
+    /// A call whose media is agreed becomes a peer of `room` (named
+    /// `peer`, or after its connection): its endpoint and RTP socket go to
+    /// the shard with the fewest connections.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        conn: Option<ConnId>,
+        room: &str,
+        peer: Option<String>,
+        remote: &str,
+        source: SocketAddr,
+        outgoing: bool,
+        socket: StdUdpSocket,
+        media: NegotiatedMedia,
+    ) {
+        let Ok(local) = socket.local_addr() else {
+            return;
+        };
+        let Ok(mut d) = self.control.directory.lock() else {
+            return;
+        };
+        let conn = conn.unwrap_or_else(|| d.next_conn_id());
+        let peer = peer.unwrap_or_else(|| conn.to_string());
         let setup = CallSetup {
             conn,
             local,
             media,
-            audio: ChannelId::for_track(&room, &peer, "audio"),
+            audio: ChannelId::for_track(room, &peer, "audio"),
             ssrc: rand::random(),
         };
-        // The 200 is out: from here a failure hangs up instead.
-        let endpoint = match SipEndpoint::new(CallConfig::default(), setup, now) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!("sip: call endpoint: {e}");
-                return Ok(());
+        let direction = if outgoing { "out" } else { "in" };
+        // A call without an endpoint is hung up by the next sweep.
+        match SipEndpoint::new(CallConfig::default(), setup, now) {
+            Ok(endpoint) => {
+                let shard = d.least_loaded_shard();
+                let metadata = json!({"sip": {"remote": remote, "direction": direction}});
+                d.add_call(
+                    now,
+                    room,
+                    &peer,
+                    conn,
+                    shard,
+                    Box::new(endpoint),
+                    socket,
+                    metadata,
+                    unix_ms(),
+                );
+                tracing::info!(
+                    "sip {conn}: call {direction} with {remote} in {room} as {peer} \
+                     (RTP {local}, shard {shard})"
+                );
             }
-        };
-        let shard = d.least_loaded_shard();
-        let metadata = json!({"sip": {"from": from}});
-        d.add_call(
-            now,
-            &room,
-            &peer,
-            conn,
-            shard,
-            Box::new(endpoint),
-            socket,
-            metadata,
-            unix_ms(),
-        );
+            Err(e) => tracing::warn!("sip {conn}: no endpoint for the call: {e}"),
+        }
         drop(d);
-        tracing::info!("sip {conn}: call from {from} into {room} (RTP {local}, shard {shard})");
         self.stats.calls_answered += 1;
         self.active.insert(
             call,
             Active {
                 conn,
-                room,
-                from: from.to_string(),
-                source: source.unwrap_or(local),
+                room: room.to_string(),
+                peer,
+                remote: remote.to_string(),
+                source,
+                outgoing,
             },
         );
-        Ok(())
     }
 
     /// A socket on the next free port of `--rtp-ports`.
@@ -400,207 +553,64 @@ impl Service {
             Err(_) => return,
         };
         for call in gone {
-            match self.calls.hangup(call, now) {
-                Ok(bye) => {
-                    let to = uri_addr(&bye.next_hop)
-                        .or_else(|| self.active.get(&call).map(|a| a.source));
-                    let sent = match to {
-                        Some(to) => {
-                            self.txs
-                                .send_request(now, bye.request, to, Transport::Unreliable)
-                        }
-                        None => Err(transaction::TxError::Unknown),
-                    };
-                    self.calls.bye_sent(call, now, sent);
-                }
-                // Not acknowledged yet: hang up at a later sweep.
-                Err(dialog::DialogError::WrongState(dialog::CallState::Accepted)) => {}
-                Err(dialog::DialogError::WrongState(dialog::CallState::Terminating)) => {}
-                Err(_) => {
-                    self.active.remove(&call);
-                }
+            self.hang_up_call(now, call);
+        }
+    }
+
+    /// Our BYE (or, for a call we placed that is not answered, our CANCEL).
+    fn hang_up_call(&mut self, now: Instant, call: CallHandle) {
+        match self.calls.hangup(call, now) {
+            Ok(request) => {
+                // Where the call's signalling goes: where our INVITE went,
+                // else the Contact, else where the phone's INVITE came from.
+                let to = match (self.active.get(&call), self.outgoing.get(&call)) {
+                    (_, Some(o)) => Some(o.destination),
+                    (Some(a), None) if a.outgoing => Some(a.source),
+                    (a, None) => uri_addr(&request.next_hop).or(a.map(|a| a.source)),
+                };
+                let sent = match to {
+                    Some(to) => {
+                        self.txs
+                            .send_request(now, request.request, to, Transport::Unreliable)
+                    }
+                    None => Err(transaction::TxError::Unknown),
+                };
+                self.calls.bye_sent(call, now, sent);
+            }
+            // Not acknowledged yet, or already hanging up: a later sweep.
+            Err(dialog::DialogError::WrongState(
+                dialog::CallState::Accepted | dialog::CallState::Terminating,
+            )) => {}
+            Err(_) => {
+                self.active.remove(&call);
             }
         }
     }
 
-    fn publish_stats(&mut self) {
+    fn publish_stats(&mut self, now: Instant) {
+        self.stats.registrar = self.registrations.counters();
+        self.stats.blocked_requests = self.registrations.blocked_requests();
+        self.stats.registrations = self.registrations.json(now);
         self.stats.transactions = self.txs.counters();
         self.stats.transactions_held = self.txs.len();
         self.stats.calls = self.calls.counters();
-        self.stats.active = self
+        let mut active: Vec<CallInfo> = self
             .active
             .values()
-            .map(|a| (a.conn, a.room.clone(), a.from.clone()))
+            .map(|a| CallInfo {
+                id: a.conn.to_string(),
+                room: a.room.clone(),
+                peer: a.peer.clone(),
+                direction: if a.outgoing { "out" } else { "in" },
+                state: "connected",
+                remote: a.remote.clone(),
+            })
             .collect();
+        active.extend(self.outgoing.values().map(outgoing::Outgoing::info));
+        self.stats.active = active;
         if let Ok(mut s) = self.control.sip.lock() {
             *s = self.stats.clone();
         }
-    }
-}
-
-/// `GET /api/sip/calls`: the calls now, with the service's counters.
-pub(super) async fn list_calls(
-    axum::extract::State(control): axum::extract::State<Arc<Control>>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let s = match control.sip.lock() {
-        Ok(s) => s.clone(),
-        Err(_) => return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    };
-    if !s.on {
-        return super::http::text(
-            axum::http::StatusCode::NOT_FOUND,
-            "SIP is off (start with --sip-port)",
-        );
-    }
-    let calls: Vec<serde_json::Value> = s
-        .active
-        .iter()
-        .map(|(conn, room, from)| json!({"id": conn.to_string(), "room": room, "peer": conn.to_string(), "from": from}))
-        .collect();
-    let c = &s.calls;
-    axum::Json(json!({
-        "calls": calls,
-        "states": {"early": c.early, "accepted": c.accepted, "confirmed": c.confirmed, "terminating": c.terminating},
-    }))
-    .into_response()
-}
-
-/// `DELETE /api/sip/calls/{id}`: hangs up a call (our BYE follows within
-/// a sweep). Needs the right to publish in the call's room.
-pub(super) async fn hang_up(
-    axum::extract::State(control): axum::extract::State<Arc<Control>>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    headers: axum::http::HeaderMap,
-) -> axum::response::Response {
-    use axum::http::StatusCode;
-    let found = ConnId::parse(&id).and_then(|conn| {
-        let s = control.sip.lock().ok()?;
-        s.active
-            .iter()
-            .find(|(c, _, _)| *c == conn)
-            .map(|(c, room, _)| (*c, room.clone()))
-    });
-    let Some((conn, room)) = found else {
-        return super::http::text(StatusCode::NOT_FOUND, "no such call");
-    };
-    let access = Access {
-        room: &room,
-        action: Action::Publish,
-        transport: "sip",
-    };
-    if let Err(r) = super::http::check_auth(&control, &headers, &access) {
-        return super::http::refuse(r);
-    }
-    if let Ok(mut d) = control.directory.lock() {
-        d.remove(Instant::now(), conn);
-    }
-    tracing::info!("sip {conn}: hung up through the API");
-    super::http::text(StatusCode::OK, "hanging up")
-}
-
-/// The `corecast_sip_*` metrics.
-pub fn render_metrics(s: &SipStats, out: &mut String) {
-    use std::fmt::Write;
-    let t = &s.transactions;
-    let c = &s.calls;
-    let rows: [(&str, &str, &str, u64); 12] = [
-        (
-            "corecast_sip_transactions",
-            "gauge",
-            "SIP transactions held.",
-            s.transactions_held as u64,
-        ),
-        (
-            "corecast_sip_transactions_total",
-            "counter",
-            "SIP transactions started (client and server).",
-            t.client_invite + t.client_non_invite + t.server_invite + t.server_non_invite,
-        ),
-        (
-            "corecast_sip_retransmissions_total",
-            "counter",
-            "SIP messages sent again by the transaction timers.",
-            t.retransmissions,
-        ),
-        (
-            "corecast_sip_transaction_timeouts_total",
-            "counter",
-            "SIP transactions that timed out.",
-            t.timeouts,
-        ),
-        (
-            "corecast_sip_refused_total",
-            "counter",
-            "SIP requests refused before a transaction (table full, RFC 2543 branch).",
-            t.refused_full + t.refused_no_cookie,
-        ),
-        (
-            "corecast_sip_parse_errors_total",
-            "counter",
-            "Datagrams on the SIP port that are not SIP messages within the size limit.",
-            s.parse_errors,
-        ),
-        (
-            "corecast_sip_calls_answered_total",
-            "counter",
-            "Calls answered into a room.",
-            s.calls_answered,
-        ),
-        (
-            "corecast_sip_calls_refused_total",
-            "counter",
-            "INVITEs refused (no such room, not allowed, unusable offer, no RTP port).",
-            s.calls_refused,
-        ),
-        (
-            "corecast_sip_no_rtp_port_total",
-            "counter",
-            "Calls refused because --rtp-ports had no free port.",
-            s.no_rtp_port,
-        ),
-        (
-            "corecast_sip_unknown_dialog_total",
-            "counter",
-            "In-dialog requests for a dialog that does not exist (481).",
-            c.unknown_dialog,
-        ),
-        (
-            "corecast_sip_calls_ended_total",
-            "counter",
-            "Calls ended, any reason.",
-            c.ended_remote_bye
-                + c.ended_local_bye
-                + c.ended_cancelled
-                + c.ended_rejected
-                + c.ended_no_ack
-                + c.ended_unanswered
-                + c.ended_transport_error,
-        ),
-        (
-            "corecast_sip_reinvites_total",
-            "counter",
-            "re-INVITEs that changed a call's media.",
-            c.media_changes,
-        ),
-    ];
-    for (name, kind, help, value) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP corecast_sip_calls SIP calls held, by state.\n# TYPE corecast_sip_calls gauge"
-    );
-    for (state, n) in [
-        ("early", c.early),
-        ("accepted", c.accepted),
-        ("confirmed", c.confirmed),
-        ("terminating", c.terminating),
-    ] {
-        let _ = writeln!(out, "corecast_sip_calls{{state=\"{state}\"}} {n}");
     }
 }
 

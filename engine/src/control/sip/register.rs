@@ -1,0 +1,209 @@
+//! REGISTER: digest authentication against the `[[sip.users]]` table, the
+//! registrar's bindings, and the per-source limit on failed attempts
+//! (after 10 failures in 60 s a source is answered 403 for 10 minutes).
+//!
+//! Nonces are keyed with a secret derived from the cluster secret when the
+//! node is clustered (any node checks any node's nonces), else with 32
+//! random bytes of this process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use corecast_media::SessionId;
+use corecast_sip::digest::{Algorithm, Authenticator, DigestConfig, Ha1};
+use corecast_sip::limits::{FailureLimiter, LimitConfig};
+use corecast_sip::message::Message;
+use corecast_sip::registrar::{
+    self, Registrar, RegistrarConfig, RegistrarCounters, RegistrarEvent, Reply, UserAnswer,
+};
+use serde_json::{json, Value};
+
+use crate::config::SipUser;
+
+/// The realm of challenges when the configuration names none.
+pub const DEFAULT_REALM: &str = "corecast";
+
+/// A binding as the API shows it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub session: SessionId,
+    pub expires_at: Instant,
+    pub source: SocketAddr,
+}
+
+/// Registrations of this node.
+pub struct Registrations {
+    registrar: Registrar,
+    authenticator: Authenticator,
+    limiter: FailureLimiter,
+    realm: String,
+    users: HashMap<String, SipUser>,
+    /// (address-of-record, contact) → binding, from the registrar's events.
+    bindings: BTreeMap<(String, String), Registration>,
+    /// Where the REGISTER being handled came from (for the events).
+    source: Option<SocketAddr>,
+}
+
+impl Registrations {
+    /// `shared` is the cluster secret, when clustered.
+    pub fn new(node: u32, users: &[SipUser], shared: Option<&[u8]>, now: Instant) -> Self {
+        let realm = DEFAULT_REALM.to_string();
+        let config = match shared {
+            Some(secret) => DigestConfig::from_shared_secret(realm.clone(), secret),
+            None => DigestConfig::new(realm.clone(), rand::random::<[u8; 32]>().to_vec()),
+        };
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        let authenticator = match Authenticator::new(config, now, unix) {
+            Ok(a) => a,
+            // The realm is a constant and the secret 32 bytes: cannot fail.
+            Err(e) => unreachable!("digest configuration: {e}"),
+        };
+        Registrations {
+            registrar: Registrar::new(RegistrarConfig::new(node), now, unix),
+            authenticator,
+            limiter: FailureLimiter::new(LimitConfig::default()),
+            realm,
+            users: users.iter().map(|u| (u.user.clone(), u.clone())).collect(),
+            bindings: BTreeMap::new(),
+            source: None,
+        }
+    }
+
+    /// Answers a REGISTER from `source`.
+    pub fn register(
+        &mut self,
+        now: Instant,
+        request: &Message,
+        source: SocketAddr,
+    ) -> Option<Message> {
+        let realm = self.realm.clone();
+        let users = &self.users;
+        let mut lookup = |username: &str, algorithm: Algorithm| -> UserAnswer {
+            let Some(u) = users.get(username) else {
+                return UserAnswer::Unknown;
+            };
+            if let Some(password) = &u.password {
+                return UserAnswer::Found(Ha1::from_password(
+                    algorithm, username, &realm, password,
+                ));
+            }
+            match u.ha1.as_deref().and_then(|h| Ha1::from_hex(algorithm, h)) {
+                Some(ha1) => UserAnswer::Found(ha1),
+                None => UserAnswer::Unknown,
+            }
+        };
+        let auth = registrar::Auth {
+            authenticator: &self.authenticator,
+            limiter: &mut self.limiter,
+            users: &mut lookup,
+        };
+        let reply = self
+            .registrar
+            .register(request, source, now, rand::random(), auth);
+        self.source = Some(source);
+        self.take_events(now);
+        match reply {
+            Ok(Reply::Respond(response)) => Some(*response),
+            // The users table answers at once; a hook would be pending.
+            Ok(Reply::Pending { .. }) | Err(_) => None,
+        }
+    }
+
+    /// Expires bindings.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.registrar.handle_timeout(now);
+        self.source = None;
+        self.take_events(now);
+    }
+
+    fn take_events(&mut self, now: Instant) {
+        while let Some(event) = self.registrar.poll_event() {
+            match event {
+                RegistrarEvent::Registered {
+                    aor,
+                    contact,
+                    session,
+                    expires,
+                }
+                | RegistrarEvent::Refreshed {
+                    aor,
+                    contact,
+                    session,
+                    expires,
+                } => {
+                    let source = self
+                        .source
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    tracing::info!("sip: {aor} registered at {contact} ({session}, {expires} s)");
+                    self.bindings.insert(
+                        (aor, contact),
+                        Registration {
+                            session,
+                            expires_at: now + Duration::from_secs(u64::from(expires)),
+                            source,
+                        },
+                    );
+                }
+                RegistrarEvent::Unregistered {
+                    aor,
+                    contact,
+                    reason,
+                    ..
+                } => {
+                    tracing::info!("sip: {aor} at {contact} unregistered ({reason:?})");
+                    self.bindings.remove(&(aor, contact));
+                }
+            }
+        }
+    }
+
+    /// The bindings of `aor` (`user@host`), newest last: contact and the
+    /// address its REGISTER came from.
+    pub fn contacts(&self, aor: &str) -> Vec<(String, SocketAddr)> {
+        self.registrar
+            .lookup(aor)
+            .iter()
+            .map(|b| (b.contact.clone(), b.source))
+            .collect()
+    }
+
+    /// The addresses-of-record of user `user` (any host).
+    pub fn aors_of_user(&self, user: &str) -> Vec<String> {
+        let prefix = format!("{user}@");
+        let mut aors: Vec<String> = self
+            .bindings
+            .keys()
+            .filter(|(aor, _)| aor.starts_with(&prefix))
+            .map(|(aor, _)| aor.clone())
+            .collect();
+        aors.dedup();
+        aors
+    }
+
+    pub fn counters(&self) -> RegistrarCounters {
+        self.registrar.counters()
+    }
+
+    pub fn blocked_requests(&self) -> u64 {
+        self.limiter.counters().blocked_requests
+    }
+
+    /// `/api/sip/registrations`.
+    pub fn json(&self, now: Instant) -> Vec<Value> {
+        self.bindings
+            .iter()
+            .map(|((aor, contact), r)| {
+                json!({
+                    "aor": aor,
+                    "contact": contact,
+                    "session": r.session.to_string(),
+                    "expires_in": r.expires_at.saturating_duration_since(now).as_secs(),
+                    "source": r.source.to_string(),
+                })
+            })
+            .collect()
+    }
+}

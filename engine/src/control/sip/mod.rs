@@ -220,7 +220,15 @@ pub async fn run(
             service.registrations.handle_timeout(now);
         }
         service.pump(now);
-        if now >= next_publish {
+        // At once when calls or registrations come or go (the API lists
+        // them), else at
+        // PUBLISH intervals.
+        let calls = service.active.len() + service.outgoing.len();
+        let bindings = service.registrations.counters().registrations;
+        if now >= next_publish
+            || calls != service.stats.active.len()
+            || bindings != service.stats.registrar.registrations
+        {
             next_publish = now + PUBLISH;
             service.publish_stats(now);
         }

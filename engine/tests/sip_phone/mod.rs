@@ -292,9 +292,8 @@ impl Phone {
         let me = self.sip_addr();
         let uri = format!("sip:{}", self.server);
         let call_id = format!("reg{:x}", rand_u64());
-        let mut cseq = 1;
         let mut authorization = String::new();
-        for _ in 0..2 {
+        for cseq in 1..=2 {
             let text = format!(
                 "REGISTER {uri} SIP/2.0\r\n\
                  Via: SIP/2.0/UDP {me};branch=z9hG4bK{:x}\r\n\
@@ -330,7 +329,6 @@ impl Phone {
                  nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", \
                  qop=auth, nc=00000001, cnonce=\"c0ffee\", algorithm=MD5\r\n"
             );
-            cseq += 1;
         }
         panic!("challenged twice");
     }

@@ -13,6 +13,7 @@ pub mod gateway;
 mod node;
 pub mod presence;
 pub mod records;
+pub mod registrations;
 pub mod zones;
 
 pub use node::{
@@ -21,3 +22,4 @@ pub use node::{
 };
 pub use presence::{NodeLoad, NodeRole};
 pub use records::{PeerRecord, TrackRecord};
+pub use registrations::RegistrationRecord;

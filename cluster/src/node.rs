@@ -29,6 +29,7 @@ use rand08::SeedableRng;
 use crate::envelope::{Kind, Reject, Sealer};
 use crate::presence::{Change, NodeInfo, NodeLoad, NodeRole, Presence};
 use crate::records::{PeerRecord, ROOMS_MAP};
+use crate::registrations::{RegistrationRecord, REGISTRATIONS_MAP};
 
 /// How often atm0s-sdn gets a tick (its retries run on ticks).
 const TICK: Duration = Duration::from_millis(100);
@@ -93,6 +94,10 @@ pub enum ClusterEvent {
     PeerUp(PeerRecord),
     /// That peer left, or its node went down.
     PeerDown(PeerRecord),
+    /// A SIP binding held by another node was set (new or refreshed).
+    RegistrationUp(RegistrationRecord),
+    /// That binding went (unregistered, expired, or its entry deleted).
+    RegistrationDown(RegistrationRecord),
     NodeUp(u32),
     NodeDown(u32),
 }
@@ -169,6 +174,8 @@ pub struct Cluster {
     out: VecDeque<ClusterOutput>,
     /// Room entries heard of, by key, live or not, and when last set.
     records: BTreeMap<u64, PeerRecord>,
+    /// Other nodes' SIP bindings, by key.
+    registrations: BTreeMap<u64, RegistrationRecord>,
     heard: BTreeMap<u64, Instant>,
     /// This node's own entries, set again every [`REFRESH`].
     local: BTreeMap<u64, PeerRecord>,
@@ -209,6 +216,7 @@ impl Cluster {
             load: NodeLoad::default(),
             out: VecDeque::new(),
             records: BTreeMap::new(),
+            registrations: BTreeMap::new(),
             heard: BTreeMap::new(),
             local: BTreeMap::new(),
             next_refresh: config.start + REFRESH,
@@ -223,6 +231,13 @@ impl Cluster {
             cluster.control(
                 now,
                 FeaturesControl::DhtKv(dht_kv::Control::MapCmd(Map(ROOMS_MAP), MapControl::Sub)),
+            );
+        }
+        if cluster.config.role.serves_media() {
+            let map = Map(REGISTRATIONS_MAP);
+            cluster.control(
+                now,
+                FeaturesControl::DhtKv(dht_kv::Control::MapCmd(map, MapControl::Sub)),
             );
         }
         cluster
@@ -467,6 +482,28 @@ impl Cluster {
         );
     }
 
+    /// Sets this node's entry of a SIP binding (new or refreshed).
+    pub fn set_registration(&mut self, now: Instant, mut record: RegistrationRecord) {
+        record.node = self.config.node_id;
+        let cmd = MapControl::Set(Key(record.key()), record.encode());
+        let map = Map(REGISTRATIONS_MAP);
+        self.control(
+            now,
+            FeaturesControl::DhtKv(dht_kv::Control::MapCmd(map, cmd)),
+        );
+    }
+
+    /// Deletes this node's entry of a SIP binding.
+    pub fn del_registration(&mut self, now: Instant, aor: &str, contact: &str) {
+        let key = crate::registrations::registration_key(aor, contact);
+        let map = Map(REGISTRATIONS_MAP);
+        let cmd = MapControl::Del(Key(key));
+        self.control(
+            now,
+            FeaturesControl::DhtKv(dht_kv::Control::MapCmd(map, cmd)),
+        );
+    }
+
     // ---- output ----
 
     pub fn poll_output(&mut self) -> ClusterOutput {
@@ -554,6 +591,19 @@ impl Cluster {
                     .collect();
                 for r in downs {
                     self.event(ClusterEvent::PeerDown(r));
+                }
+                // Its SIP bindings are unreachable: calls to those users
+                // find no node until it registers them again.
+                let gone: Vec<u64> = self
+                    .registrations
+                    .iter()
+                    .filter(|(_, r)| r.node == node)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in gone {
+                    if let Some(r) = self.registrations.remove(&key) {
+                        self.event(ClusterEvent::RegistrationDown(r));
+                    }
                 }
             }
         }
@@ -649,6 +699,9 @@ impl Cluster {
             FeaturesEvent::DhtKv(dht_kv::Event::MapEvent(Map(ROOMS_MAP), event)) => {
                 self.on_rooms_event(now, event)
             }
+            FeaturesEvent::DhtKv(dht_kv::Event::MapEvent(Map(REGISTRATIONS_MAP), event)) => {
+                self.on_registrations_event(event)
+            }
             FeaturesEvent::Neighbours(neighbours::Event::Connected(node, conn)) => {
                 let conns = self.connected.entry(node).or_default();
                 if !conns.contains(&conn) {
@@ -661,6 +714,31 @@ impl Cluster {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn on_registrations_event(&mut self, event: MapEvent) {
+        match event {
+            MapEvent::OnSet(Key(key), node, data) => {
+                if node == self.config.node_id {
+                    return;
+                }
+                let Some(record) = RegistrationRecord::decode(&data) else {
+                    return;
+                };
+                // Only the node that holds a binding may speak for it.
+                if record.node != node || record.key() != key {
+                    return;
+                }
+                self.registrations.insert(key, record.clone());
+                self.event(ClusterEvent::RegistrationUp(record));
+            }
+            MapEvent::OnDel(Key(key), _) => {
+                if let Some(record) = self.registrations.remove(&key) {
+                    self.event(ClusterEvent::RegistrationDown(record));
+                }
+            }
+            MapEvent::OnRelaySelected(_) => {}
         }
     }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use corecast_cluster::{ClusterView, NodeLoad, PeerRecord};
+use corecast_cluster::{ClusterView, NodeLoad, PeerRecord, RegistrationRecord};
 use corecast_media::{
     ChannelId, CloseReason, CodecInfo, Endpoint, MediaPacket, Preference, Refusal, SlotId,
     TransportKind,
@@ -109,6 +109,13 @@ pub enum ClusterCommand {
         peer: String,
     },
     SetLoad(NodeLoad),
+    /// Set this node's entry of a SIP binding.
+    SetRegistration(RegistrationRecord),
+    /// Delete it.
+    DelRegistration {
+        aor: String,
+        contact: String,
+    },
 }
 
 /// Shard → control thread.
@@ -158,6 +165,11 @@ pub enum ControlEvent {
     },
     /// A room peer on another node appeared (`up`) or went away.
     RemotePeer { up: bool, record: PeerRecord },
+    /// A SIP binding on another node was set (`up`) or went away.
+    RemoteRegistration {
+        up: bool,
+        record: RegistrationRecord,
+    },
     /// The cluster as shard 0 sees it, every second.
     ClusterView(Box<ClusterView>),
 }

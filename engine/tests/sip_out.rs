@@ -251,3 +251,98 @@ fn wrong_passwords_block_their_source() {
     assert_eq!(phone.register("alice", "wonderland"), 200);
     node.shutdown();
 }
+
+#[test]
+fn a_call_through_another_node_is_placed_where_the_phone_registered() {
+    use corecast_cluster::NodeRole;
+    let with_sip = |mut s: Settings, rtp: (u16, u16)| {
+        s.sip = Some(SipSettings {
+            port: 0,
+            rtp_ports: rtp,
+            users: settings().sip.unwrap().users,
+        });
+        s
+    };
+    let a = Node::start(&with_sip(
+        common::clustered_settings(1, 1, NodeRole::All, vec![]),
+        (32_400, 32_449),
+    ))
+    .unwrap();
+    let b = Node::start(&with_sip(
+        common::clustered_settings(1, 2, NodeRole::All, vec![a.cluster_addr.unwrap()]),
+        (32_450, 32_499),
+    ))
+    .unwrap();
+    let mut phone = Phone::new(a.sip_addr.unwrap());
+    assert_eq!(phone.register("alice", "wonderland"), 200);
+    // B learns the binding from the cluster's key-value store.
+    let on_b = || {
+        let r = http(b.http_addr, "GET", "/api/sip/registrations", &[], b"");
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["registrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["aor"] == "alice@127.0.0.1" && r["node"] == 1)
+    };
+    assert!(
+        common::wait_for(Duration::from_secs(20), on_b),
+        "B never saw alice"
+    );
+
+    let mut web = Listener::new(&b, "far");
+    assert!(pump_until(
+        &mut phone,
+        &mut web,
+        Duration::from_secs(10),
+        |_, w| w.peer.joined()
+    ));
+    // Asked of B, placed by A.
+    let (status, call) = post_call(&b, json!({"to": "alice", "room": "far", "peer": "alice"}));
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_string();
+    assert_eq!(id.parse::<u64>().ok(), None);
+    assert_eq!(
+        u64::from_str_radix(&id, 16).unwrap() >> 48,
+        1,
+        "a connection of node 1"
+    );
+    let invite = phone
+        .wait_request("INVITE", Duration::from_secs(5))
+        .expect("node A calls the phone");
+    phone.answer(&invite);
+    assert!(pump_until(
+        &mut phone,
+        &mut web,
+        Duration::from_secs(10),
+        |_, w| {
+            w.peer
+                .events("peer_joined")
+                .iter()
+                .any(|e| e["peer"] == "alice")
+        }
+    ));
+    web.peer
+        .request("subscribe", json!({"peer": "alice", "track": "audio"}));
+    converse(&mut phone, &mut web, Duration::from_secs(5));
+    let phone_hears = dominant_hz(&phone.heard, 8000);
+    assert!(
+        (phone_hears - 880.0).abs() <= 5.0,
+        "the phone on A hears {phone_hears} Hz from B"
+    );
+    let web_hears = dominant_hz(&web.heard, 48_000);
+    assert!(
+        (web_hears - 440.0).abs() <= 5.0,
+        "the browser on B hears {web_hears} Hz from A"
+    );
+    let r = http(
+        a.http_addr,
+        "DELETE",
+        &format!("/api/sip/calls/{id}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(phone.answer_bye(Duration::from_secs(5)));
+    b.shutdown();
+    a.shutdown();
+}

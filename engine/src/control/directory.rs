@@ -705,6 +705,8 @@ impl Directory {
                 layers,
             } => self.on_track_layers(conn, channel, layers),
             ControlEvent::RemotePeer { up, record } => self.on_remote_peer(now, up, record),
+            // The SIP service's (`control::handle_events` passes it there).
+            ControlEvent::RemoteRegistration { .. } => {}
             ControlEvent::ClusterView(_) => {}
             ControlEvent::UfragChanged { conn, ufrag } => self.set_ufrag(conn, ufrag),
             ControlEvent::Rpc { conn, text } => self.on_rpc(now, conn, &text),

@@ -192,6 +192,14 @@ async fn handle_events(control: Arc<Control>, events: flume::Receiver<ControlEve
             );
             continue;
         }
+        if let ControlEvent::RemoteRegistration { up, record } = event {
+            // For the SIP service (dropped when SIP is off or it is busy:
+            // the holder sets the binding again at its next refresh).
+            if let Some(tx) = control.sip_commands.as_ref() {
+                let _ = tx.try_send(sip::SipCommand::RemoteRegistration { up, record });
+            }
+            continue;
+        }
         if let ControlEvent::ClusterView(view) = event {
             if let Ok(mut v) = control.view.lock() {
                 *v = Some(*view);

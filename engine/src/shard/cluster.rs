@@ -190,6 +190,10 @@ impl Shard {
             ClusterCommand::SetPeer(record) => port.cluster.set_peer(now, record),
             ClusterCommand::DelPeer { room, peer } => port.cluster.del_peer(now, &room, &peer),
             ClusterCommand::SetLoad(load) => port.cluster.set_load(load),
+            ClusterCommand::SetRegistration(record) => port.cluster.set_registration(now, record),
+            ClusterCommand::DelRegistration { aor, contact } => {
+                port.cluster.del_registration(now, &aor, &contact)
+            }
         }
         self.drain_cluster(now);
     }
@@ -265,6 +269,12 @@ impl Shard {
             }
             ClusterEvent::PeerDown(record) => {
                 self.tell_control(ControlEvent::RemotePeer { up: false, record })
+            }
+            ClusterEvent::RegistrationUp(record) => {
+                self.tell_control(ControlEvent::RemoteRegistration { up: true, record })
+            }
+            ClusterEvent::RegistrationDown(record) => {
+                self.tell_control(ControlEvent::RemoteRegistration { up: false, record })
             }
             ClusterEvent::NodeUp(node) => tracing::info!("cluster: node {node} up"),
             ClusterEvent::NodeDown(node) => tracing::warn!("cluster: node {node} down"),

@@ -68,6 +68,16 @@ pub fn clustered(
     role: corecast_cluster::NodeRole,
     seeds: Vec<SocketAddr>,
 ) -> Node {
+    Node::start(&clustered_settings(shards, node_id, role, seeds)).expect("clustered node starts")
+}
+
+/// The settings of [`clustered`].
+pub fn clustered_settings(
+    shards: usize,
+    node_id: u32,
+    role: corecast_cluster::NodeRole,
+    seeds: Vec<SocketAddr>,
+) -> Settings {
     let mut settings = test_settings(shards);
     settings.cluster = Some(corecast::config::ClusterSettings {
         node_id,
@@ -79,7 +89,7 @@ pub fn clustered(
         public_url: "http://127.0.0.1:0".into(),
         zones: Vec::new(),
     });
-    Node::start(&settings).expect("clustered node starts")
+    settings
 }
 
 /// A metric without labels (the node-wide ones, such as the cluster's).

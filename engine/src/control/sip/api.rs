@@ -15,8 +15,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::super::http::{check_auth, refuse, text};
-use super::outgoing::CallRequest;
+use super::outgoing::{CallAnswer, CallRequest};
 use super::SipCommand;
+
+/// Marks a call request one node forwards to another (which never
+/// forwards it again).
+const FORWARDED: &str = "x-corecast-forwarded";
+/// How long a forwarded call request may take.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const OFF: &str = "SIP is off (start with --sip-port)";
 
@@ -91,10 +97,99 @@ pub(in crate::control) async fn place_call(
     if let Err(r) = check_auth(&control, &headers, &access) {
         return refuse(r);
     }
-    match ask(&control, |reply| SipCommand::Call { request, reply }).await {
-        Ok(info) => (StatusCode::CREATED, axum::Json(info)).into_response(),
+    let forwarded = headers.contains_key(FORWARDED);
+    let answer = ask(&control, |reply| SipCommand::Call {
+        request,
+        forwarded,
+        reply,
+    })
+    .await;
+    match answer {
+        Ok(CallAnswer::Placed(info)) => (StatusCode::CREATED, axum::Json(info)).into_response(),
+        Ok(CallAnswer::OnNode(node)) => {
+            let url = control.view.lock().ok().and_then(|v| {
+                v.as_ref()?
+                    .members
+                    .iter()
+                    .find(|m| m.node == node && m.alive)
+                    .map(|m| m.http_url.clone())
+            });
+            let Some(url) = url else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the callee is registered on node {node}, which is not reachable"),
+                );
+            };
+            let auth = headers.get(axum::http::header::AUTHORIZATION).cloned();
+            match forward(&url, body, auth).await {
+                Ok(response) => {
+                    tracing::info!("sip: call request forwarded to node {node} ({url})");
+                    response
+                }
+                Err(e) => text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("node {node} ({url}), where the callee is registered: {e}"),
+                ),
+            }
+        }
         Err(r) => refusal(r),
     }
+}
+
+/// Sends a call request to another node's API and passes its answer on.
+async fn forward(
+    url: &str,
+    body: axum::body::Bytes,
+    auth: Option<axum::http::HeaderValue>,
+) -> Result<Response, String> {
+    use http_body_util::{BodyExt, Full};
+    let uri: axum::http::Uri = format!("{}/api/sip/calls", url.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| format!("bad URL: {e}"))?;
+    let authority = uri.authority().ok_or("URL without a host")?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let work = async {
+        let stream = tokio::net::TcpStream::connect((authority.host(), port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut request = axum::http::Request::post(uri.path())
+            .header(axum::http::header::HOST, authority.as_str())
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .header(FORWARDED, "1");
+        if let Some(auth) = auth {
+            request = request.header(axum::http::header::AUTHORIZATION, auth);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .cloned();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let mut out = (status, bytes).into_response();
+        if let Some(ct) = content_type {
+            out.headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, ct);
+        }
+        Ok::<Response, String>(out)
+    };
+    tokio::time::timeout(FORWARD_TIMEOUT, work)
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
 }
 
 /// `DELETE /api/sip/calls/{id}`: hangs up a call (our BYE, or CANCEL for a

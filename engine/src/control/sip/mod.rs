@@ -114,10 +114,17 @@ struct Active {
 
 /// What the HTTP API asks of the SIP service.
 pub enum SipCommand {
-    /// `POST /api/sip/calls`.
+    /// `POST /api/sip/calls` (`forwarded`: by another node, which found
+    /// the callee registered here; never forwarded again).
     Call {
         request: outgoing::CallRequest,
-        reply: tokio::sync::oneshot::Sender<Result<CallInfo, (u16, String)>>,
+        forwarded: bool,
+        reply: tokio::sync::oneshot::Sender<Result<outgoing::CallAnswer, (u16, String)>>,
+    },
+    /// A binding of another node, from the cluster's key-value store.
+    RemoteRegistration {
+        up: bool,
+        record: corecast_cluster::RegistrationRecord,
     },
     /// `DELETE /api/sip/calls/{id}`.
     HangUp {
@@ -195,7 +202,8 @@ pub async fn run(
     };
     let mut buf = vec![0u8; 65_536];
     let mut next_sweep = Instant::now() + SWEEP;
-    let mut next_publish = Instant::now();
+    let mut next_publish = Instant::now() + PUBLISH;
+    service.publish_stats(Instant::now());
     loop {
         let now = Instant::now();
         let wake = service
@@ -220,6 +228,7 @@ pub async fn run(
             service.registrations.handle_timeout(now);
         }
         service.pump(now);
+        service.flush_cluster();
         // At once when calls or registrations come or go (the API lists
         // them), else at
         // PUBLISH intervals.
@@ -591,6 +600,19 @@ impl Service {
             )) => {}
             Err(_) => {
                 self.active.remove(&call);
+            }
+        }
+    }
+
+    /// Our bindings' changes to the cluster's key-value store.
+    fn flush_cluster(&mut self) {
+        if self.registrations.cluster_out.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut self.registrations.cluster_out);
+        if let Ok(mut d) = self.control.directory.lock() {
+            for cmd in out {
+                d.cluster(cmd);
             }
         }
     }

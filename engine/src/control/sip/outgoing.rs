@@ -34,6 +34,23 @@ pub struct CallRequest {
     pub peer: Option<String>,
 }
 
+/// What became of a call request.
+#[derive(Debug)]
+pub enum CallAnswer {
+    /// Placed from here.
+    Placed(CallInfo),
+    /// The callee is registered on another node: place it from there.
+    OnNode(u32),
+}
+
+/// Where a call goes.
+enum Target {
+    /// From here: the Request-URI, the To header, where to send.
+    Here(String, String, SocketAddr),
+    /// The callee's binding is on this node.
+    Node(u32),
+}
+
 /// A call we placed, not answered yet.
 pub struct Outgoing {
     pub id: ConnId,
@@ -66,8 +83,15 @@ type Refusal = (u16, String);
 impl Service {
     pub(super) fn command(&mut self, now: Instant, command: SipCommand) {
         match command {
-            SipCommand::Call { request, reply } => {
-                let _ = reply.send(self.call_out(now, request));
+            SipCommand::Call {
+                request,
+                forwarded,
+                reply,
+            } => {
+                let _ = reply.send(self.call_out(now, request, forwarded));
+            }
+            SipCommand::RemoteRegistration { up, record } => {
+                self.registrations.on_remote(up, record)
             }
             SipCommand::HangUp { id, reply } => {
                 let _ = reply.send(self.hang_up_id(now, id));
@@ -76,7 +100,12 @@ impl Service {
         self.pump(now);
     }
 
-    fn call_out(&mut self, now: Instant, req: CallRequest) -> Result<CallInfo, Refusal> {
+    fn call_out(
+        &mut self,
+        now: Instant,
+        req: CallRequest,
+        forwarded: bool,
+    ) -> Result<CallAnswer, Refusal> {
         let bad = |why: &str| (400, why.to_string());
         if !valid_stream(&req.room) {
             return Err(bad("room: 1-128 characters of A-Z a-z 0-9 - _ . ~"));
@@ -97,7 +126,10 @@ impl Service {
                 "this node is a gateway: place calls on a media node".into(),
             ));
         }
-        let (target, to_header, destination) = self.resolve(&req.to)?;
+        let (target, to_header, destination) = match self.resolve(now, &req.to, forwarded)? {
+            Target::Here(target, to, destination) => (target, to, destination),
+            Target::Node(node) => return Ok(CallAnswer::OnNode(node)),
+        };
         let id = {
             let d = self
                 .control
@@ -167,35 +199,38 @@ impl Service {
         );
         self.room_event(&out.room, &out.id.to_string(), &out.peer, "calling", None);
         self.outgoing.insert(call, out);
-        Ok(info)
+        Ok(CallAnswer::Placed(info))
     }
 
-    /// The Request-URI, To and destination of a call to `to`.
-    fn resolve(&self, to: &str) -> Result<(String, String, SocketAddr), Refusal> {
+    /// Where a call to `to` goes: from here (Request-URI, To, the address
+    /// to send to), or from the node that holds its registration.
+    fn resolve(&self, now: Instant, to: &str, forwarded: bool) -> Result<Target, Refusal> {
         if to.starts_with("sip:") || to.starts_with("sips:") {
             let addr = uri_addr(to).ok_or((
                 400,
                 "a SIP URI to call must have an IP address (names are not resolved)".to_string(),
             ))?;
-            return Ok((to.to_string(), format!("<{to}>"), addr));
+            return Ok(Target::Here(to.to_string(), format!("<{to}>"), addr));
         }
         let aor = if to.contains('@') {
-            to.to_ascii_lowercase()
+            Some(to.to_ascii_lowercase())
         } else {
-            self.registrations
-                .aors_of_user(to)
-                .into_iter()
-                .next()
-                .ok_or((404, format!("{to} is not registered here")))?
+            self.registrations.aors_of_user(to).into_iter().next()
         };
-        let (contact, source) = self
-            .registrations
-            .contacts(&aor)
-            .into_iter()
-            .last()
-            .ok_or((404, format!("{aor} is not registered here")))?;
-        let contact = contact.trim_matches(|c| c == '<' || c == '>').to_string();
-        Ok((contact, format!("<sip:{aor}>"), source))
+        let here = aor.as_ref().and_then(|aor| {
+            let (contact, source) = self.registrations.contacts(aor).into_iter().last()?;
+            Some((aor.clone(), contact, source))
+        });
+        if let Some((aor, contact, source)) = here {
+            let contact = contact.trim_matches(|c| c == '<' || c == '>').to_string();
+            return Ok(Target::Here(contact, format!("<sip:{aor}>"), source));
+        }
+        if !forwarded {
+            if let Some(node) = self.registrations.remote_node(to, now) {
+                return Ok(Target::Node(node));
+            }
+        }
+        Err((404, format!("{to} is not registered")))
     }
 
     fn hang_up_id(&mut self, now: Instant, id: ConnId) -> Result<(), Refusal> {

@@ -19,7 +19,10 @@ use corecast_sip::registrar::{
 };
 use serde_json::{json, Value};
 
+use corecast_cluster::RegistrationRecord;
+
 use crate::config::SipUser;
+use crate::messages::ClusterCommand;
 
 /// The realm of challenges when the configuration names none.
 pub const DEFAULT_REALM: &str = "corecast";
@@ -43,6 +46,12 @@ pub struct Registrations {
     bindings: BTreeMap<(String, String), Registration>,
     /// Where the REGISTER being handled came from (for the events).
     source: Option<SocketAddr>,
+    /// Bindings of other nodes (the cluster's key-value store), by key.
+    remote: HashMap<u64, RegistrationRecord>,
+    /// Changes of our bindings for the cluster, oldest first.
+    pub cluster_out: Vec<ClusterCommand>,
+    /// Unix time at `anchor`, for the records' expiry.
+    anchor: (Instant, Duration),
 }
 
 impl Registrations {
@@ -69,6 +78,9 @@ impl Registrations {
             users: users.iter().map(|u| (u.user.clone(), u.clone())).collect(),
             bindings: BTreeMap::new(),
             source: None,
+            remote: HashMap::new(),
+            cluster_out: Vec::new(),
+            anchor: (now, unix),
         }
     }
 
@@ -138,6 +150,15 @@ impl Registrations {
                         .source
                         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                     tracing::info!("sip: {aor} registered at {contact} ({session}, {expires} s)");
+                    let expires_at = now + Duration::from_secs(u64::from(expires));
+                    self.cluster_out
+                        .push(ClusterCommand::SetRegistration(RegistrationRecord {
+                            aor: aor.clone(),
+                            contact: contact.clone(),
+                            session: session.to_string(),
+                            node: 0,
+                            expires_ms: self.unix_ms(expires_at),
+                        }));
                     self.bindings.insert(
                         (aor, contact),
                         Registration {
@@ -154,6 +175,10 @@ impl Registrations {
                     ..
                 } => {
                     tracing::info!("sip: {aor} at {contact} unregistered ({reason:?})");
+                    self.cluster_out.push(ClusterCommand::DelRegistration {
+                        aor: aor.clone(),
+                        contact: contact.clone(),
+                    });
                     self.bindings.remove(&(aor, contact));
                 }
             }
@@ -183,6 +208,33 @@ impl Registrations {
         aors
     }
 
+    fn unix_ms(&self, at: Instant) -> u64 {
+        let (anchor, unix) = self.anchor;
+        (unix + at.saturating_duration_since(anchor)).as_millis() as u64
+    }
+
+    /// Another node's binding was set or went.
+    pub fn on_remote(&mut self, up: bool, record: RegistrationRecord) {
+        if up {
+            self.remote.insert(record.key(), record);
+        } else {
+            self.remote.remove(&record.key());
+        }
+    }
+
+    /// The node that holds a live binding of `to` (a user name or an
+    /// address-of-record), when another node does.
+    pub fn remote_node(&self, to: &str, now: Instant) -> Option<u32> {
+        let now_ms = self.unix_ms(now);
+        let user = format!("{to}@");
+        self.remote
+            .values()
+            .filter(|r| r.expires_ms > now_ms)
+            .filter(|r| r.aor == to.to_ascii_lowercase() || r.aor.starts_with(&user))
+            .max_by_key(|r| r.expires_ms)
+            .map(|r| r.node)
+    }
+
     pub fn counters(&self) -> RegistrarCounters {
         self.registrar.counters()
     }
@@ -191,9 +243,10 @@ impl Registrations {
         self.limiter.counters().blocked_requests
     }
 
-    /// `/api/sip/registrations`.
+    /// `/api/sip/registrations`: ours, then other nodes' (with `node`).
     pub fn json(&self, now: Instant) -> Vec<Value> {
-        self.bindings
+        let mut out: Vec<Value> = self
+            .bindings
             .iter()
             .map(|((aor, contact), r)| {
                 json!({
@@ -204,6 +257,22 @@ impl Registrations {
                     "source": r.source.to_string(),
                 })
             })
-            .collect()
+            .collect();
+        let now_ms = self.unix_ms(now);
+        out.extend(
+            self.remote
+                .values()
+                .filter(|r| r.expires_ms > now_ms)
+                .map(|r| {
+                    json!({
+                        "aor": r.aor,
+                        "contact": r.contact,
+                        "session": r.session,
+                        "expires_in": (r.expires_ms - now_ms) / 1000,
+                        "node": r.node,
+                    })
+                }),
+        );
+        out
     }
 }

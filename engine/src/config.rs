@@ -194,6 +194,8 @@ pub struct SipSettings {
     /// The calls' RTP ports, inclusive.
     pub rtp_ports: (u16, u16),
     pub users: Vec<SipUser>,
+    /// How long a call we place may ring unanswered before we cancel it.
+    pub ring_timeout: Duration,
 }
 
 /// How a node takes part in a cluster.
@@ -385,6 +387,7 @@ fn sip_settings(args: &ServeArgs, file: &FileConfig) -> Result<Option<SipSetting
         port,
         rtp_ports,
         users: file.sip.users.clone(),
+        ring_timeout: Duration::from_secs(60),
     }))
 }
 

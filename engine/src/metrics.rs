@@ -80,6 +80,10 @@ shard_metrics! {
     video_slots_paused, "gauge", "Video slots paused because no layer fits their viewer's bandwidth estimate.";
     estimated_legs, "gauge", "Viewer legs with a bandwidth estimate (adaptive WHEP viewers: those of simulcast streams, or ?adaptive=1).";
     estimate_bps_sum, "gauge", "Sum of the bandwidth estimates of estimated_legs, bits per second (divide for the mean).";
+    sip_rtp_bytes_total, "counter", "Bytes of RTP taken from SIP calls' phones.";
+    sip_audio_frames_total, "counter", "Opus frames published from SIP calls (the phones' audio, 20 ms each).";
+    sip_audio_errors_total, "counter", "Audio of SIP calls that could not be decoded or encoded.";
+    sip_rtp_refused_total, "counter", "Datagrams on SIP calls' RTP sockets refused: from an address the call did not signal, not RTP, or of a payload type not agreed.";
     rtmp_connections, "gauge", "RTMP connections the shard holds.";
     rtmp_connections_total, "counter", "RTMP connections the shard accepted.";
     rtmp_rejected_total, "counter", "RTMP connections closed at once because the shard was at --max-endpoints-per-shard.";

@@ -192,6 +192,7 @@ impl Node {
                     advertised,
                     media_ip,
                     rtp_ports: sip.rtp_ports,
+                    ring_timeout: sip.ring_timeout,
                     users: sip.users.clone(),
                     node: settings.cluster.as_ref().map_or(0, |c| c.node_id),
                     shared_secret: settings.cluster.as_ref().map(|c| c.secret.clone()),

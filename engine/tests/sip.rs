@@ -168,6 +168,10 @@ fn bad_requests_are_refused_and_strangers_media_dropped() {
         metric(node.http_addr, "corecast_bad_packets_total")
     );
     assert!(plain_metric(node.http_addr, "corecast_sip_parse_errors_total") >= 2);
+    // The strangers' RTP is counted on the call's shard; the phone's went
+    // into the room.
+    assert!(metric(node.http_addr, "corecast_sip_rtp_refused_total") >= 20);
+    assert!(metric(node.http_addr, "corecast_sip_audio_frames_total") > 0);
     assert_eq!(
         plain_metric(node.http_addr, "corecast_sip_unknown_dialog_total"),
         1

@@ -19,6 +19,7 @@ fn settings() -> Settings {
         sip: Some(SipSettings {
             port: 0,
             rtp_ports: (32_300, 32_399),
+            ring_timeout: std::time::Duration::from_secs(60),
             users: vec![SipUser {
                 user: "alice".into(),
                 password: Some("wonderland".into()),
@@ -259,6 +260,7 @@ fn a_call_through_another_node_is_placed_where_the_phone_registered() {
         s.sip = Some(SipSettings {
             port: 0,
             rtp_ports: rtp,
+            ring_timeout: std::time::Duration::from_secs(60),
             users: settings().sip.unwrap().users,
         });
         s
@@ -345,4 +347,36 @@ fn a_call_through_another_node_is_placed_where_the_phone_registered() {
     assert!(phone.answer_bye(Duration::from_secs(5)));
     b.shutdown();
     a.shutdown();
+}
+
+#[test]
+fn a_call_that_only_rings_is_cancelled_at_the_ring_timeout() {
+    let mut s = settings();
+    if let Some(sip) = s.sip.as_mut() {
+        sip.ring_timeout = Duration::from_secs(1);
+    }
+    let node = Node::start(&s).unwrap();
+    let mut phone = Phone::new(node.sip_addr.unwrap());
+    let uri = format!("sip:alice@{}", phone.sip_addr());
+    let (status, call) = post_call(&node, json!({"to": uri, "room": "lonely"}));
+    assert_eq!(status, 201, "{call}");
+    let invite = phone
+        .wait_request("INVITE", Duration::from_secs(5))
+        .unwrap();
+    // 180 stops timer B; nobody picks up.
+    phone.respond(&invite, 180, "");
+    let cancel = phone
+        .wait_request("CANCEL", Duration::from_secs(5))
+        .expect("the node cancels the unanswered call");
+    phone.respond(&cancel, 200, "");
+    phone.respond(&invite, 487, "");
+    let gone = || {
+        let r = http(node.http_addr, "GET", "/api/sip/calls", &[], b"");
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["calls"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    };
+    assert!(common::wait_for(Duration::from_secs(5), gone));
+    node.shutdown();
 }

@@ -8,7 +8,7 @@ Over UDP from 127.0.0.1, it sends:
   3. --flood INVITEs (distinct Call-IDs, a G.711 offer each) that are never
      ACKed: each must get a final response, and an OPTIONS sent right after
      must still be answered 200 within a second.
-The server then retransmits its 200s and ends those calls itself (timer H:
+The server then retransmits its 200s and ends those calls itself (timer L:
 run-sip checks that they are gone). Prints PASS or FAIL per check and
 "N passed, M failed"; exit status 0 only when nothing failed.
 

@@ -5,7 +5,7 @@ in a room, talking with phones that call into it.
 The peer (room_aiortc.py's RoomPeer, written from docs/sdk-protocol.md)
 joins --room publishing a sine of --tone Hz (and the test video), touches
 --ready-file once joined, then subscribes to every track of every peer
-whose metadata says it is a SIP call (`{"sip": {"from": ...}}`). For each
+whose metadata says it is a SIP call (`{"sip": {"remote": ..., "direction": ...}}`). For each
 of --calls such peers it must:
   - receive their audio (Opus from the server) with energy: RMS of the
     decoded audio at least --min-rms;

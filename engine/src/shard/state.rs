@@ -1153,7 +1153,31 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
         report_layers(m, &was.layers, &now.layers);
     }
     let (now, was) = (now.ingest, was.ingest);
-    if slot.endpoint.transport() != TransportKind::Rtmp || now == was {
+    if now == was {
+        return;
+    }
+    if slot.endpoint.transport() == TransportKind::Sip {
+        for (counter, now, was) in [
+            (&m.sip_rtp_bytes_total, now.bytes_in, was.bytes_in),
+            (
+                &m.sip_audio_frames_total,
+                now.audio_frames,
+                was.audio_frames,
+            ),
+            (
+                &m.sip_audio_errors_total,
+                now.audio_errors,
+                was.audio_errors,
+            ),
+            (&m.sip_rtp_refused_total, now.ignored, was.ignored),
+        ] {
+            if now != was {
+                add(counter, now - was);
+            }
+        }
+        return;
+    }
+    if slot.endpoint.transport() != TransportKind::Rtmp {
         return;
     }
     for (counter, now, was) in [

@@ -20,6 +20,7 @@ pub fn sip_settings(shards: usize, rtp: (u16, u16)) -> Settings {
         sip: Some(SipSettings {
             port: 0,
             rtp_ports: rtp,
+            ring_timeout: std::time::Duration::from_secs(60),
             users: Vec::new(),
         }),
         ..test_settings(shards)

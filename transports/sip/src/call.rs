@@ -676,17 +676,20 @@ impl Endpoint for SipEndpoint {
 }
 
 /// The signalling the engine passes a call's endpoint after a re-INVITE:
-/// `remote=ADDR|none hold=0|1 sends=0|1 receives=0|1`; the codec stays
-/// (a re-INVITE that changes it is answered with the same one).
+/// `remote=ADDR|none hold=0|1 sends=0|1 receives=0|1 codec=NAME/PT`. A
+/// codec of another sample rate (G.711 to Opus) is refused: the call keeps
+/// its codec state (the phone hears what it agreed before).
 pub fn media_signal(media: &NegotiatedMedia) -> String {
     format!(
-        "remote={} hold={} sends={} receives={}",
+        "remote={} hold={} sends={} receives={} codec={}/{}",
         media
             .remote
             .map_or_else(|| "none".to_string(), |a| a.to_string()),
         u8::from(media.on_hold),
         u8::from(media.direction.sends()),
         u8::from(media.direction.receives()),
+        media.codec.name.encoding(),
+        media.codec.pt,
     )
 }
 
@@ -712,6 +715,25 @@ pub fn parse_media_signal(body: &str, was: &NegotiatedMedia) -> Result<Negotiate
             "hold" => media.on_hold = flag()?,
             "sends" => sends = flag()?,
             "receives" => receives = flag()?,
+            "codec" => {
+                let (name, pt) = value
+                    .split_once('/')
+                    .ok_or_else(|| format!("codec must be NAME/PT: {value}"))?;
+                let name = [CodecName::Pcmu, CodecName::Pcma, CodecName::Opus]
+                    .into_iter()
+                    .find(|c| c.encoding().eq_ignore_ascii_case(name))
+                    .ok_or_else(|| format!("unknown codec {name}"))?;
+                let pt: u8 = pt.parse().map_err(|_| format!("bad payload type {pt}"))?;
+                if name != media.codec.name || pt != media.codec.pt {
+                    media.codec = crate::sdp::Codec {
+                        name,
+                        pt,
+                        clock_rate: name.clock_rate(),
+                        channels: name.channels(),
+                        fmtp: None,
+                    };
+                }
+            }
             _ => return Err(format!("unknown key {key}")),
         }
     }

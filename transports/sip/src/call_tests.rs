@@ -308,7 +308,24 @@ fn media_signals_read_back() {
     changed.on_hold = true;
     assert_eq!(parse_media_signal(&media_signal(&changed), &m), Ok(changed));
     assert_eq!(parse_media_signal(&media_signal(&m), &m), Ok(m.clone()));
+    // A codec change within the rate is taken; across rates refused.
+    let mut pcma = m.clone();
+    pcma.codec.name = CodecName::Pcma;
+    pcma.codec.pt = 8;
+    assert_eq!(
+        parse_media_signal(&media_signal(&pcma), &m),
+        Ok(pcma.clone())
+    );
+    let t0 = Instant::now();
+    let mut ep = call(m.clone(), t0);
+    ep.signal(t0, &media_signal(&pcma)).unwrap();
+    assert_eq!(ep.media().codec.pt, 8);
+    let mut opus = m.clone();
+    opus.codec.name = CodecName::Opus;
+    opus.codec.pt = 111;
+    assert!(ep.signal(t0, &media_signal(&opus)).is_err());
     assert!(parse_media_signal("remote=nowhere", &m).is_err());
+    assert!(parse_media_signal("codec=G729/18", &m).is_err());
     assert!(parse_media_signal("hold=2", &m).is_err());
     assert!(parse_media_signal("color=red", &m).is_err());
 }

@@ -1,5 +1,7 @@
-//! The user-agent server side of a call that comes in (RFC 3261 §12 dialogs,
-//! §13 the INVITE, §14 re-INVITE, §15 BYE, §9.2 CANCEL), sans-IO.
+//! Calls, sans-IO: the user-agent server side of a call that comes in
+//! (RFC 3261 §12 dialogs, §13 the INVITE, §14 re-INVITE, §15 BYE, §9.2
+//! CANCEL), and in `dialog_uac.rs` the client side of calls we place
+//! ([`Calls::prepare_invite`]).
 //!
 //! [`Calls`] sits on top of the [`transaction`](crate::transaction) layer:
 //! it takes what [`Transactions::receive`](crate::transaction::Transactions::receive)

@@ -51,6 +51,8 @@ pub struct SipSetup {
     /// The address calls' RTP sockets bind and SDP names.
     pub media_ip: IpAddr,
     pub rtp_ports: (u16, u16),
+    /// How long a call we place may ring before we cancel it.
+    pub ring_timeout: Duration,
     /// Who may register (`[[sip.users]]`).
     pub users: Vec<crate::config::SipUser>,
     /// This node's id (in registrations' session ids).
@@ -110,6 +112,8 @@ struct Active {
     /// when the Contact does not resolve).
     source: SocketAddr,
     outgoing: bool,
+    /// The room was told the call ended already (an unusable answer).
+    end_told: bool,
 }
 
 /// What the HTTP API asks of the SIP service.
@@ -146,6 +150,7 @@ struct Service {
     outgoing: HashMap<CallHandle, outgoing::Outgoing>,
     /// Our address in Via and Contact.
     advertised: SocketAddr,
+    ring_timeout: Duration,
     /// The source of the datagram being handled.
     last_source: Option<SocketAddr>,
     registrations: register::Registrations,
@@ -188,6 +193,7 @@ pub async fn run(
         active: HashMap::new(),
         outgoing: HashMap::new(),
         advertised: setup.advertised,
+        ring_timeout: setup.ring_timeout,
         last_source: None,
         registrations: register::Registrations::new(
             setup.node,
@@ -225,6 +231,7 @@ pub async fn run(
         if now >= next_sweep {
             next_sweep = now + SWEEP;
             service.sweep(now);
+            service.ring_timeouts(now);
             service.registrations.handle_timeout(now);
         }
         service.pump(now);
@@ -383,7 +390,7 @@ impl Service {
                     return;
                 };
                 tracing::info!("sip {}: call in {} ended ({why})", a.conn, a.room);
-                if a.outgoing {
+                if a.outgoing && !a.end_told {
                     self.room_event(&a.room, &a.conn.to_string(), &a.peer, "ended", Some(why));
                 }
                 if let Ok(mut d) = self.control.directory.lock() {
@@ -428,6 +435,8 @@ impl Service {
         if self.control.auth.check(None, &access, now_unix).is_err() {
             return Err(403);
         }
+        // The node's endpoint limit counts calls like any connection.
+        super::http::admit(&self.control).map_err(|_| 503u16)?;
         let socket = self.bind_rtp().ok_or_else(|| {
             self.stats.no_rtp_port += 1;
             503u16
@@ -504,11 +513,11 @@ impl Service {
                     "sip {conn}: call {direction} with {remote} in {room} as {peer} \
                      (RTP {local}, shard {shard})"
                 );
+                self.stats.calls_answered += 1;
             }
             Err(e) => tracing::warn!("sip {conn}: no endpoint for the call: {e}"),
         }
         drop(d);
-        self.stats.calls_answered += 1;
         self.active.insert(
             call,
             Active {
@@ -518,6 +527,7 @@ impl Service {
                 remote: remote.to_string(),
                 source,
                 outgoing,
+                end_told: false,
             },
         );
     }
@@ -656,8 +666,8 @@ fn room_of(uri: &str) -> Option<String> {
 /// The address of a SIP URI with an IP literal host (`sip:u@192.0.2.1:5062`,
 /// `sip:[2001:db8::1]`), default port 5060. Names are not resolved.
 fn uri_addr(uri: &str) -> Option<SocketAddr> {
+    let uri = uri.trim_start_matches('<');
     let rest = uri
-        .trim_start_matches('<')
         .strip_prefix("sip:")
         .or_else(|| uri.strip_prefix("sips:"))?;
     let host_port = rest.split_once('@').map_or(rest, |(_, h)| h);
@@ -699,6 +709,10 @@ mod tests {
         assert_eq!(uri_addr("sip:127.0.0.1"), "127.0.0.1:5060".parse().ok());
         assert_eq!(uri_addr("sip:[::1]:5070"), "[::1]:5070".parse().ok());
         assert_eq!(uri_addr("sip:[::1]"), "[::1]:5060".parse().ok());
+        assert_eq!(
+            uri_addr("<sips:a@127.0.0.1:5061>"),
+            "127.0.0.1:5061".parse().ok()
+        );
         assert_eq!(uri_addr("sip:a@example.com"), None);
     }
 }

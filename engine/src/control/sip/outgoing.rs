@@ -63,6 +63,9 @@ pub struct Outgoing {
     /// Its RTP socket (offered in our SDP), until the call is placed.
     pub socket: Option<StdUdpSocket>,
     pub ringing: bool,
+    /// When the INVITE went out (an unanswered call is cancelled after the
+    /// ring timeout, 60 s: a 100 Trying stops the transaction's own timer B).
+    pub started: Instant,
 }
 
 impl Outgoing {
@@ -126,6 +129,7 @@ impl Service {
                 "this node is a gateway: place calls on a media node".into(),
             ));
         }
+        super::super::http::admit(&self.control).map_err(|(_, why)| (503, why))?;
         let (target, to_header, destination) = match self.resolve(now, &req.to, forwarded)? {
             Target::Here(target, to, destination) => (target, to, destination),
             Target::Node(node) => return Ok(CallAnswer::OnNode(node)),
@@ -177,10 +181,13 @@ impl Service {
             destination,
             Transport::Unreliable,
         );
-        let call = self
-            .calls
-            .invite_sent(invite, sent)
-            .ok_or_else(|| (503, "too many calls".to_string()))?;
+        let call = match sent {
+            Ok(tx) => self
+                .calls
+                .invite_sent(invite, Ok(tx))
+                .ok_or_else(|| (503, "too many calls".to_string()))?,
+            Err(e) => return Err((503, format!("the INVITE could not be sent: {e}"))),
+        };
         let peer = req.peer.unwrap_or_else(|| id.to_string());
         let out = Outgoing {
             id,
@@ -190,6 +197,7 @@ impl Service {
             destination,
             socket: Some(socket),
             ringing: false,
+            started: now,
         };
         let info = out.info();
         tracing::info!(
@@ -304,8 +312,25 @@ impl Service {
                 remote: o.remote,
                 source: o.destination,
                 outgoing: true,
+                end_told: true,
             },
         );
+    }
+
+    /// Cancels the calls we placed that rang too long.
+    pub(super) fn ring_timeouts(&mut self, now: Instant) {
+        let late: Vec<CallHandle> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| now.saturating_duration_since(o.started) >= self.ring_timeout)
+            .map(|(c, _)| *c)
+            .collect();
+        for call in late {
+            if let Some(o) = self.outgoing.get(&call) {
+                tracing::info!("sip {}: {} did not answer, cancelling", o.id, o.remote);
+            }
+            self.hang_up_call(now, call);
+        }
     }
 
     /// A call we placed ended before it was answered.

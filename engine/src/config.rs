@@ -102,6 +102,11 @@ pub struct ServeArgs {
     /// that holds the call). [default: 30000-30999]
     #[arg(long, value_parser = parse_port_range)]
     pub rtp_ports: Option<(u16, u16)>,
+    /// Base URL of the application's SIP hook (http://): POST
+    /// {hook}/sip/auth for users not in [[sip.users]], {hook}/sip/invite
+    /// for where a call goes, {hook}/sip/event for what became of calls.
+    #[arg(long)]
+    pub sip_hook: Option<String>,
     /// Base URL other nodes and gateways use for this node's HTTP API.
     /// [default: http, the first --ice-ip and the --http port]
     #[arg(long)]
@@ -173,6 +178,7 @@ struct FileConfig {
 struct SipFile {
     #[serde(default)]
     users: Vec<SipUser>,
+    hook: Option<String>,
 }
 
 /// A user who may register and be called (`[[sip.users]]`): `user` and
@@ -196,6 +202,8 @@ pub struct SipSettings {
     pub users: Vec<SipUser>,
     /// How long a call we place may ring unanswered before we cancel it.
     pub ring_timeout: Duration,
+    /// The application's hook, base URL.
+    pub hook: Option<String>,
 }
 
 /// How a node takes part in a cluster.
@@ -279,6 +287,8 @@ pub enum ConfigError {
     RtpPorts(String),
     #[error("[[sip.users]] {0:?}: give password or ha1 (32 hex digits)")]
     SipUser(String),
+    #[error("--sip-hook {0:?}: an http:// URL")]
+    SipHook(String),
 }
 
 impl Settings {
@@ -388,6 +398,10 @@ fn sip_settings(args: &ServeArgs, file: &FileConfig) -> Result<Option<SipSetting
         rtp_ports,
         users: file.sip.users.clone(),
         ring_timeout: Duration::from_secs(60),
+        hook: match args.sip_hook.clone().or(file.sip.hook.clone()) {
+            Some(h) if !h.starts_with("http://") => return Err(ConfigError::SipHook(h)),
+            h => h.map(|h| h.trim_end_matches('/').to_string()),
+        },
     }))
 }
 

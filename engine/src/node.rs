@@ -193,6 +193,7 @@ impl Node {
                     media_ip,
                     rtp_ports: sip.rtp_ports,
                     ring_timeout: sip.ring_timeout,
+                    hook: sip.hook.clone(),
                     users: sip.users.clone(),
                     node: settings.cluster.as_ref().map_or(0, |c| c.node_id),
                     shared_secret: settings.cluster.as_ref().map(|c| c.secret.clone()),

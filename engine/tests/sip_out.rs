@@ -20,6 +20,7 @@ fn settings() -> Settings {
             port: 0,
             rtp_ports: (32_300, 32_399),
             ring_timeout: std::time::Duration::from_secs(60),
+            hook: None,
             users: vec![SipUser {
                 user: "alice".into(),
                 password: Some("wonderland".into()),
@@ -261,6 +262,7 @@ fn a_call_through_another_node_is_placed_where_the_phone_registered() {
             port: 0,
             rtp_ports: rtp,
             ring_timeout: std::time::Duration::from_secs(60),
+            hook: None,
             users: settings().sip.unwrap().users,
         });
         s

@@ -7,6 +7,7 @@ pub mod auth;
 mod calls;
 mod directory;
 mod gateway;
+mod hook;
 mod http;
 mod ingest;
 mod load;

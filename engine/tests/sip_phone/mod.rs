@@ -21,6 +21,7 @@ pub fn sip_settings(shards: usize, rtp: (u16, u16)) -> Settings {
             port: 0,
             rtp_ports: rtp,
             ring_timeout: std::time::Duration::from_secs(60),
+            hook: None,
             users: Vec::new(),
         }),
         ..test_settings(shards)

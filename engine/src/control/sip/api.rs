@@ -142,54 +142,18 @@ async fn forward(
     body: axum::body::Bytes,
     auth: Option<axum::http::HeaderValue>,
 ) -> Result<Response, String> {
-    use http_body_util::{BodyExt, Full};
-    let uri: axum::http::Uri = format!("{}/api/sip/calls", url.trim_end_matches('/'))
-        .parse()
-        .map_err(|e| format!("bad URL: {e}"))?;
-    let authority = uri.authority().ok_or("URL without a host")?.clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let work = async {
-        let stream = tokio::net::TcpStream::connect((authority.host(), port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut request = axum::http::Request::post(uri.path())
-            .header(axum::http::header::HOST, authority.as_str())
-            .header(axum::http::header::CONTENT_TYPE, "application/json")
-            .header(FORWARDED, "1");
-        if let Some(auth) = auth {
-            request = request.header(axum::http::header::AUTHORIZATION, auth);
-        }
-        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .cloned();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let mut out = (status, bytes).into_response();
-        if let Some(ct) = content_type {
-            out.headers_mut()
-                .insert(axum::http::header::CONTENT_TYPE, ct);
-        }
-        Ok::<Response, String>(out)
-    };
-    tokio::time::timeout(FORWARD_TIMEOUT, work)
-        .await
-        .map_err(|_| "no answer within 5 s".to_string())?
+    let mut headers = vec![(FORWARDED, axum::http::HeaderValue::from_static("1"))];
+    if let Some(auth) = auth {
+        headers.push(("authorization", auth));
+    }
+    let url = format!("{}/api/sip/calls", url.trim_end_matches('/'));
+    let answer = super::super::hook::post_json(&url, body, &headers, FORWARD_TIMEOUT).await?;
+    let mut out = (answer.status, answer.body).into_response();
+    if let Some(ct) = answer.content_type {
+        out.headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, ct);
+    }
+    Ok(out)
 }
 
 /// `DELETE /api/sip/calls/{id}`: hangs up a call (our BYE, or CANCEL for a

@@ -35,6 +35,7 @@ use super::Control;
 use crate::messages::ShardCommand;
 
 mod api;
+mod hooks;
 mod outgoing;
 mod register;
 
@@ -53,6 +54,8 @@ pub struct SipSetup {
     pub rtp_ports: (u16, u16),
     /// How long a call we place may ring before we cancel it.
     pub ring_timeout: Duration,
+    /// The application's hook, base URL.
+    pub hook: Option<String>,
     /// Who may register (`[[sip.users]]`).
     pub users: Vec<crate::config::SipUser>,
     /// This node's id (in registrations' session ids).
@@ -125,6 +128,17 @@ pub enum SipCommand {
         forwarded: bool,
         reply: tokio::sync::oneshot::Sender<Result<outgoing::CallAnswer, (u16, String)>>,
     },
+    /// The hook's answer about a user (`Ok(None)`: no such user; `Err`:
+    /// the hook could not be asked).
+    AuthAnswer {
+        user: String,
+        ha1: Result<Option<String>, String>,
+    },
+    /// The hook's decision about a call in.
+    InviteAnswer {
+        call: CallHandle,
+        answer: Result<serde_json::Value, String>,
+    },
     /// A binding of another node, from the cluster's key-value store.
     RemoteRegistration {
         up: bool,
@@ -151,6 +165,12 @@ struct Service {
     /// Our address in Via and Contact.
     advertised: SocketAddr,
     ring_timeout: Duration,
+    /// The application's hook, base URL.
+    hook: Option<String>,
+    /// Calls in waiting for the hook's decision.
+    invites: HashMap<CallHandle, hooks::PendingInvite>,
+    /// REGISTERs waiting for the hook's answer about their user.
+    waiting_auth: HashMap<String, Vec<(transaction::TxId, Message, SocketAddr)>>,
     /// The source of the datagram being handled.
     last_source: Option<SocketAddr>,
     registrations: register::Registrations,
@@ -194,11 +214,15 @@ pub async fn run(
         outgoing: HashMap::new(),
         advertised: setup.advertised,
         ring_timeout: setup.ring_timeout,
+        hook: setup.hook.clone(),
+        invites: HashMap::new(),
+        waiting_auth: HashMap::new(),
         last_source: None,
         registrations: register::Registrations::new(
             setup.node,
             &setup.users,
             setup.shared_secret.as_deref().map(str::as_bytes),
+            setup.hook.is_some(),
             Instant::now(),
         ),
         stats: SipStats {
@@ -271,11 +295,7 @@ impl Service {
         }
         if let Received::Request { id, request } = &received {
             if request.method() == Some(&Method::Register) {
-                if let Some(response) = self.registrations.register(now, request, from) {
-                    if let Err(e) = self.txs.respond(now, *id, response) {
-                        tracing::debug!("sip: REGISTER answer not sent: {e}");
-                    }
-                }
+                self.register(now, *id, request.clone(), from);
                 self.pump(now);
                 return;
             }
@@ -350,11 +370,15 @@ impl Service {
             dialog::Event::Incoming {
                 call,
                 from,
+                to,
                 request_uri,
                 offer,
-                ..
             } => {
                 let source = self.last_source;
+                if self.hook.is_some() {
+                    self.ask_hook_invite(call, &from.uri, &to.uri, &request_uri, offer, source);
+                    return;
+                }
                 if let Err(status) = self.answer(now, call, &from.uri, &request_uri, offer, source)
                 {
                     self.stats.calls_refused += 1;
@@ -382,6 +406,7 @@ impl Service {
                     EndReason::TransportError => "sip_transport_error",
                     EndReason::Refused(_) => "sip_refused",
                 };
+                self.invites.remove(&call);
                 if self.outgoing.contains_key(&call) {
                     self.unanswered(call, why, reason);
                     return;
@@ -410,10 +435,27 @@ impl Service {
         offer: Result<NegotiatedMedia, corecast_sip::sdp::SdpError>,
         source: Option<SocketAddr>,
     ) -> Result<(), u16> {
-        let offer = offer.map_err(|e| e.status())?;
-        let _ = offer;
+        offer.map_err(|e| e.status())?;
         let room = room_of(request_uri).ok_or(404u16)?;
-        if !valid_stream(&room) {
+        self.answer_into(now, call, &room, None, from, source, false)
+    }
+
+    /// Answers a call into `room` as `peer` (default: its connection id).
+    /// Without `by_hook`, the node's auth must let a publisher without a
+    /// token into the room (a hook's decision is the application's).
+    #[allow(clippy::too_many_arguments)]
+    fn answer_into(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        room: &str,
+        peer: Option<String>,
+        from: &str,
+        source: Option<SocketAddr>,
+        by_hook: bool,
+    ) -> Result<(), u16> {
+        let room = room.to_string();
+        if !valid_stream(&room) || peer.as_deref().is_some_and(|p| !valid_stream(p)) {
             return Err(404);
         }
         if self
@@ -432,11 +474,22 @@ impl Service {
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if self.control.auth.check(None, &access, now_unix).is_err() {
+        if !by_hook && self.control.auth.check(None, &access, now_unix).is_err() {
             return Err(403);
         }
         // The node's endpoint limit counts calls like any connection.
         super::http::admit(&self.control).map_err(|_| 503u16)?;
+        if let Some(peer) = &peer {
+            let taken = self.control.directory.lock().is_ok_and(|d| {
+                d.rooms
+                    .get(&room)
+                    .is_some_and(|r| r.peers.contains_key(peer))
+            });
+            if taken {
+                tracing::info!("sip: room {room} has a peer {peer} already: call refused");
+                return Err(403);
+            }
+        }
         let socket = self.bind_rtp().ok_or_else(|| {
             self.stats.no_rtp_port += 1;
             503u16
@@ -455,7 +508,7 @@ impl Service {
             .map_err(|_| 500u16)?;
         let source = source.unwrap_or(local);
         self.place(
-            now, call, None, &room, None, from, source, false, socket, media,
+            now, call, None, &room, peer, from, source, false, socket, media,
         );
         Ok(())
     }

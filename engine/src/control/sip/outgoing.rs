@@ -96,6 +96,8 @@ impl Service {
             SipCommand::RemoteRegistration { up, record } => {
                 self.registrations.on_remote(up, record)
             }
+            SipCommand::AuthAnswer { user, ha1 } => self.on_auth_answer(now, user, ha1),
+            SipCommand::InviteAnswer { call, answer } => self.on_invite_answer(now, call, answer),
             SipCommand::HangUp { id, reply } => {
                 let _ = reply.send(self.hang_up_id(now, id));
             }
@@ -359,6 +361,7 @@ impl Service {
         if let Some(reason) = reason {
             event["reason"] = reason.into();
         }
+        self.hook_event(&event, room);
         if let Ok(mut d) = self.control.directory.lock() {
             d.peer_event(room, "", event);
         }

@@ -27,6 +27,19 @@ use crate::messages::ClusterCommand;
 /// The realm of challenges when the configuration names none.
 pub const DEFAULT_REALM: &str = "corecast";
 
+/// How long the hook's answer about a user is kept.
+const HOOK_CACHE: Duration = Duration::from_secs(60);
+
+/// What became of a REGISTER.
+pub enum Outcome {
+    /// Answer it so.
+    Respond(Box<Message>),
+    /// The user is not known yet: ask the hook, then handle it again.
+    Pending(String),
+    /// Nothing to send (a response could not be built).
+    Nothing,
+}
+
 /// A binding as the API shows it.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -52,11 +65,22 @@ pub struct Registrations {
     pub cluster_out: Vec<ClusterCommand>,
     /// Unix time at `anchor`, for the records' expiry.
     anchor: (Instant, Duration),
+    /// Whether a hook answers for users not in the table.
+    hook: bool,
+    /// The hook's answers: user → HA1 (MD5 hex; `None`: no such user), and
+    /// until when they hold.
+    hook_cache: HashMap<String, (Option<String>, Instant)>,
 }
 
 impl Registrations {
     /// `shared` is the cluster secret, when clustered.
-    pub fn new(node: u32, users: &[SipUser], shared: Option<&[u8]>, now: Instant) -> Self {
+    pub fn new(
+        node: u32,
+        users: &[SipUser],
+        shared: Option<&[u8]>,
+        hook: bool,
+        now: Instant,
+    ) -> Self {
         let realm = DEFAULT_REALM.to_string();
         let config = match shared {
             Some(secret) => DigestConfig::from_shared_secret(realm.clone(), secret),
@@ -81,21 +105,37 @@ impl Registrations {
             remote: HashMap::new(),
             cluster_out: Vec::new(),
             anchor: (now, unix),
+            hook,
+            hook_cache: HashMap::new(),
+        }
+    }
+
+    /// The hook's answer about `user`.
+    pub fn hook_answer(&mut self, now: Instant, user: String, ha1: Option<String>) {
+        if self.hook_cache.len() >= 10_000 {
+            self.hook_cache.retain(|_, (_, until)| *until > now);
+        }
+        if self.hook_cache.len() < 10_000 {
+            self.hook_cache.insert(user, (ha1, now + HOOK_CACHE));
         }
     }
 
     /// Answers a REGISTER from `source`.
-    pub fn register(
-        &mut self,
-        now: Instant,
-        request: &Message,
-        source: SocketAddr,
-    ) -> Option<Message> {
+    pub fn register(&mut self, now: Instant, request: &Message, source: SocketAddr) -> Outcome {
         let realm = self.realm.clone();
         let users = &self.users;
+        let cache = &self.hook_cache;
+        let hook = self.hook;
         let mut lookup = |username: &str, algorithm: Algorithm| -> UserAnswer {
             let Some(u) = users.get(username) else {
-                return UserAnswer::Unknown;
+                return match cache.get(username) {
+                    Some((ha1, until)) if *until > now => ha1
+                        .as_deref()
+                        .and_then(|h| Ha1::from_hex(algorithm, h))
+                        .map_or(UserAnswer::Unknown, UserAnswer::Found),
+                    _ if hook => UserAnswer::Pending,
+                    _ => UserAnswer::Unknown,
+                };
             };
             if let Some(password) = &u.password {
                 return UserAnswer::Found(Ha1::from_password(
@@ -118,9 +158,9 @@ impl Registrations {
         self.source = Some(source);
         self.take_events(now);
         match reply {
-            Ok(Reply::Respond(response)) => Some(*response),
-            // The users table answers at once; a hook would be pending.
-            Ok(Reply::Pending { .. }) | Err(_) => None,
+            Ok(Reply::Respond(response)) => Outcome::Respond(response),
+            Ok(Reply::Pending { username }) => Outcome::Pending(username),
+            Err(_) => Outcome::Nothing,
         }
     }
 
@@ -193,6 +233,14 @@ impl Registrations {
             .iter()
             .map(|b| (b.contact.clone(), b.source))
             .collect()
+    }
+
+    /// The session of a binding of `aor` here, if any.
+    pub fn session_of(&self, aor: &str) -> Option<String> {
+        self.registrar
+            .lookup(aor)
+            .first()
+            .map(|b| b.session.to_string())
     }
 
     /// The addresses-of-record of user `user` (any host).

@@ -104,3 +104,138 @@ fn round_trip(m: &Message) {
     assert_eq!(again.to_bytes(), printed);
     assert_eq!(frame_len(&printed), Ok(Some(printed.len())));
 }
+
+/// Target `call`: a call's media endpoint fed datagrams cut from the bytes
+/// (RTP, RTCP, DTMF, garbage; some from an address the call did not
+/// signal) and Opus packets of the room from them, with time passing in
+/// 20 ms steps. Never panics; what it publishes is Opus on the call's
+/// channel with sequence numbers one apart; what it sends goes from the
+/// call's socket to the signalled address only. Returns whether any RTP
+/// from the phone was taken (the twin counts them).
+pub fn call(data: &[u8]) -> bool {
+    use corecast_media::{ChannelId, Codec, ConnId, Endpoint, Input, MediaKind, MediaPacket};
+    use corecast_media::{Command, Event, Output, SlotId};
+    use corecast_sip::call::{opus_info, CallConfig, CallSetup, SipEndpoint};
+    use corecast_sip::sdp::{Codec as SdpCodec, Direction, NegotiatedMedia, TelephoneEvent};
+    use std::net::SocketAddr;
+
+    let Some((&first, rest)) = data.split_first() else {
+        return false;
+    };
+    let (name, pt, rate) = match first % 3 {
+        0 => (CodecName::Pcmu, 0, 8000),
+        1 => (CodecName::Pcma, 8, 8000),
+        _ => (CodecName::Opus, 111, 48_000),
+    };
+    let phone: SocketAddr = "192.0.2.7:4000".parse().expect("addr");
+    let stranger: SocketAddr = "192.0.2.8:4000".parse().expect("addr");
+    let local: SocketAddr = "198.51.100.1:30000".parse().expect("addr");
+    let media = NegotiatedMedia {
+        remote: Some(phone),
+        remote_rtcp: None,
+        codec: SdpCodec {
+            name,
+            pt,
+            clock_rate: rate,
+            channels: 1,
+            fmtp: None,
+        },
+        telephone_event: Some(TelephoneEvent {
+            pt: 101,
+            clock_rate: 8000,
+        }),
+        remote_ptime: None,
+        direction: Direction::SendRecv,
+        on_hold: false,
+    };
+    let audio = ChannelId(42);
+    let t0 = Instant::now();
+    let setup = CallSetup {
+        conn: ConnId(7),
+        local,
+        media,
+        audio,
+        ssrc: 5,
+    };
+    let Ok(mut ep) = SipEndpoint::new(CallConfig::default(), setup, t0) else {
+        return false;
+    };
+    let _ = ep.handle_input(
+        t0,
+        Input::Command(Command::Subscribe {
+            slot: SlotId(0),
+            channel: Some(ChannelId(9)),
+        }),
+    );
+    let mut now = t0;
+    let mut next_seq = None;
+    let mut drain = |ep: &mut SipEndpoint, now: Instant| loop {
+        match ep.poll_output(now) {
+            Output::Timeout(_) => break,
+            Output::Transmit(t) => {
+                assert_eq!(t.source, local, "sent from the call's socket");
+                assert_eq!(t.destination, phone, "sent to the signalled address");
+            }
+            Output::Event(Event::Media(p)) => {
+                assert_eq!(p.channel, audio);
+                assert_eq!(p.codec.codec, Codec::Opus);
+                if let Some(seq) = next_seq {
+                    assert_eq!(p.seq, seq, "published sequence numbers are one apart");
+                }
+                next_seq = Some(p.seq + 1);
+            }
+            Output::Event(_) => {}
+        }
+    };
+    // Each chunk: a length byte, a flags byte, then that many bytes.
+    let mut rest = rest;
+    let mut seq = 0u64;
+    while rest.len() >= 2 {
+        let len = usize::from(rest[0]).min(rest.len() - 2);
+        let flags = rest[1];
+        let chunk = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        match flags % 4 {
+            // From the phone, or from a stranger.
+            0 | 1 => {
+                let source = if flags % 4 == 0 { phone } else { stranger };
+                let _ = ep.handle_input(
+                    now,
+                    Input::Datagram {
+                        source,
+                        destination: local,
+                        contents: chunk,
+                    },
+                );
+            }
+            // An Opus packet of the room for slot 0.
+            2 => {
+                let packet = MediaPacket {
+                    channel: ChannelId(9),
+                    kind: MediaKind::Audio,
+                    codec: opus_info(),
+                    seq,
+                    rtp_time: (seq as u32).wrapping_mul(960),
+                    marker: false,
+                    arrival: now,
+                    wallclock: now,
+                    orientation: None,
+                    layer: Default::default(),
+                    audio_level: None,
+                    dependency: None,
+                    payload: chunk.into(),
+                };
+                seq += 1;
+                let _ = ep.handle_input(now, Input::Media(&packet));
+                let _ = ep.handle_input(now, Input::Flush);
+            }
+            // Time passes.
+            _ => {
+                now += Duration::from_millis(20 * u64::from(flags >> 2).min(10));
+                let _ = ep.handle_input(now, Input::Timeout);
+            }
+        }
+        drain(&mut ep, now);
+    }
+    ep.call_stats().rtp_in > 0
+}

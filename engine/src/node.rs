@@ -187,8 +187,16 @@ impl Node {
                     .copied()
                     .unwrap_or(IpAddr::from([127, 0, 0, 1]));
                 let advertised = SocketAddr::new(media_ip, local.port());
+                // TCP on the same port (the UDP socket's, when it was 0).
+                let tcp_addr = SocketAddr::from(([0, 0, 0, 0], local.port()));
+                let tcp =
+                    std::net::TcpListener::bind(tcp_addr).map_err(|source| NodeError::Sip {
+                        addr: tcp_addr,
+                        source,
+                    })?;
                 let setup = control::sip::SipSetup {
                     socket,
+                    tcp: Some(tcp),
                     advertised,
                     media_ip,
                     rtp_ports: sip.rtp_ports,

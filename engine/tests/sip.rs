@@ -181,3 +181,114 @@ fn bad_requests_are_refused_and_strangers_media_dropped() {
     assert_eq!(phone.bye(), 200);
     node.shutdown();
 }
+
+#[test]
+fn calls_over_tcp_are_framed_answered_and_hung_up_on_their_connection() {
+    use std::io::{Read, Write};
+    let node = Node::start(&sip_settings(1, (32_600, 32_699))).unwrap();
+    let sip = node.sip_addr.unwrap();
+    let mut tcp = std::net::TcpStream::connect(sip).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = tcp.local_addr().unwrap();
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let options = |cseq: u32| {
+        format!(
+            "OPTIONS sip:x@{sip} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKo{cseq}\r\n\
+             From: <sip:t@{me}>;tag=t\r\nTo: <sip:x@{sip}>\r\nCall-ID: tcp-options\r\n\
+             CSeq: {cseq} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let mut received = String::new();
+    let read_until = |tcp: &mut std::net::TcpStream, received: &mut String, what: &str| {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 8192];
+        while !received.contains(what) && std::time::Instant::now() < end {
+            if let Ok(n) = tcp.read(&mut buf) {
+                received.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        received.contains(what)
+    };
+    // Two requests in one write, then one cut in two writes.
+    tcp.write_all(format!("{}{}", options(1), options(2)).as_bytes())
+        .unwrap();
+    let third = options(3);
+    tcp.write_all(&third.as_bytes()[..40]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    tcp.write_all(&third.as_bytes()[40..]).unwrap();
+    assert!(
+        read_until(&mut tcp, &mut received, "CSeq: 3 OPTIONS"),
+        "{received}"
+    );
+    assert_eq!(received.matches("SIP/2.0 200").count(), 3, "{received}");
+
+    // A call over the connection.
+    let port = rtp.local_addr().unwrap().port();
+    let sdp = format!(
+        "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\n"
+    );
+    let invite = format!(
+        "INVITE sip:tcproom@{sip} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKinv\r\n\
+         From: <sip:t@{me}>;tag=t\r\nTo: <sip:tcproom@{sip}>\r\nCall-ID: tcp-call\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:t@{me};transport=tcp>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    received.clear();
+    tcp.write_all(invite.as_bytes()).unwrap();
+    assert!(
+        read_until(&mut tcp, &mut received, "CSeq: 1 INVITE\r\n"),
+        "{received}"
+    );
+    assert!(
+        read_until(&mut tcp, &mut received, "SIP/2.0 200"),
+        "{received}"
+    );
+    let ok = &received[received.find("SIP/2.0 200").unwrap()..];
+    let to = header(ok, "To").unwrap().to_string();
+    let ack = format!(
+        "ACK sip:corecast@{sip} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKack\r\n\
+         From: <sip:t@{me}>;tag=t\r\nTo: {to}\r\nCall-ID: tcp-call\r\nCSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(ack.as_bytes()).unwrap();
+    let calls = || {
+        let r = http(node.http_addr, "GET", "/api/sip/calls", &[], b"");
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["calls"].clone()
+    };
+    assert!(common::wait_for(Duration::from_secs(3), || calls()
+        .as_array()
+        .is_some_and(|c| c.len() == 1)));
+    let id = calls()[0]["id"].as_str().unwrap().to_string();
+    // Our BYE comes on the same connection.
+    received.clear();
+    let r = http(
+        node.http_addr,
+        "DELETE",
+        &format!("/api/sip/calls/{id}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        read_until(&mut tcp, &mut received, "BYE "),
+        "no BYE on the connection: {received}"
+    );
+    assert!(header(&received, "Via").unwrap().starts_with("SIP/2.0/TCP"));
+    drop(tcp);
+
+    // A message that does not frame (no Content-Length) closes its connection.
+    let mut bad = std::net::TcpStream::connect(sip).unwrap();
+    bad.write_all(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4\r\n\r\n")
+        .unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(bad.read(&mut buf).unwrap_or(0), 0, "closed");
+    assert!(common::wait_for(Duration::from_secs(2), || plain_metric(
+        node.http_addr,
+        "corecast_sip_tcp_bad_input_total"
+    ) == 1));
+    node.shutdown();
+}

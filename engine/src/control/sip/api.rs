@@ -197,7 +197,9 @@ pub fn render_metrics(s: &SipStats, out: &mut String) {
     let t = &s.transactions;
     let c = &s.calls;
     let r = &s.registrar;
-    let rows: [(&str, &str, &str, u64); 19] = [
+    let rows: [(&str, &str, &str, u64); 21] = [
+        ("corecast_sip_tcp_connections", "gauge", "SIP TCP connections held.", s.tcp_connections as u64),
+        ("corecast_sip_tcp_bad_input_total", "counter", "SIP TCP connections closed because a message did not frame (no Content-Length, over 64 KiB, malformed).", s.tcp_bad_input),
         (
             "corecast_sip_calls_placed_total",
             "counter",

@@ -38,6 +38,7 @@ mod api;
 mod hooks;
 mod outgoing;
 mod register;
+mod tcp;
 
 pub(super) use api::{hang_up, list_calls, list_registrations, place_call, render_metrics};
 
@@ -47,6 +48,8 @@ const SWEEP: Duration = Duration::from_millis(250);
 /// What the SIP service is started with.
 pub struct SipSetup {
     pub socket: StdUdpSocket,
+    /// The TCP listener on the same port.
+    pub tcp: Option<std::net::TcpListener>,
     /// Our address in Via and Contact (the first `--ice-ip`, the SIP port).
     pub advertised: SocketAddr,
     /// The address calls' RTP sockets bind and SDP names.
@@ -73,6 +76,9 @@ pub struct SipStats {
     pub calls: dialog::Counters,
     /// Datagrams that are not SIP messages (or over the size limit).
     pub parse_errors: u64,
+    /// TCP connections held now, and those closed for bad input.
+    pub tcp_connections: usize,
+    pub tcp_bad_input: u64,
     /// Calls answered into a room.
     pub calls_answered: u64,
     /// INVITEs refused, by status.
@@ -117,6 +123,8 @@ struct Active {
     outgoing: bool,
     /// The room was told the call ended already (an unusable answer).
     end_told: bool,
+    /// How its signalling travels (a call in over TCP: on its connection).
+    transport: Transport,
 }
 
 /// What the HTTP API asks of the SIP service.
@@ -171,8 +179,11 @@ struct Service {
     invites: HashMap<CallHandle, hooks::PendingInvite>,
     /// REGISTERs waiting for the hook's answer about their user.
     waiting_auth: HashMap<String, Vec<(transaction::TxId, Message, SocketAddr)>>,
-    /// The source of the datagram being handled.
+    /// The source of the message being handled, and its transport.
     last_source: Option<SocketAddr>,
+    last_transport: Transport,
+    /// TCP connections, by peer: where to write.
+    tcp: HashMap<SocketAddr, tokio::sync::mpsc::Sender<axum::body::Bytes>>,
     registrations: register::Registrations,
     stats: SipStats,
 }
@@ -218,6 +229,8 @@ pub async fn run(
         invites: HashMap::new(),
         waiting_auth: HashMap::new(),
         last_source: None,
+        last_transport: Transport::Unreliable,
+        tcp: HashMap::new(),
         registrations: register::Registrations::new(
             setup.node,
             &setup.users,
@@ -230,6 +243,10 @@ pub async fn run(
             ..SipStats::default()
         },
     };
+    let (net_tx, mut net) = tokio::sync::mpsc::channel(1024);
+    if let Some(listener) = setup.tcp {
+        tcp::spawn_listener(listener, net_tx);
+    }
     let mut buf = vec![0u8; 65_536];
     let mut next_sweep = Instant::now() + SWEEP;
     let mut next_publish = Instant::now() + PUBLISH;
@@ -248,6 +265,7 @@ pub async fn run(
                 }
             }
             Some(command) = commands.recv() => service.command(Instant::now(), command),
+            Some(event) = net.recv() => service.net_event(Instant::now(), event),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
         }
         let now = Instant::now();
@@ -277,11 +295,40 @@ pub async fn run(
 
 impl Service {
     fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.message(now, from, data, Transport::Unreliable);
+    }
+
+    /// What the TCP connections say.
+    fn net_event(&mut self, now: Instant, event: tcp::NetEvent) {
+        match event {
+            tcp::NetEvent::Open { peer, writer } => {
+                self.tcp.insert(peer, writer);
+            }
+            tcp::NetEvent::Message { peer, data } => {
+                self.message(now, peer, &data, Transport::Reliable)
+            }
+            tcp::NetEvent::Closed { peer, bad_input } => {
+                self.tcp.remove(&peer);
+                if bad_input {
+                    self.stats.tcp_bad_input += 1;
+                    tracing::debug!("sip tcp: closed {peer}: a message that does not frame");
+                }
+            }
+        }
+        self.stats.tcp_connections = self.tcp.len();
+    }
+
+    /// One message from `from` over `transport`.
+    fn message(&mut self, now: Instant, from: SocketAddr, data: &[u8], transport: Transport) {
         // Keep-alive CRLFs (RFC 5626) are not messages.
         if data.iter().all(|b| b.is_ascii_whitespace()) {
             return;
         }
-        let message = match Message::parse(data, Framing::Datagram) {
+        let framing = match transport {
+            Transport::Unreliable => Framing::Datagram,
+            Transport::Reliable => Framing::Stream,
+        };
+        let message = match Message::parse(data, framing) {
             Ok(m) => m,
             Err(e) => {
                 self.stats.parse_errors += 1;
@@ -289,7 +336,7 @@ impl Service {
                 return;
             }
         };
-        let received = self.txs.receive(now, message, from, Transport::Unreliable);
+        let received = self.txs.receive(now, message, from, transport);
         if let Received::Refused(why) = &received {
             tracing::debug!("sip from {from}: refused {why:?}");
         }
@@ -302,9 +349,11 @@ impl Service {
         }
         // A new call's Incoming comes out of this receive's pump.
         self.last_source = Some(from);
+        self.last_transport = transport;
         self.calls.receive(now, received);
         self.pump(now);
         self.last_source = None;
+        self.last_transport = Transport::Unreliable;
     }
 
     /// Moves what the transaction layer and the calls have to say until
@@ -315,6 +364,19 @@ impl Service {
             while let Some(out) = self.txs.poll_output() {
                 busy = true;
                 match out {
+                    transaction::Output::Send {
+                        id,
+                        to,
+                        data,
+                        transport: Transport::Reliable,
+                    } => {
+                        let sent = self.tcp.get(&to).is_some_and(|w| w.try_send(data).is_ok());
+                        if !sent {
+                            if let Some(id) = id {
+                                self.txs.transport_failed(id);
+                            }
+                        }
+                    }
                     transaction::Output::Send { id, to, data, .. } => {
                         if self.socket.try_send_to(&data, to).is_err() {
                             if let Some(id) = id {
@@ -581,6 +643,11 @@ impl Service {
                 source,
                 outgoing,
                 end_told: false,
+                transport: if outgoing {
+                    Transport::Unreliable
+                } else {
+                    self.last_transport
+                },
             },
         );
     }
@@ -646,13 +713,16 @@ impl Service {
                 let to = match (self.active.get(&call), self.outgoing.get(&call)) {
                     (_, Some(o)) => Some(o.destination),
                     (Some(a), None) if a.outgoing => Some(a.source),
+                    // Over TCP: on the connection of the call's INVITE.
+                    (Some(a), None) if a.transport == Transport::Reliable => Some(a.source),
                     (a, None) => uri_addr(&request.next_hop).or(a.map(|a| a.source)),
                 };
+                let transport = self
+                    .active
+                    .get(&call)
+                    .map_or(Transport::Unreliable, |a| a.transport);
                 let sent = match to {
-                    Some(to) => {
-                        self.txs
-                            .send_request(now, request.request, to, Transport::Unreliable)
-                    }
+                    Some(to) => self.txs.send_request(now, request.request, to, transport),
                     None => Err(transaction::TxError::Unknown),
                 };
                 self.calls.bye_sent(call, now, sent);

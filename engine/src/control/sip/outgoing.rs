@@ -315,6 +315,7 @@ impl Service {
                 source: o.destination,
                 outgoing: true,
                 end_told: true,
+                transport: Transport::Unreliable,
             },
         );
     }

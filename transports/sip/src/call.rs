@@ -262,9 +262,26 @@ impl SipEndpoint {
         if media.codec.name != self.media.codec.name || media.codec.pt != self.media.codec.pt {
             let (phone, pcm_rate) = phone_codec(&media)?;
             if pcm_rate != self.pcm_rate {
-                return Err(CallError::Opus(
-                    "a codec change to another sample rate needs a new call".into(),
-                ));
+                // G.711 <-> Opus: the call's audio changes rate; the room's
+                // stream goes on (same channel, sequence and timestamps).
+                let mut encoder = opus::Encoder::new(pcm_rate, Channels::Mono, Application::Voip)
+                    .map_err(opus_err)?;
+                encoder
+                    .set_bitrate(Bitrate::Bits(self.config.opus_bitrate))
+                    .map_err(opus_err)?;
+                self.room_encoder = encoder;
+                self.pcm_rate = pcm_rate;
+                self.pcm_in.clear();
+                self.mixer = MixMinus::new(MixConfig {
+                    sample_rate: pcm_rate,
+                    max_speakers: usize::from(SLOTS),
+                    ..MixConfig::default()
+                });
+                for slot in &mut self.slots {
+                    slot.decoder = None;
+                    slot.frames.clear();
+                    slot.playing = false;
+                }
             }
             self.phone = phone;
             self.jitter = JitterBuffer::new(JitterConfig {
@@ -676,9 +693,7 @@ impl Endpoint for SipEndpoint {
 }
 
 /// The signalling the engine passes a call's endpoint after a re-INVITE:
-/// `remote=ADDR|none hold=0|1 sends=0|1 receives=0|1 codec=NAME/PT`. A
-/// codec of another sample rate (G.711 to Opus) is refused: the call keeps
-/// its codec state (the phone hears what it agreed before).
+/// `remote=ADDR|none hold=0|1 sends=0|1 receives=0|1 codec=NAME/PT`.
 pub fn media_signal(media: &NegotiatedMedia) -> String {
     format!(
         "remote={} hold={} sends={} receives={} codec={}/{}",

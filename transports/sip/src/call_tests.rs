@@ -308,7 +308,7 @@ fn media_signals_read_back() {
     changed.on_hold = true;
     assert_eq!(parse_media_signal(&media_signal(&changed), &m), Ok(changed));
     assert_eq!(parse_media_signal(&media_signal(&m), &m), Ok(m.clone()));
-    // A codec change within the rate is taken; across rates refused.
+    // A codec change is taken, within the rate or across.
     let mut pcma = m.clone();
     pcma.codec.name = CodecName::Pcma;
     pcma.codec.pt = 8;
@@ -323,9 +323,57 @@ fn media_signals_read_back() {
     let mut opus = m.clone();
     opus.codec.name = CodecName::Opus;
     opus.codec.pt = 111;
-    assert!(ep.signal(t0, &media_signal(&opus)).is_err());
+    ep.signal(t0, &media_signal(&opus)).unwrap();
+    assert_eq!(ep.media().codec.name, CodecName::Opus);
     assert!(parse_media_signal("remote=nowhere", &m).is_err());
     assert!(parse_media_signal("codec=G729/18", &m).is_err());
     assert!(parse_media_signal("hold=2", &m).is_err());
     assert!(parse_media_signal("color=red", &m).is_err());
+}
+
+#[test]
+fn a_reinvite_from_g711_to_opus_changes_what_the_phone_hears() {
+    let t0 = Instant::now();
+    let mut ep = call(media(CodecName::Pcmu, 0, 8000), t0);
+    let mut d = drained();
+    let mut next = drain(&mut ep, t0, &mut d);
+    let mut opus = media(CodecName::Pcmu, 0, 8000);
+    opus.codec = SdpCodec {
+        name: CodecName::Opus,
+        pt: 111,
+        clock_rate: 48_000,
+        channels: 2,
+        fmtp: None,
+    };
+    let mut now = t0;
+    for n in 0..100u32 {
+        now = t0 + FRAME * n;
+        if n == 50 {
+            ep.signal(now, &media_signal(&opus)).unwrap();
+        }
+        while next <= now {
+            ep.handle_input(next, Input::Timeout).unwrap();
+            next = drain(&mut ep, next, &mut d);
+        }
+    }
+    let _ = now;
+    let pts: Vec<u8> = d
+        .sent
+        .iter()
+        .map(|t| RtpPacket::parse(&t.contents).unwrap().payload_type())
+        .collect();
+    assert!(pts.len() >= 95, "{} packets", pts.len());
+    assert!(pts[..45].iter().all(|&p| p == 0), "PCMU first");
+    assert!(
+        pts[55..].iter().all(|&p| p == 111),
+        "Opus after the re-INVITE"
+    );
+    // The Opus packets decode (silence: nobody speaks).
+    let mut dec = opus::Decoder::new(48_000, Channels::Mono).unwrap();
+    let mut buf = vec![0i16; MAX_OPUS_SAMPLES];
+    let last = RtpPacket::parse(&d.sent.last().unwrap().contents)
+        .unwrap()
+        .payload()
+        .to_vec();
+    assert_eq!(dec.decode(&last, &mut buf, false).unwrap(), 960);
 }

@@ -289,6 +289,8 @@ pub enum ConfigError {
     SipUser(String),
     #[error("--sip-hook {0:?}: an http:// URL")]
     SipHook(String),
+    #[error("--sip-hook needs --sip-port (SIP is off without it)")]
+    SipHookAlone,
 }
 
 impl Settings {
@@ -377,6 +379,9 @@ impl Settings {
 
 fn sip_settings(args: &ServeArgs, file: &FileConfig) -> Result<Option<SipSettings>, ConfigError> {
     let Some(port) = args.sip_port.or(file.sip_port) else {
+        if args.sip_hook.is_some() || file.sip.hook.is_some() {
+            return Err(ConfigError::SipHookAlone);
+        }
         return Ok(None);
     };
     let rtp_ports = match (args.rtp_ports, &file.rtp_ports) {

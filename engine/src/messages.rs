@@ -34,11 +34,12 @@ pub enum ShardCommand {
     /// Close an endpoint now (DELETE, replaced publisher).
     Close { conn: ConnId },
     /// Take a SIP call's endpoint, placed here by the control thread, with
-    /// the call's own RTP socket (received and sent on this shard).
+    /// the call's own RTP and RTCP sockets (received and sent on this
+    /// shard).
     Place {
         conn: ConnId,
         endpoint: Box<dyn Endpoint>,
-        socket: std::net::UdpSocket,
+        sockets: [std::net::UdpSocket; 2],
     },
     /// Datagrams from `addr` belong to `conn`, held by shard `owner`:
     /// forward them there over the ring instead of dropping them (a second

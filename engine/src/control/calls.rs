@@ -14,7 +14,7 @@ use crate::messages::ShardCommand;
 
 impl Directory {
     /// A call answered into `room` as peer `peer` (its connection's id),
-    /// with its endpoint and RTP socket, placed on `shard`: listed in the
+    /// with its endpoint and RTP and RTCP sockets, placed on `shard`: listed in the
     /// room at once, publishing `audio`, hearing the room's loudest
     /// speakers but itself.
     #[allow(clippy::too_many_arguments)]
@@ -26,7 +26,7 @@ impl Directory {
         conn: ConnId,
         shard: usize,
         endpoint: Box<dyn Endpoint>,
-        socket: std::net::UdpSocket,
+        sockets: [std::net::UdpSocket; 2],
         metadata: Value,
         since_ms: u64,
     ) {
@@ -37,7 +37,7 @@ impl Directory {
             ShardCommand::Place {
                 conn,
                 endpoint,
-                socket,
+                sockets,
             },
         );
         self.add_local_peer(

@@ -11,7 +11,7 @@
 //!   reader task per connection, so a publisher's media is read and
 //!   published on the shard that holds it.
 //!
-//! - a receive task per SIP call's RTP socket, from the call's
+//! - a receive task per SIP call's RTP and RTCP socket, from the call's
 //!   [`ShardCommand::Place`] until the shard no longer holds the call.
 //!
 //! Sends are batched `sendmmsg` calls (non-blocking, UDP GSO for each
@@ -363,7 +363,13 @@ async fn run(setup: ShardSetup) {
     while let Ok(cmd) = commands.recv_async().await {
         // A call's socket is read once the shard holds the call.
         let call = match &cmd {
-            ShardCommand::Place { conn, socket, .. } => Some((*conn, socket.try_clone())),
+            ShardCommand::Place { conn, sockets, .. } => Some((
+                *conn,
+                sockets
+                    .iter()
+                    .filter_map(|s| s.try_clone().ok())
+                    .collect::<Vec<_>>(),
+            )),
             _ => None,
         };
         {
@@ -371,7 +377,10 @@ async fn run(setup: ShardSetup) {
             s.on_command(Instant::now(), cmd);
             senders.send_all(&mut s);
         }
-        if let Some((conn, Ok(socket))) = call {
+        for (conn, socket) in call
+            .into_iter()
+            .flat_map(|(c, s)| s.into_iter().map(move |s| (c, s)))
+        {
             if let Some(task) = receive_call(conn, &socket, shard.clone(), senders.clone(), gso) {
                 task.detach();
             }

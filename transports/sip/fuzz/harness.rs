@@ -132,7 +132,7 @@ pub fn call(data: &[u8]) -> bool {
     let local: SocketAddr = "198.51.100.1:30000".parse().expect("addr");
     let media = NegotiatedMedia {
         remote: Some(phone),
-        remote_rtcp: None,
+        remote_rtcp: Some("192.0.2.7:4001".parse().expect("addr")),
         codec: SdpCodec {
             name,
             pt,
@@ -150,9 +150,12 @@ pub fn call(data: &[u8]) -> bool {
     };
     let audio = ChannelId(42);
     let t0 = Instant::now();
+    let rtcp: SocketAddr = "198.51.100.1:30001".parse().expect("addr");
     let setup = CallSetup {
         conn: ConnId(7),
         local,
+        rtcp_local: Some(rtcp),
+        wallclock: (t0, std::time::SystemTime::UNIX_EPOCH),
         media,
         audio,
         ssrc: 5,
@@ -172,6 +175,14 @@ pub fn call(data: &[u8]) -> bool {
     let mut drain = |ep: &mut SipEndpoint, now: Instant| loop {
         match ep.poll_output(now) {
             Output::Timeout(_) => break,
+            Output::Transmit(t) if t.source == rtcp => {
+                assert_eq!(
+                    t.destination.ip(),
+                    phone.ip(),
+                    "RTCP to the signalled address"
+                );
+                assert!(corecast_sip::rtcp::is_compound(&t.contents));
+            }
             Output::Transmit(t) => {
                 assert_eq!(t.source, local, "sent from the call's socket");
                 assert_eq!(t.destination, phone, "sent to the signalled address");
@@ -199,11 +210,12 @@ pub fn call(data: &[u8]) -> bool {
             // From the phone, or from a stranger.
             0 | 1 => {
                 let source = if flags % 4 == 0 { phone } else { stranger };
+                let destination = if flags & 0x10 != 0 { rtcp } else { local };
                 let _ = ep.handle_input(
                     now,
                     Input::Datagram {
                         source,
-                        destination: local,
+                        destination,
                         contents: chunk,
                     },
                 );

@@ -52,6 +52,9 @@ const OPUS_CLOCK: u32 = 48_000;
 const SLOT_QUEUE_FRAMES: usize = 6;
 /// Frames a slot queues before it starts to play.
 const SLOT_PREBUFFER_FRAMES: usize = 2;
+/// How often a call sends its sender report (RFC 3550 §6.2 allows 5 s
+/// as the minimum for a two-party session).
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// The largest Opus packet libopus may write.
 const MAX_OPUS_PACKET: usize = 1500;
 /// Samples one Opus packet may decode to at 48 kHz (120 ms).
@@ -84,6 +87,11 @@ pub struct CallSetup {
     pub conn: ConnId,
     /// The call's RTP socket.
     pub local: SocketAddr,
+    /// Its RTCP socket (RTP + 1), if it has one.
+    pub rtcp_local: Option<SocketAddr>,
+    /// The wall clock at an instant (read by the engine): sender reports
+    /// carry wall-clock time.
+    pub wallclock: (Instant, std::time::SystemTime),
     /// The media the dialog agreed.
     pub media: NegotiatedMedia,
     /// The channel of the peer's `audio` track.
@@ -103,6 +111,10 @@ pub struct CallStats {
     pub rtp_out: u64,
     /// Key presses.
     pub dtmf: u64,
+    /// RTCP compound packets from the phone.
+    pub rtcp_in: u64,
+    /// Sender reports sent.
+    pub rtcp_out: u64,
     /// Jitter-buffer slots with no packet.
     pub missing: u64,
 }
@@ -152,6 +164,11 @@ pub struct SipEndpoint {
     out_ts: u32,
     next_frame: Instant,
     last_rtp: Instant,
+    rtcp_local: Option<SocketAddr>,
+    wallclock: (Instant, std::time::SystemTime),
+    next_report: Instant,
+    /// Octets of RTP payload sent (for sender reports).
+    octets_out: u64,
     out: VecDeque<Output>,
     closing: Option<CloseReason>,
     closed: bool,
@@ -238,6 +255,10 @@ impl SipEndpoint {
             out_ts: rand::random(),
             next_frame: now + FRAME,
             last_rtp: now,
+            rtcp_local: setup.rtcp_local,
+            wallclock: setup.wallclock,
+            next_report: now + RTCP_INTERVAL,
+            octets_out: 0,
             out: VecDeque::new(),
             closing: None,
             closed: false,
@@ -259,8 +280,25 @@ impl SipEndpoint {
 
     /// A re-INVITE changed the media (hold, address, codec).
     pub fn update_media(&mut self, media: NegotiatedMedia, now: Instant) -> Result<(), CallError> {
-        if media.codec.name != self.media.codec.name || media.codec.pt != self.media.codec.pt {
-            let (phone, pcm_rate) = phone_codec(&media)?;
+        // Coming back from hold is not a silence to time out on.
+        self.last_rtp = now;
+        let codec_changed =
+            media.codec.name != self.media.codec.name || media.codec.pt != self.media.codec.pt;
+        if codec_changed {
+            if let Err(e) = self.change_codec(&media) {
+                // The address, hold and direction still change.
+                let codec = self.media.codec.clone();
+                self.media = NegotiatedMedia { codec, ..media };
+                return Err(e);
+            }
+        }
+        self.media = media;
+        Ok(())
+    }
+
+    fn change_codec(&mut self, media: &NegotiatedMedia) -> Result<(), CallError> {
+        {
+            let (phone, pcm_rate) = phone_codec(media)?;
             if pcm_rate != self.pcm_rate {
                 // G.711 <-> Opus: the call's audio changes rate; the room's
                 // stream goes on (same channel, sequence and timestamps).
@@ -290,9 +328,6 @@ impl SipEndpoint {
                 ..JitterConfig::default()
             });
         }
-        self.media = media;
-        // Coming back from hold is not a silence to time out on.
-        self.last_rtp = now;
         Ok(())
     }
 
@@ -314,6 +349,24 @@ impl SipEndpoint {
         destination: SocketAddr,
         contents: &[u8],
     ) -> Result<bool, InputError> {
+        if Some(destination) == self.rtcp_local {
+            // RTCP from the phone's address (any port: some phones send it
+            // from their RTP port).
+            if self.media.remote.map(|r| r.ip()) != Some(source.ip()) {
+                self.stats.unsignalled += 1;
+                self.ingest.ignored += 1;
+                return Err(InputError::Refused(format!(
+                    "RTCP from {source}, which the call did not signal"
+                )));
+            }
+            if !crate::rtcp::is_compound(contents) {
+                self.ingest.ignored += 1;
+                return Err(InputError::Refused("not RTCP".into()));
+            }
+            self.stats.rtcp_in += 1;
+            self.last_rtp = now;
+            return Ok(false);
+        }
         if destination != self.local {
             return Err(InputError::Unrecognized);
         }
@@ -532,6 +585,7 @@ impl SipEndpoint {
             return;
         };
         self.stats.rtp_out += 1;
+        self.octets_out += payload.len() as u64;
         self.out.push_back(Output::Transmit(Transmit {
             source: self.local,
             destination: remote,
@@ -540,7 +594,47 @@ impl SipEndpoint {
     }
 
     fn deadline(&self) -> Instant {
-        self.next_frame
+        self.next_frame.min(self.next_report)
+    }
+
+    /// Our sender report, when it is due and there is somewhere to send it.
+    fn report(&mut self, now: Instant) {
+        if now < self.next_report {
+            return;
+        }
+        self.next_report = now + RTCP_INTERVAL;
+        let (Some(local), Some(remote)) = (self.rtcp_local, self.media.remote_rtcp) else {
+            return;
+        };
+        if !self.media.sends() || self.stats.rtp_out == 0 {
+            return;
+        }
+        let (anchor, wall) = self.wallclock;
+        let at = wall + now.saturating_duration_since(anchor);
+        // The RTP time of `now`: the next packet's, less what is left of
+        // the frame period.
+        let rate = match self.phone {
+            PhoneCodec::G711(_) => 8_000,
+            PhoneCodec::Opus { .. } => OPUS_CLOCK,
+        };
+        let ahead = self.next_frame.saturating_duration_since(now);
+        let rtp_time = self
+            .out_ts
+            .wrapping_sub((ahead.as_micros() as u64 * u64::from(rate) / 1_000_000) as u32);
+        let info = crate::rtcp::SenderInfo {
+            ssrc: self.ssrc,
+            at,
+            rtp_time,
+            packets: self.stats.rtp_out as u32,
+            octets: self.octets_out as u32,
+        };
+        let cname = format!("{}@corecast", self.conn);
+        self.stats.rtcp_out += 1;
+        self.out.push_back(Output::Transmit(Transmit {
+            source: local,
+            destination: remote,
+            contents: crate::rtcp::sender_report(&info, &cname),
+        }));
     }
 }
 
@@ -607,6 +701,7 @@ impl Endpoint for SipEndpoint {
                 contents,
             } => self.datagram(now, source, destination, contents),
             Input::Timeout => {
+                self.report(now);
                 if now >= self.next_frame {
                     self.frame(now);
                     self.next_frame += FRAME;

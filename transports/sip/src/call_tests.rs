@@ -8,11 +8,12 @@ use std::f64::consts::PI;
 
 const PHONE: &str = "192.0.2.7:4000";
 const LOCAL: &str = "198.51.100.1:30000";
+const RTCP: &str = "198.51.100.1:30001";
 
 fn media(name: CodecName, pt: u8, rate: u32) -> NegotiatedMedia {
     NegotiatedMedia {
         remote: Some(PHONE.parse().unwrap()),
-        remote_rtcp: None,
+        remote_rtcp: Some("192.0.2.7:4001".parse().unwrap()),
         codec: SdpCodec {
             name,
             pt,
@@ -34,6 +35,8 @@ fn call(media: NegotiatedMedia, now: Instant) -> SipEndpoint {
     let setup = CallSetup {
         conn: ConnId(7),
         local: LOCAL.parse().unwrap(),
+        rtcp_local: Some(RTCP.parse().unwrap()),
+        wallclock: (now, std::time::SystemTime::now()),
         media,
         audio: ChannelId(42),
         ssrc: 1234,
@@ -376,4 +379,46 @@ fn a_reinvite_from_g711_to_opus_changes_what_the_phone_hears() {
         .payload()
         .to_vec();
     assert_eq!(dec.decode(&last, &mut buf, false).unwrap(), 960);
+}
+
+#[test]
+fn sender_reports_go_to_the_rtcp_port_and_phone_rtcp_is_taken() {
+    let t0 = Instant::now();
+    let mut ep = call(media(CodecName::Pcmu, 0, 8000), t0);
+    let mut d = drained();
+    let mut next = drain(&mut ep, t0, &mut d);
+    while next <= t0 + Duration::from_secs(11) {
+        ep.handle_input(next, Input::Timeout).unwrap();
+        next = drain(&mut ep, next, &mut d);
+    }
+    let reports: Vec<&Transmit> = d
+        .sent
+        .iter()
+        .filter(|t| t.source == RTCP.parse().unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2, "one every 5 s");
+    for r in &reports {
+        assert_eq!(r.destination, "192.0.2.7:4001".parse().unwrap());
+        assert!(crate::rtcp::is_compound(&r.contents));
+        assert_eq!(r.contents[1], 200);
+    }
+    // The phone's receiver report is taken; a stranger's is not.
+    let rr = [
+        0x81, 201, 0, 7, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0,
+    ];
+    let from_phone = Input::Datagram {
+        source: "192.0.2.7:4001".parse().unwrap(),
+        destination: RTCP.parse().unwrap(),
+        contents: &rr,
+    };
+    assert_eq!(ep.handle_input(next, from_phone), Ok(false));
+    let stranger = Input::Datagram {
+        source: "192.0.2.99:4001".parse().unwrap(),
+        destination: RTCP.parse().unwrap(),
+        contents: &rr,
+    };
+    assert!(ep.handle_input(next, stranger).is_err());
+    assert_eq!(ep.call_stats().rtcp_in, 1);
+    assert_eq!(ep.call_stats().rtcp_out, 2);
 }

@@ -222,6 +222,19 @@ impl Calls {
         }
     }
 
+    /// Gives up a call we placed and cancelled whose INVITE never got its
+    /// final response (RFC 3261 §9.1: after 64 x T1 the UAC may consider
+    /// it gone): it ends as [`EndReason::Unanswered`].
+    pub fn abandon(&mut self, call: CallHandle, now: Instant) {
+        if self
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.outgoing && c.state == CallState::Early)
+        {
+            self.end(now, call, EndReason::Unanswered);
+        }
+    }
+
     /// Our CANCEL of an early outgoing call (§9.1: the INVITE's Request-URI,
     /// Call-ID, From, To, CSeq number and top Via).
     pub(super) fn cancel_outgoing(&mut self, handle: CallHandle) -> Result<Bye, DialogError> {
@@ -549,6 +562,37 @@ a=rtpmap:101 telephone-event/8000\r\n";
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_cancel_that_gets_no_final_response_is_given_up() {
+        let mut w = World::new();
+        let (call, invite) = w.call();
+        w.deliver(reply(&invite, 180, &[], None));
+        w.events();
+        w.calls.hangup(call, w.now).expect("cancel");
+        // The callee never answers the INVITE: the engine gives it up.
+        w.calls.abandon(call, w.now);
+        w.pump();
+        assert!(matches!(
+            w.events().as_slice(),
+            [Event::Ended {
+                reason: EndReason::Unanswered,
+                ..
+            }]
+        ));
+        assert!(w.calls.is_empty());
+        // Only an early call of ours is abandoned.
+        let (answered, invite) = w.call();
+        w.deliver(reply(
+            &invite,
+            200,
+            &[("Contact", "<sip:a@192.0.2.7>")],
+            Some(ANSWER),
+        ));
+        w.events();
+        w.calls.abandon(answered, w.now);
+        assert_eq!(w.calls.state(answered), Some(CallState::Confirmed));
     }
 
     #[test]

@@ -48,5 +48,6 @@ pub mod limits;
 pub mod message;
 pub mod mixer;
 pub mod registrar;
+pub mod rtcp;
 pub mod sdp;
 pub mod transaction;

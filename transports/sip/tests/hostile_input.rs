@@ -152,14 +152,22 @@ fn call_seeds() -> Vec<Vec<u8>> {
     let mut calls = Vec::new();
     for codec in 0..3u8 {
         let mut s = vec![codec];
+        // The phone's own codec: PCMU, PCMA or Opus (the harness's order).
+        let (pt, step, payload): (u8, u32, &[u8]) = match codec {
+            0 => (0, 160, &[0xff; 160]),
+            1 => (8, 160, &[0xd5; 160]),
+            _ => (111, 960, &room_opus),
+        };
         for i in 0..6u16 {
-            s.extend(chunk(0, &rtp(0, i, u32::from(i) * 160, &[0xff; 160])));
+            s.extend(chunk(0, &rtp(pt, i, u32::from(i) * step, payload)));
             s.extend(chunk(2, &room_opus));
             s.extend(chunk(3 | (1 << 2), &[]));
         }
         s.extend(chunk(0, &rtp(101, 7, 1000, &[5, 0x8a, 0, 160])));
         s.extend(chunk(1, &rtp(0, 8, 1160, &[0x7f; 160])));
-        s.extend(chunk(0, &[0x80, 200, 0, 6, 0, 0, 0, 9]));
+        // RTCP to the RTP port (muxed) and to the RTCP port.
+        s.extend(chunk(0, &[0x80, 200, 0, 1, 0, 0, 0, 9]));
+        s.extend(chunk(0x10, &[0x80, 201, 0, 1, 0, 0, 0, 9]));
         s.extend(chunk(3 | (5 << 2), &[]));
         calls.push(s);
     }

@@ -114,6 +114,32 @@ export interface RoomErrorEvent {
   message: string;
 }
 
+/** The room's loudest speakers changed (loudest first). */
+export interface ActiveSpeakersEvent {
+  event: 'active_speakers';
+  speakers: { peer: string; track: string; level: number | null }[];
+}
+
+/** A call placed with POST /api/sip/calls changed state. */
+export interface SipCallEvent {
+  event: 'sip_call';
+  /** The call's id (a connection id). */
+  id: string;
+  /** Its peer name in the room once answered. */
+  peer: string;
+  state: 'calling' | 'ringing' | 'answered' | 'ended';
+  /** When ended: sip_refused 486, sip_cancelled, sip_bye, ... */
+  reason?: string;
+}
+
+/** A phone in the room pressed a key (RFC 4733). */
+export interface DtmfEvent {
+  event: 'dtmf';
+  peer: string;
+  /** 0-9, *, #, A-D. */
+  digit: string;
+}
+
 /** The SDK's own event: a subscription went live. */
 export interface RemoteTrackEvent {
   event: 'track';
@@ -137,6 +163,9 @@ export interface RoomEventMap {
   closed: ClosedEvent;
   error: RoomErrorEvent;
   track: RemoteTrackEvent;
+  active_speakers: ActiveSpeakersEvent;
+  sip_call: SipCallEvent;
+  dtmf: DtmfEvent;
 }
 
 export type Handlers = { [K in keyof RoomEventMap]?: (ev: RoomEventMap[K]) => void };

@@ -312,7 +312,8 @@ pub fn render_metrics(s: &SipStats, out: &mut String) {
                 + c.ended_rejected
                 + c.ended_no_ack
                 + c.ended_unanswered
-                + c.ended_transport_error,
+                + c.ended_transport_error
+                + c.ended_refused,
         ),
         (
             "corecast_sip_reinvites_total",

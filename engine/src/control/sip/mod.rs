@@ -556,7 +556,7 @@ impl Service {
             self.stats.no_rtp_port += 1;
             503u16
         })?;
-        let local = socket.local_addr().map_err(|_| 500u16)?;
+        let local = socket.0.local_addr().map_err(|_| 500u16)?;
         let media = self
             .calls
             .accept(
@@ -589,10 +589,10 @@ impl Service {
         remote: &str,
         source: SocketAddr,
         outgoing: bool,
-        socket: StdUdpSocket,
+        (socket, rtcp): (StdUdpSocket, StdUdpSocket),
         media: NegotiatedMedia,
     ) {
-        let Ok(local) = socket.local_addr() else {
+        let (Ok(local), Ok(rtcp_local)) = (socket.local_addr(), rtcp.local_addr()) else {
             return;
         };
         let Ok(mut d) = self.control.directory.lock() else {
@@ -603,6 +603,8 @@ impl Service {
         let setup = CallSetup {
             conn,
             local,
+            rtcp_local: Some(rtcp_local),
+            wallclock: (now, SystemTime::now()),
             media,
             audio: ChannelId::for_track(room, &peer, "audio"),
             ssrc: rand::random(),
@@ -620,7 +622,7 @@ impl Service {
                     conn,
                     shard,
                     Box::new(endpoint),
-                    socket,
+                    [socket, rtcp],
                     metadata,
                     unix_ms(),
                 );
@@ -653,16 +655,28 @@ impl Service {
     }
 
     /// A socket on the next free port of `--rtp-ports`.
-    fn bind_rtp(&mut self) -> Option<StdUdpSocket> {
+    /// An RTP socket on an even port of `--rtp-ports` and its RTCP socket
+    /// on the next port (RFC 3550 §11: phones send RTCP to RTP + 1).
+    fn bind_rtp(&mut self) -> Option<(StdUdpSocket, StdUdpSocket)> {
         let (first, last) = self.rtp_ports;
-        let span = u32::from(last - first) + 1;
-        for _ in 0..span {
-            let port = self.next_port;
-            self.next_port = if port >= last { first } else { port + 1 };
-            if let Ok(s) = StdUdpSocket::bind(SocketAddr::new(self.setup_media_ip, port)) {
-                let _ = s.set_nonblocking(true);
-                return Some(s);
-            }
+        let first = first + first % 2;
+        if first >= last {
+            return None;
+        }
+        let pairs = u32::from(last - first).div_ceil(2);
+        for _ in 0..pairs {
+            let port = self.next_port.max(first) & !1;
+            self.next_port = if port + 3 > last { first } else { port + 2 };
+            let Ok(rtp) = StdUdpSocket::bind(SocketAddr::new(self.setup_media_ip, port)) else {
+                continue;
+            };
+            let Ok(rtcp) = StdUdpSocket::bind(SocketAddr::new(self.setup_media_ip, port + 1))
+            else {
+                continue;
+            };
+            let _ = rtp.set_nonblocking(true);
+            let _ = rtcp.set_nonblocking(true);
+            return Some((rtp, rtcp));
         }
         None
     }
@@ -725,6 +739,9 @@ impl Service {
                     Some(to) => self.txs.send_request(now, request.request, to, transport),
                     None => Err(transaction::TxError::Unknown),
                 };
+                if let Some(o) = self.outgoing.get_mut(&call) {
+                    o.cancelled_at = Some(now);
+                }
                 self.calls.bye_sent(call, now, sent);
             }
             // Not acknowledged yet, or already hanging up: a later sweep.

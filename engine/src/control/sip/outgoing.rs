@@ -60,13 +60,21 @@ pub struct Outgoing {
     pub remote: String,
     /// Where our INVITE went.
     pub destination: SocketAddr,
-    /// Its RTP socket (offered in our SDP), until the call is placed.
-    pub socket: Option<StdUdpSocket>,
+    /// Its RTP and RTCP sockets (offered in our SDP), until the call is
+    /// placed.
+    pub socket: Option<(StdUdpSocket, StdUdpSocket)>,
     pub ringing: bool,
     /// When the INVITE went out (an unanswered call is cancelled after the
     /// ring timeout, 60 s: a 100 Trying stops the transaction's own timer B).
     pub started: Instant,
+    /// When we sent CANCEL (the callee must answer the INVITE 487 within
+    /// 64 x T1, or the call is given up).
+    pub cancelled_at: Option<Instant>,
 }
+
+/// How long a cancelled INVITE may wait for its final response (64 x T1,
+/// RFC 3261 §9.1).
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(32);
 
 impl Outgoing {
     pub fn info(&self) -> CallInfo {
@@ -131,11 +139,11 @@ impl Service {
                 "this node is a gateway: place calls on a media node".into(),
             ));
         }
-        super::super::http::admit(&self.control).map_err(|(_, why)| (503, why))?;
         let (target, to_header, destination) = match self.resolve(now, &req.to, forwarded)? {
             Target::Here(target, to, destination) => (target, to, destination),
             Target::Node(node) => return Ok(CallAnswer::OnNode(node)),
         };
+        super::super::http::admit(&self.control).map_err(|(_, why)| (503, why))?;
         let id = {
             let d = self
                 .control
@@ -162,6 +170,7 @@ impl Service {
             (503, "no free RTP port (--rtp-ports)".to_string())
         })?;
         let local = socket
+            .0
             .local_addr()
             .map_err(|e| (500, format!("RTP socket: {e}")))?;
         let from = format!("<sip:{}@{}>", req.room, self.advertised);
@@ -200,6 +209,7 @@ impl Service {
             socket: Some(socket),
             ringing: false,
             started: now,
+            cancelled_at: None,
         };
         let info = out.info();
         tracing::info!(
@@ -320,12 +330,16 @@ impl Service {
         );
     }
 
-    /// Cancels the calls we placed that rang too long.
+    /// Cancels the calls we placed that rang too long, and gives up those
+    /// whose CANCEL got no final response to the INVITE.
     pub(super) fn ring_timeouts(&mut self, now: Instant) {
         let late: Vec<CallHandle> = self
             .outgoing
             .iter()
-            .filter(|(_, o)| now.saturating_duration_since(o.started) >= self.ring_timeout)
+            .filter(|(_, o)| {
+                o.cancelled_at.is_none()
+                    && now.saturating_duration_since(o.started) >= self.ring_timeout
+            })
             .map(|(c, _)| *c)
             .collect();
         for call in late {
@@ -333,6 +347,15 @@ impl Service {
                 tracing::info!("sip {}: {} did not answer, cancelling", o.id, o.remote);
             }
             self.hang_up_call(now, call);
+        }
+        let stuck: Vec<CallHandle> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.cancelled_at.is_some_and(|at| now >= at + CANCEL_WAIT))
+            .map(|(c, _)| *c)
+            .collect();
+        for call in stuck {
+            self.calls.abandon(call, now);
         }
     }
 

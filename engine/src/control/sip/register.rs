@@ -115,9 +115,14 @@ impl Registrations {
         if self.hook_cache.len() >= 10_000 {
             self.hook_cache.retain(|_, (_, until)| *until > now);
         }
-        if self.hook_cache.len() < 10_000 {
-            self.hook_cache.insert(user, (ha1, now + HOOK_CACHE));
+        // Still full: one answer gives way (the REGISTER waiting for this
+        // one must find it, or the hook would be asked again and again).
+        if self.hook_cache.len() >= 10_000 {
+            if let Some(k) = self.hook_cache.keys().next().cloned() {
+                self.hook_cache.remove(&k);
+            }
         }
+        self.hook_cache.insert(user, (ha1, now + HOOK_CACHE));
     }
 
     /// Answers a REGISTER from `source`.

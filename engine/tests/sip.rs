@@ -292,3 +292,23 @@ fn calls_over_tcp_are_framed_answered_and_hung_up_on_their_connection() {
     ) == 1));
     node.shutdown();
 }
+
+#[test]
+fn a_source_that_calls_missing_rooms_too_often_is_blocked() {
+    let node = Node::start(&sip_settings(1, (32_700, 32_799))).unwrap();
+    let sip = node.sip_addr.unwrap();
+    for _ in 0..10 {
+        assert_eq!(Phone::on("127.0.0.3", sip).call("no%20such"), 404);
+    }
+    // Blocked now, even for a room that would do.
+    assert_eq!(Phone::on("127.0.0.3", sip).call("fine"), 403);
+    assert!(common::wait_for(Duration::from_secs(2), || plain_metric(
+        node.http_addr,
+        "corecast_sip_blocked_total"
+    ) >= 1));
+    // Another source is not.
+    let mut phone = Phone::new(sip);
+    assert_eq!(phone.call("fine"), 200);
+    assert_eq!(phone.bye(), 200);
+    node.shutdown();
+}

@@ -9,10 +9,11 @@
 //! - **phone → room.** RTP from the address the phone signalled (anything
 //!   else is refused and counted: no media is taken from, or sent to, an
 //!   address the dialog did not agree) goes through a [`JitterBuffer`];
-//!   every 20 ms what plays is decoded (G.711, or Opus) and encoded to Opus
-//!   (libopus, from 8 kHz for G.711 calls) as the peer's `audio` track, 48
-//!   kHz RTP clock, 20 ms frames, with its RFC 6464 level so that the room's
-//!   active speakers hear phones too. RFC 4733 key presses become
+//!   every 20 ms what plays goes into the room as the peer's `audio` track
+//!   (Opus, 48 kHz RTP clock) with its RFC 6464 level, so that the room's
+//!   active speakers hear phones too: G.711 is decoded and encoded to Opus
+//!   (libopus, from 8 kHz, 20 ms frames); a phone's Opus is passed through
+//!   as it came (decoded only for its length and level). RFC 4733 key presses become
 //!   [`Event::Dtmf`].
 //! - **room → phone.** The engine points the endpoint's audio slots
 //!   ([`SLOTS`], the room's loudest speakers but the caller) at their
@@ -468,7 +469,7 @@ impl SipEndpoint {
     fn play_phone(&mut self, now: Instant) {
         while let Some(playout) = self.jitter.poll(now) {
             match playout {
-                Playout::Frame(frame) => self.decode_phone(&frame.payload),
+                Playout::Frame(frame) => self.decode_phone(now, &frame.payload),
                 Playout::Missing { .. } => self.stats.missing += 1,
             }
         }
@@ -479,13 +480,18 @@ impl SipEndpoint {
         }
     }
 
-    fn decode_phone(&mut self, payload: &[u8]) {
+    fn decode_phone(&mut self, now: Instant, payload: &Arc<[u8]>) {
         match &mut self.phone {
             PhoneCodec::G711(law) => law.decode(payload, &mut self.pcm_in),
+            // Opus goes into the room as the phone encoded it; it is
+            // decoded only for its length and level.
             PhoneCodec::Opus { decoder, .. } => {
                 self.scratch.resize(MAX_OPUS_SAMPLES, 0);
                 match decoder.decode(payload, &mut self.scratch, false) {
-                    Ok(n) => self.pcm_in.extend_from_slice(&self.scratch[..n]),
+                    Ok(n) => {
+                        let level = level_of(&self.scratch[..n]);
+                        self.publish_payload(now, payload.clone(), n as u32, level);
+                    }
                     Err(_) => self.ingest.audio_errors += 1,
                 }
             }
@@ -498,7 +504,8 @@ impl SipEndpoint {
         }
     }
 
-    /// One 20 ms frame of the phone's audio as an Opus packet of the room.
+    /// One 20 ms frame of the phone's audio (G.711, decoded) as an Opus
+    /// packet of the room.
     fn publish(&mut self, now: Instant, frame: &[i16]) {
         let mut buf = [0u8; MAX_OPUS_PACKET];
         let n = match self.room_encoder.encode(frame, &mut buf) {
@@ -508,7 +515,12 @@ impl SipEndpoint {
                 return;
             }
         };
-        let level = (-rms_dbov(frame)).round().clamp(0.0, 127.0) as u8;
+        let samples = OPUS_CLOCK / 50;
+        self.publish_payload(now, buf[..n].into(), samples, level_of(frame));
+    }
+
+    /// An Opus packet of `samples` (at 48 kHz) into the room.
+    fn publish_payload(&mut self, now: Instant, payload: Arc<[u8]>, samples: u32, level: u8) {
         if !self.codec_said {
             self.codec_said = true;
             self.out
@@ -527,10 +539,10 @@ impl SipEndpoint {
             layer: Default::default(),
             audio_level: Some(level),
             dependency: None,
-            payload: buf[..n].into(),
+            payload,
         };
         self.published_seq += 1;
-        self.published_ts = self.published_ts.wrapping_add(OPUS_CLOCK / 50);
+        self.published_ts = self.published_ts.wrapping_add(samples);
         self.ingest.audio_frames += 1;
         self.out.push_back(Output::Event(Event::Media(packet)));
     }
@@ -636,6 +648,11 @@ impl SipEndpoint {
             contents: crate::rtcp::sender_report(&info, &cname),
         }));
     }
+}
+
+/// The RFC 6464 level of a frame (0 loudest, 127 silence).
+fn level_of(frame: &[i16]) -> u8 {
+    (-rms_dbov(frame)).round().clamp(0.0, 127.0) as u8
 }
 
 /// The phone's codec state and the PCM rate it works at.

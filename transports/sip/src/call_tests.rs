@@ -422,3 +422,49 @@ fn sender_reports_go_to_the_rtcp_port_and_phone_rtcp_is_taken() {
     assert_eq!(ep.call_stats().rtcp_in, 1);
     assert_eq!(ep.call_stats().rtcp_out, 2);
 }
+
+#[test]
+fn a_phones_opus_is_passed_through_to_the_room() {
+    let t0 = Instant::now();
+    let mut m = media(CodecName::Pcmu, 0, 8000);
+    m.codec = SdpCodec {
+        name: CodecName::Opus,
+        pt: 111,
+        clock_rate: 48_000,
+        channels: 2,
+        fmtp: None,
+    };
+    let mut ep = call(m, t0);
+    let mut d = drained();
+    let mut next = drain(&mut ep, t0, &mut d);
+    let mut enc = opus::Encoder::new(48_000, Channels::Mono, Application::Voip).unwrap();
+    let mut sent = Vec::new();
+    for n in 0..50u16 {
+        let now = t0 + FRAME * u32::from(n);
+        let mut buf = [0u8; 1500];
+        let len = enc
+            .encode(&tone(440.0, 48_000, usize::from(n) * 960, 960), &mut buf)
+            .unwrap();
+        sent.push(buf[..len].to_vec());
+        let packet = rtp(111, n, 960 * u32::from(n), &buf[..len]);
+        ep.handle_input(now, datagram(&packet)).unwrap();
+        while next <= now {
+            ep.handle_input(next, Input::Timeout).unwrap();
+            next = drain(&mut ep, next, &mut d);
+        }
+    }
+    assert!(d.published.len() >= 40, "{} packets", d.published.len());
+    // Bit for bit what the phone sent, in order, 960 samples apart.
+    let first = sent
+        .iter()
+        .position(|p| p.as_slice() == &*d.published[0].payload)
+        .expect("the phone's packet");
+    for (i, p) in d.published.iter().enumerate() {
+        assert_eq!(&*p.payload, sent[first + i].as_slice());
+        assert_eq!(
+            p.rtp_time.wrapping_sub(d.published[0].rtp_time),
+            960 * i as u32
+        );
+        assert!(p.audio_level.is_some_and(|l| l < 40), "a tone's level");
+    }
+}

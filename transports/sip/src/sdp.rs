@@ -49,8 +49,9 @@ pub const OFFER_TELEPHONE_EVENT_PT: u8 = 101;
 /// and 10 ms frames allowed, as WebRTC senders use them.
 pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 
-/// The default codec preference: Opus first (decoded and encoded again for
-/// the room, at full band), then PCMU, then PCMA.
+/// The default codec preference: Opus first (the phone's Opus is passed
+/// through to the room; the room's mix is encoded for it), then PCMU, then
+/// PCMA.
 pub const DEFAULT_PREFERENCE: &[CodecName] = &[CodecName::Opus, CodecName::Pcmu, CodecName::Pcma];
 
 /// Why an SDP body was refused, or why no media could be agreed.

@@ -437,12 +437,24 @@ impl Service {
                 offer,
             } => {
                 let source = self.last_source;
+                // A source that failed too often (wrong passwords, calls to
+                // rooms that do not exist) is refused at once.
+                if let Some(src) = source {
+                    if !self.registrations.allow(src.ip(), now) {
+                        self.stats.calls_refused += 1;
+                        let _ = self.calls.reject(call, 403, now);
+                        return;
+                    }
+                }
                 if self.hook.is_some() {
                     self.ask_hook_invite(call, &from.uri, &to.uri, &request_uri, offer, source);
                     return;
                 }
                 if let Err(status) = self.answer(now, call, &from.uri, &request_uri, offer, source)
                 {
+                    if let (Some(src), 403 | 404) = (source, status) {
+                        self.registrations.failed(src.ip(), now);
+                    }
                     self.stats.calls_refused += 1;
                     let _ = self.calls.reject(call, status, now);
                 }

@@ -292,6 +292,20 @@ impl Registrations {
         self.registrar.counters()
     }
 
+    /// Whether a request from `ip` may be handled (counts the blocked).
+    pub fn allow(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        matches!(
+            self.limiter.check(ip, now),
+            corecast_sip::limits::Verdict::Allow
+        )
+    }
+
+    /// A refused call from `ip` (no such room, not allowed): counted like
+    /// a failed authentication.
+    pub fn failed(&mut self, ip: std::net::IpAddr, now: Instant) {
+        let _ = self.limiter.record_failure(ip, now);
+    }
+
     pub fn blocked_requests(&self) -> u64 {
         self.limiter.counters().blocked_requests
     }

@@ -70,6 +70,31 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    fn new(
+        room: &str,
+        peer: &str,
+        transport: TransportKind,
+        ufrag: String,
+        place: Place,
+        slots: Vec<Slot>,
+    ) -> Conn {
+        Conn {
+            room: room.to_string(),
+            peer: peer.to_string(),
+            transport,
+            ufrag,
+            place,
+            receivable: slots
+                .iter()
+                .flat_map(|s| s.codecs.iter().copied())
+                .collect(),
+            routed: 0,
+            subs: vec![None; slots.len()],
+            slots,
+            joined: false,
+        }
+    }
+
     pub(super) fn shard(&self) -> Option<usize> {
         match self.place {
             Place::Shard { shard, .. } => Some(shard),
@@ -312,28 +337,13 @@ impl Directory {
         };
         self.by_ufrag.insert(ufrag.clone(), conn);
         let slots = endpoint.slots();
-        let receivable = slots
-            .iter()
-            .flat_map(|s| s.codecs.iter().copied())
-            .collect();
-        self.conns.insert(
-            conn,
-            Conn {
-                room: room.to_string(),
-                peer: peer.to_string(),
-                transport: endpoint.transport(),
-                ufrag,
-                place: Place::Pending {
-                    endpoint,
-                    since: now,
-                },
-                receivable,
-                routed: 0,
-                subs: vec![None; slots.len()],
-                slots,
-                joined: false,
-            },
-        );
+        let transport = endpoint.transport();
+        let place = Place::Pending {
+            endpoint,
+            since: now,
+        };
+        let c = Conn::new(room, peer, transport, ufrag, place, slots);
+        self.conns.insert(conn, c);
     }
 
     /// A connection a shard accepted itself (RTMP): placed there from the
@@ -347,25 +357,13 @@ impl Directory {
         shard: usize,
         now: Instant,
     ) {
-        self.conns.insert(
-            conn,
-            Conn {
-                room: room.to_string(),
-                peer: peer.to_string(),
-                transport,
-                ufrag: String::new(),
-                place: Place::Shard {
-                    shard,
-                    since: now,
-                    acked: true,
-                },
-                receivable: Vec::new(),
-                routed: 0,
-                subs: Vec::new(),
-                slots: Vec::new(),
-                joined: false,
-            },
-        );
+        let place = Place::Shard {
+            shard,
+            since: now,
+            acked: true,
+        };
+        let c = Conn::new(room, peer, transport, String::new(), place, Vec::new());
+        self.conns.insert(conn, c);
     }
 
     /// A connection the control thread places on a shard itself (a SIP
@@ -379,29 +377,13 @@ impl Directory {
         shard: usize,
         now: Instant,
     ) {
-        let receivable = slots
-            .iter()
-            .flat_map(|s| s.codecs.iter().copied())
-            .collect();
-        self.conns.insert(
-            conn,
-            Conn {
-                room: room.to_string(),
-                peer: peer.to_string(),
-                transport: TransportKind::Sip,
-                ufrag: String::new(),
-                place: Place::Shard {
-                    shard,
-                    since: now,
-                    acked: false,
-                },
-                receivable,
-                routed: 0,
-                subs: vec![None; slots.len()],
-                slots,
-                joined: false,
-            },
-        );
+        let place = Place::Shard {
+            shard,
+            since: now,
+            acked: false,
+        };
+        let c = Conn::new(room, peer, TransportKind::Sip, String::new(), place, slots);
+        self.conns.insert(conn, c);
         self.awaiting_ack.push_back((now, conn));
     }
 

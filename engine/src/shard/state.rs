@@ -436,13 +436,26 @@ impl Shard {
         for t in endpoint.published() {
             self.publishers.insert(t.channel, conn);
         }
+        self.take_endpoint(conn, endpoint, None, now);
+        self.drive(now, conn);
+    }
+
+    /// Holds an endpoint from now on (adopted or placed) and tells the
+    /// control thread.
+    fn take_endpoint(
+        &mut self,
+        conn: ConnId,
+        endpoint: Box<dyn Endpoint>,
+        key: Option<RouteKey>,
+        now: Instant,
+    ) {
         self.endpoints.insert(
             conn,
             Slot {
                 endpoint,
                 next_timeout: now,
                 addrs: Vec::new(),
-                key: None,
+                key,
                 subscriptions: Vec::new(),
                 queued: false,
                 reported: EndpointStats::default(),
@@ -453,7 +466,6 @@ impl Shard {
             conn,
             shard: self.id,
         });
-        self.drive(now, conn);
     }
 
     // ---- time ----
@@ -494,23 +506,7 @@ impl Shard {
                 if let Some(key) = &key {
                     self.by_key.insert(key.clone(), conn);
                 }
-                self.endpoints.insert(
-                    conn,
-                    Slot {
-                        endpoint,
-                        next_timeout: now,
-                        addrs: Vec::new(),
-                        key,
-                        subscriptions: Vec::new(),
-                        queued: false,
-                        reported: EndpointStats::default(),
-                    },
-                );
-                self.store_endpoint_count();
-                self.emit(ControlEvent::Adopted {
-                    conn,
-                    shard: self.id,
-                });
+                self.take_endpoint(conn, endpoint, key, now);
                 for (slot, ch) in subscriptions {
                     self.subscribe(now, conn, slot, Some(ch));
                 }

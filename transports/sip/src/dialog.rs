@@ -1170,16 +1170,18 @@ c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\
     }
 
     /// The phone, a transaction table and a call table in simulated time.
-    struct World {
-        txs: Transactions,
-        calls: Calls,
-        now: Instant,
-        events: Vec<Event>,
-        sent: Vec<Message>,
+    /// A transaction table and a call table driven together in simulated
+    /// time (the UAC tests in `dialog_uac.rs` use it too).
+    pub(super) struct World {
+        pub(super) txs: Transactions,
+        pub(super) calls: Calls,
+        pub(super) now: Instant,
+        pub(super) events: Vec<Event>,
+        pub(super) sent: Vec<Message>,
     }
 
     impl World {
-        fn new(max_calls: usize) -> World {
+        pub(super) fn new(max_calls: usize) -> World {
             let mut config = Config::new("sip:corecast@192.0.2.10:5060", "192.0.2.10:5060");
             config.max_calls = max_calls;
             World {
@@ -1191,11 +1193,11 @@ c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\
             }
         }
 
-        fn phone() -> SocketAddr {
+        pub(super) fn phone() -> SocketAddr {
             "127.0.0.1:5061".parse().expect("addr")
         }
 
-        fn deliver(&mut self, message: Message) {
+        pub(super) fn deliver(&mut self, message: Message) {
             let received =
                 self.txs
                     .receive(self.now, message, World::phone(), Transport::Unreliable);
@@ -1203,7 +1205,7 @@ c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\
             self.pump();
         }
 
-        fn pump(&mut self) {
+        pub(super) fn pump(&mut self) {
             loop {
                 let mut moved = false;
                 while let Some(out) = self.calls.poll_output() {
@@ -1234,7 +1236,7 @@ c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\
             }
         }
 
-        fn advance(&mut self, by: Duration) {
+        pub(super) fn advance(&mut self, by: Duration) {
             let end = self.now + by;
             while let Some(at) = self.txs.next_timeout().filter(|&t| t <= end) {
                 self.now = at;
@@ -1244,11 +1246,11 @@ c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\
             self.now = end;
         }
 
-        fn sent(&mut self) -> Vec<Message> {
+        pub(super) fn sent(&mut self) -> Vec<Message> {
             std::mem::take(&mut self.sent)
         }
 
-        fn events(&mut self) -> Vec<Event> {
+        pub(super) fn events(&mut self) -> Vec<Event> {
             std::mem::take(&mut self.events)
         }
 

@@ -280,120 +280,41 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::message::Framing;
-    use crate::transaction::{self, Received, Transactions, Transport};
+    use crate::transaction::{Received, Transport};
 
     const ANSWER: &str = "v=0\r\no=alice 1 1 IN IP4 192.0.2.7\r\ns=-\r\n\
 c=IN IP4 192.0.2.7\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
 a=rtpmap:101 telephone-event/8000\r\n";
 
+    /// The dialog tests' world, with what reached the callee in `sent`.
+    use super::super::tests::World;
+
     fn callee() -> SocketAddr {
-        "192.0.2.7:5062".parse().expect("addr")
+        World::phone()
     }
 
-    /// Our Calls and Transactions, and the callee's view of the wire.
-    struct World {
-        txs: Transactions,
-        calls: Calls,
-        now: Instant,
-        events: Vec<Event>,
-        /// What reached the callee (requests of ours, ACKs included).
-        wire: Vec<Message>,
-    }
-
-    impl World {
-        fn new() -> World {
-            let config =
-                super::super::Config::new("sip:corecast@192.0.2.10:5060", "192.0.2.10:5060");
-            World {
-                txs: Transactions::new(transaction::Config::default()),
-                calls: Calls::new(config, 11),
-                now: Instant::now(),
-                events: Vec::new(),
-                wire: Vec::new(),
-            }
-        }
-
-        /// Places a call to the callee; returns it and our INVITE.
-        fn call(&mut self) -> (CallHandle, Message) {
-            let local = LocalMedia {
-                address: "192.0.2.10".parse().expect("ip"),
-                rtp_port: 30000,
-            };
-            let invite = self
-                .calls
-                .prepare_invite(
-                    "sip:alice@192.0.2.7:5062",
-                    "<sip:alice@example.com>",
-                    "<sip:lobby@192.0.2.10:5060>",
-                    local,
-                )
-                .expect("invite");
-            let request = invite.request.clone();
-            let sent =
-                self.txs
-                    .send_request(self.now, request.clone(), callee(), Transport::Unreliable);
-            let call = self.calls.invite_sent(invite, sent).expect("filed");
-            self.pump();
-            (call, request)
-        }
-
-        fn deliver(&mut self, message: Message) {
-            let received = self
-                .txs
-                .receive(self.now, message, callee(), Transport::Unreliable);
-            self.calls.receive(self.now, received);
-            self.pump();
-        }
-
-        fn pump(&mut self) {
-            loop {
-                let mut moved = false;
-                while let Some(out) = self.calls.poll_output() {
-                    moved = true;
-                    match out {
-                        Output::Respond { tx, response } => {
-                            self.txs.respond(self.now, tx, response).expect("respond")
-                        }
-                        Output::Event(e) => self.events.push(e),
-                        Output::SendAck { request, .. } => self.wire.push(request),
-                    }
-                }
-                while let Some(out) = self.txs.poll_output() {
-                    moved = true;
-                    match out {
-                        transaction::Output::Send { data, .. } => self
-                            .wire
-                            .push(Message::parse(&data, Framing::Datagram).expect("reparse")),
-                        transaction::Output::Timeout { id, .. } => self.calls.timeout(self.now, id),
-                        transaction::Output::TransportError { id, .. } => {
-                            self.calls.transport_error(self.now, id)
-                        }
-                    }
-                }
-                if !moved {
-                    break;
-                }
-            }
-        }
-
-        fn advance(&mut self, by: Duration) {
-            let end = self.now + by;
-            while let Some(at) = self.txs.next_timeout().filter(|&t| t <= end) {
-                self.now = at;
-                self.txs.handle_timeout(at);
-                self.pump();
-            }
-            self.now = end;
-        }
-
-        fn wire(&mut self) -> Vec<Message> {
-            std::mem::take(&mut self.wire)
-        }
-
-        fn events(&mut self) -> Vec<Event> {
-            std::mem::take(&mut self.events)
-        }
+    /// Places a call to the callee; returns it and our INVITE.
+    fn place(w: &mut World) -> (CallHandle, Message) {
+        let local = LocalMedia {
+            address: "192.0.2.10".parse().expect("ip"),
+            rtp_port: 30000,
+        };
+        let invite = w
+            .calls
+            .prepare_invite(
+                "sip:alice@192.0.2.7:5062",
+                "<sip:alice@example.com>",
+                "<sip:lobby@192.0.2.10:5060>",
+                local,
+            )
+            .expect("invite");
+        let request = invite.request.clone();
+        let sent = w
+            .txs
+            .send_request(w.now, request.clone(), callee(), Transport::Unreliable);
+        let call = w.calls.invite_sent(invite, sent).expect("filed");
+        w.pump();
+        (call, request)
     }
 
     /// The callee's response to our INVITE (its tag `alice1`).
@@ -416,9 +337,9 @@ a=rtpmap:101 telephone-event/8000\r\n";
 
     #[test]
     fn an_answered_call_is_acked_established_and_ended_by_the_callee() {
-        let mut w = World::new();
-        let (call, invite) = w.call();
-        let sent = w.wire();
+        let mut w = World::new(8);
+        let (call, invite) = place(&mut w);
+        let sent = w.sent();
         assert_eq!(sent.len(), 1);
         assert_eq!(method_of(&sent[0]), Some(Method::Invite));
         assert!(std::str::from_utf8(sent[0].body())
@@ -426,7 +347,7 @@ a=rtpmap:101 telephone-event/8000\r\n";
             .contains("m=audio 30000 RTP/AVP"));
         // Retransmitted while unanswered (timer A), then 180 stops it.
         w.advance(Duration::from_millis(600));
-        assert_eq!(w.wire().len(), 1, "one retransmission at T1");
+        assert_eq!(w.sent().len(), 1, "one retransmission at T1");
         w.deliver(reply(&invite, 180, &[], None));
         w.deliver(reply(&invite, 180, &[], None));
         let ringing: Vec<_> = w
@@ -457,7 +378,7 @@ a=rtpmap:101 telephone-event/8000\r\n";
             }
             other => panic!("expected Established, got {other:?}"),
         }
-        let acks = w.wire();
+        let acks = w.sent();
         assert_eq!(acks.len(), 1);
         let ack = &acks[0];
         assert_eq!(method_of(ack), Some(Method::Ack));
@@ -477,7 +398,7 @@ a=rtpmap:101 telephone-event/8000\r\n";
         // A retransmitted 200 is ACKed again; no second Established.
         w.deliver(ok);
         assert_eq!(
-            w.wire()
+            w.sent()
                 .iter()
                 .filter(|m| method_of(m) == Some(Method::Ack))
                 .count(),
@@ -505,7 +426,7 @@ a=rtpmap:101 telephone-event/8000\r\n";
         )
         .expect("bye");
         w.deliver(bye);
-        assert!(w.wire().iter().any(|m| m.status() == Some(200)));
+        assert!(w.sent().iter().any(|m| m.status() == Some(200)));
         assert!(matches!(
             w.events().as_slice(),
             [Event::Ended {
@@ -518,9 +439,9 @@ a=rtpmap:101 telephone-event/8000\r\n";
 
     #[test]
     fn a_refusal_ends_the_call_with_its_status_and_is_acked() {
-        let mut w = World::new();
-        let (_, invite) = w.call();
-        w.wire();
+        let mut w = World::new(8);
+        let (_, invite) = place(&mut w);
+        w.sent();
         w.deliver(reply(&invite, 486, &[], None));
         assert!(matches!(
             w.events().as_slice(),
@@ -529,7 +450,7 @@ a=rtpmap:101 telephone-event/8000\r\n";
                 ..
             }]
         ));
-        let acks = w.wire();
+        let acks = w.sent();
         assert_eq!(acks.len(), 1);
         assert_eq!(method_of(&acks[0]), Some(Method::Ack));
         assert_eq!(acks[0].summary().via.branch, invite.summary().via.branch);
@@ -538,9 +459,9 @@ a=rtpmap:101 telephone-event/8000\r\n";
 
     #[test]
     fn hanging_up_before_the_answer_cancels() {
-        let mut w = World::new();
-        let (call, invite) = w.call();
-        w.wire();
+        let mut w = World::new(8);
+        let (call, invite) = place(&mut w);
+        w.sent();
         w.deliver(reply(&invite, 180, &[], None));
         w.events();
         let cancel = w.calls.hangup(call, w.now).expect("cancel");
@@ -566,8 +487,8 @@ a=rtpmap:101 telephone-event/8000\r\n";
 
     #[test]
     fn a_cancel_that_gets_no_final_response_is_given_up() {
-        let mut w = World::new();
-        let (call, invite) = w.call();
+        let mut w = World::new(8);
+        let (call, invite) = place(&mut w);
         w.deliver(reply(&invite, 180, &[], None));
         w.events();
         w.calls.hangup(call, w.now).expect("cancel");
@@ -583,7 +504,7 @@ a=rtpmap:101 telephone-event/8000\r\n";
         ));
         assert!(w.calls.is_empty());
         // Only an early call of ours is abandoned.
-        let (answered, invite) = w.call();
+        let (answered, invite) = place(&mut w);
         w.deliver(reply(
             &invite,
             200,
@@ -597,8 +518,8 @@ a=rtpmap:101 telephone-event/8000\r\n";
 
     #[test]
     fn no_answer_ends_the_call_at_timer_b() {
-        let mut w = World::new();
-        w.call();
+        let mut w = World::new(8);
+        place(&mut w);
         w.advance(Duration::from_secs(33));
         assert!(matches!(
             w.events().as_slice(),
@@ -612,8 +533,8 @@ a=rtpmap:101 telephone-event/8000\r\n";
 
     #[test]
     fn our_bye_after_the_answer_follows_the_route_set() {
-        let mut w = World::new();
-        let (call, invite) = w.call();
+        let mut w = World::new(8);
+        let (call, invite) = place(&mut w);
         w.deliver(reply(
             &invite,
             200,
@@ -623,7 +544,7 @@ a=rtpmap:101 telephone-event/8000\r\n";
             ],
             Some(ANSWER),
         ));
-        w.wire();
+        w.sent();
         w.events();
         let bye = w.calls.hangup(call, w.now).expect("bye");
         assert_eq!(method_of(&bye.request), Some(Method::Bye));

@@ -98,8 +98,9 @@ pub struct ServeArgs {
     /// unless set; 0 picks a free port.
     #[arg(long)]
     pub sip_port: Option<u16>,
-    /// UDP ports of SIP calls' RTP, FIRST-LAST (one per call, on the shard
-    /// that holds the call). [default: 30000-30999]
+    /// UDP ports of SIP calls' media, FIRST-LAST: each call takes an even
+    /// port for RTP and the next for RTCP, on the shard that holds the
+    /// call. [default: 30000-30999]
     #[arg(long, value_parser = parse_port_range)]
     pub rtp_ports: Option<(u16, u16)>,
     /// Base URL of the application's SIP hook (http://): POST
@@ -122,6 +123,12 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     );
     if a == 0 || a > b {
         return Err(bad());
+    }
+    // A call takes an even RTP port and the odd one after it.
+    if u32::from(a) + u32::from(a % 2) + 1 > u32::from(b) {
+        return Err(format!(
+            "{s:?} holds no RTP/RTCP pair (an even port and the next one)"
+        ));
     }
     Ok((a, b))
 }
@@ -488,6 +495,18 @@ fn cluster_settings(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rtp_port_ranges_must_hold_a_pair() {
+        use super::parse_port_range;
+        assert_eq!(parse_port_range("30000-30999"), Ok((30000, 30999)));
+        assert_eq!(parse_port_range("65534-65535"), Ok((65534, 65535)));
+        assert!(parse_port_range("65535-65535").is_err());
+        assert!(parse_port_range("30001-30002").is_err(), "no even/odd pair");
+        assert!(parse_port_range("30002-30001").is_err());
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("x").is_err());
+    }
+
     use super::*;
 
     #[test]

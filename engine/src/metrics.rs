@@ -83,7 +83,7 @@ shard_metrics! {
     sip_rtp_bytes_total, "counter", "Bytes of RTP taken from SIP calls' phones.";
     sip_audio_frames_total, "counter", "Opus frames published from SIP calls (the phones' audio, 20 ms each).";
     sip_audio_errors_total, "counter", "Audio of SIP calls that could not be decoded or encoded.";
-    sip_rtp_refused_total, "counter", "Datagrams on SIP calls' RTP sockets refused: from an address the call did not signal, not RTP, or of a payload type not agreed.";
+    sip_rtp_refused_total, "counter", "Datagrams on SIP calls' RTP and RTCP sockets refused: from an address the call did not signal, not RTP, or of a payload type not agreed.";
     rtmp_connections, "gauge", "RTMP connections the shard holds.";
     rtmp_connections_total, "counter", "RTMP connections the shard accepted.";
     rtmp_rejected_total, "counter", "RTMP connections closed at once because the shard was at --max-endpoints-per-shard.";

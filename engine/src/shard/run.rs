@@ -90,8 +90,8 @@ pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<glommio::ExecutorJoinHa
 struct Senders {
     sockets: Vec<(SocketAddr, UdpSender)>,
     cluster: Option<UdpSender>,
-    /// SIP calls' RTP sockets (one per call, added and removed as calls
-    /// come and go).
+    /// SIP calls' RTP and RTCP sockets (two per call, added and removed as
+    /// calls come and go).
     calls: RefCell<std::collections::HashMap<SocketAddr, UdpSender>>,
 }
 

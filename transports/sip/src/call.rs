@@ -2,9 +2,9 @@
 //! that publishes the phone's audio and hears the room.
 //!
 //! The engine answers the INVITE ([`crate::dialog`]), binds the call's RTP
-//! socket on the shard that holds it, and hands the shard a [`SipEndpoint`]
-//! with the media agreed. The shard feeds it the datagrams of that socket,
-//! the room's audio and time:
+//! and RTCP sockets, and hands them with a [`SipEndpoint`] (the media
+//! agreed) to the shard that holds the call. The shard feeds it the
+//! datagrams of those sockets, the room's audio and time:
 //!
 //! - **phone → room.** RTP from the address the phone signalled (anything
 //!   else is refused and counted: no media is taken from, or sent to, an

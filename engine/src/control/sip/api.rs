@@ -275,7 +275,7 @@ pub fn render_metrics(s: &SipStats, out: &mut String) {
         (
             "corecast_sip_parse_errors_total",
             "counter",
-            "Datagrams on the SIP port that are not SIP messages within the size limit.",
+            "Datagrams and TCP messages on the SIP port that are not SIP messages within the size limits.",
             s.parse_errors,
         ),
         (

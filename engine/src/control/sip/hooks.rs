@@ -42,6 +42,8 @@ const EVENT_LIMIT: Duration = Duration::from_secs(5);
 pub struct PendingInvite {
     from: String,
     source: Option<SocketAddr>,
+    /// The transport its INVITE came over (our BYE uses it).
+    transport: corecast_sip::transaction::Transport,
 }
 
 impl Service {
@@ -143,6 +145,7 @@ impl Service {
             PendingInvite {
                 from: from.to_string(),
                 source,
+                transport: self.last_transport,
             },
         );
         let body = json!({
@@ -178,7 +181,11 @@ impl Service {
             Ok(v) if v["action"] == "accept" => {
                 let room = v["room"].as_str().unwrap_or_default().to_string();
                 let peer = v["peer"].as_str().map(str::to_string);
-                match self.answer_into(now, call, &room, peer, &p.from, p.source, true) {
+                // The call keeps the transport of its INVITE.
+                let was = std::mem::replace(&mut self.last_transport, p.transport);
+                let placed = self.answer_into(now, call, &room, peer, &p.from, p.source, true);
+                self.last_transport = was;
+                match placed {
                     Ok(()) => return,
                     Err(status) => status,
                 }

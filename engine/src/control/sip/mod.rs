@@ -666,23 +666,28 @@ impl Service {
         );
     }
 
-    /// A socket on the next free port of `--rtp-ports`.
     /// An RTP socket on an even port of `--rtp-ports` and its RTCP socket
     /// on the next port (RFC 3550 §11: phones send RTCP to RTP + 1).
     fn bind_rtp(&mut self) -> Option<(StdUdpSocket, StdUdpSocket)> {
-        let (first, last) = self.rtp_ports;
+        // In u32: a range may end at 65535.
+        let (first, last) = (u32::from(self.rtp_ports.0), u32::from(self.rtp_ports.1));
         let first = first + first % 2;
-        if first >= last {
+        if first + 1 > last {
             return None;
         }
-        let pairs = u32::from(last - first).div_ceil(2);
+        let pairs = (last - first).div_ceil(2);
         for _ in 0..pairs {
-            let port = self.next_port.max(first) & !1;
-            self.next_port = if port + 3 > last { first } else { port + 2 };
-            let Ok(rtp) = StdUdpSocket::bind(SocketAddr::new(self.setup_media_ip, port)) else {
+            let port = u32::from(self.next_port).max(first) & !1;
+            let next = if port + 3 > last { first } else { port + 2 };
+            self.next_port = u16::try_from(next).unwrap_or(self.rtp_ports.0);
+            let (Ok(rtp_port), Ok(rtcp_port)) = (u16::try_from(port), u16::try_from(port + 1))
+            else {
                 continue;
             };
-            let Ok(rtcp) = StdUdpSocket::bind(SocketAddr::new(self.setup_media_ip, port + 1))
+            let Ok(rtp) = StdUdpSocket::bind(SocketAddr::new(self.setup_media_ip, rtp_port)) else {
+                continue;
+            };
+            let Ok(rtcp) = StdUdpSocket::bind(SocketAddr::new(self.setup_media_ip, rtcp_port))
             else {
                 continue;
             };

@@ -101,6 +101,22 @@
  * @property {string} mid
  * @property {MediaStreamTrack} mediaTrack  attach it to an <audio> or <video>
  *
+ * @typedef {object} ActiveSpeakersEvent  The room's loudest speakers changed.
+ * @property {'active_speakers'} event
+ * @property {{peer: string, track: string, level: number | null}[]} speakers  loudest first
+ *
+ * @typedef {object} SipCallEvent  A call placed with POST /api/sip/calls changed state.
+ * @property {'sip_call'} event
+ * @property {string} id  the call's id (a connection id)
+ * @property {string} peer  its peer name in the room once answered
+ * @property {'calling' | 'ringing' | 'answered' | 'ended'} state
+ * @property {string} [reason]  when ended: sip_refused 486, sip_cancelled, sip_bye, ...
+ *
+ * @typedef {object} DtmfEvent  A phone in the room pressed a key (RFC 4733).
+ * @property {'dtmf'} event
+ * @property {string} peer
+ * @property {string} digit  0-9, *, #, A-D
+ *
  * @typedef {object} RoomEventMap
  * @property {PeerJoinedEvent} peer_joined
  * @property {PeerLeftEvent} peer_left
@@ -112,6 +128,9 @@
  * @property {ClosedEvent} closed
  * @property {RoomErrorEvent} error
  * @property {RemoteTrackEvent} track
+ * @property {ActiveSpeakersEvent} active_speakers
+ * @property {SipCallEvent} sip_call
+ * @property {DtmfEvent} dtmf
  *
  * @typedef {{[K in keyof RoomEventMap]?: (ev: RoomEventMap[K]) => void}} Handlers
  *

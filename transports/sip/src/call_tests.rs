@@ -36,7 +36,10 @@ fn call(media: NegotiatedMedia, now: Instant) -> SipEndpoint {
         conn: ConnId(7),
         local: LOCAL.parse().unwrap(),
         rtcp_local: Some(RTCP.parse().unwrap()),
-        wallclock: (now, std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        wallclock: (
+            now,
+            std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ),
         media,
         audio: ChannelId(42),
         ssrc: 1234,

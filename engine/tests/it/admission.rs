@@ -2,9 +2,7 @@
 //! connected) are limited node-wide and count toward the node's capacity;
 //! a refusal is a 503 with Retry-After.
 
-mod common;
-
-use common::{http, metric, offer, test_settings};
+use crate::common::{http, metric, offer, test_settings};
 use corecast::{Node, Settings};
 
 const SDP: (&str, &str) = ("Content-Type", "application/sdp");

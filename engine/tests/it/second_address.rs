@@ -11,12 +11,10 @@
 //! kernel's hash: the test retries with new nodes and client ports until it
 //! does (seen in the per-shard receive counters).
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{http, per_shard, test_settings};
+use crate::common::{http, per_shard, test_settings};
 use corecast::{Node, Settings};
 use corecast_media::MediaKind;
 use corecast_webrtc::{Client, EndpointConfig, Output};

@@ -2,11 +2,9 @@
 //! replaces the first, the viewer keeps one SSRC and continuous sequence
 //! numbers, and the new publisher is asked for a keyframe.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{http, metric, pump_until, start_node, Peer};
+use crate::common::{http, metric, pump_until, start_node, Peer};
 use corecast_media::MediaKind;
 use corecast_webrtc::{ClientEvent, EndpointConfig};
 

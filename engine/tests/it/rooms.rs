@@ -2,12 +2,10 @@
 //! client: everyone sees everyone bit-exact, late joiners, leaving,
 //! replaced peer ids, bad RPC input.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{http, pump_rooms, start_node, tagged_audio, tagged_video, RoomPeer};
+use crate::common::{http, pump_rooms, start_node, tagged_audio, tagged_video, RoomPeer};
 use serde_json::json;
 
 /// Every peer sends one audio and one video packet numbered `seq`.

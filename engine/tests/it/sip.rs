@@ -3,17 +3,16 @@
 //! and hangs up, or is hung up on. Each side's audio is a tone and each
 //! side checks it hears the other's frequency.
 
-mod common;
-mod sip_phone;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{http, metric, plain_metric};
+use crate::common::{http, metric, plain_metric};
+use crate::sip_phone::*;
 use corecast::node::Node;
 use rtp_types::RtpPacketBuilder;
 use serde_json::json;
-use sip_phone::*;
 
 #[test]
 fn a_phone_and_a_browser_peer_hear_each_other_and_the_phone_hangs_up() {

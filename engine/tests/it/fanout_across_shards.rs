@@ -2,11 +2,9 @@
 //! over two shards: every viewer receives every payload, bit-exact and in
 //! order, and media crossed shards over the rings.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{metric, per_shard, pump_until, start_node, Peer};
+use crate::common::{metric, per_shard, pump_until, start_node, Peer};
 use corecast_media::MediaKind;
 use corecast_webrtc::EndpointConfig;
 

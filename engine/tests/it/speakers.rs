@@ -3,12 +3,12 @@
 //! the speakers hear the three loudest (never themselves), the set follows
 //! when the levels change, and everyone gets `active_speakers` events.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{metric, pump_rooms, start_node, tagged_audio, RoomPeer};
+use crate::common::{metric, pump_rooms, start_node, tagged_audio, RoomPeer};
 use serde_json::json;
 
 /// Audio packets every 20 ms from each publisher at its level, for `d`.

@@ -8,13 +8,13 @@
 //! layer starting at its keyframe. Across two clustered nodes, the relaying
 //! node receives only the layers its viewers want.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{http, metric, start_node, RoomPeer};
+use crate::common::{http, metric, start_node, RoomPeer};
 use corecast_cluster::NodeRole;
 use corecast_media::{Codec, MediaKind, Output, TokenBucket};
 use corecast_webrtc::{

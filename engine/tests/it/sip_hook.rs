@@ -2,19 +2,18 @@
 //! here says who users are (`/sip/auth`), where calls go (`/sip/invite`)
 //! and records what became of the calls placed (`/sip/event`).
 
-mod common;
-mod sip_phone;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{http, test_settings};
+use crate::common::{http, test_settings};
+use crate::sip_phone::*;
 use corecast::config::{Settings, SipSettings};
 use corecast::node::Node;
 use serde_json::{json, Value};
-use sip_phone::*;
 
 /// What the hook was asked, in order: (path, body).
 type Asked = Arc<Mutex<Vec<(String, Value)>>>;

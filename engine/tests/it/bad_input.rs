@@ -2,12 +2,12 @@
 //! flood of garbage datagrams at the media port is dropped and counted while
 //! a running publisher → viewer session loses no media.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{http, metric, pump_until, start_node, Peer};
+use crate::common::{http, metric, pump_until, start_node, Peer};
 use corecast_media::MediaKind;
 use corecast_webrtc::{Client, EndpointConfig};
 use rand::{Rng, SeedableRng};

@@ -3,11 +3,9 @@
 //! the static token); 401 for missing, forged or expired tokens, 403 for
 //! valid ones without the permission, with the reason in the body.
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{http, offer, test_settings};
+use crate::common::{http, offer, test_settings};
 use corecast::control::auth::{mint, Claims};
 use corecast::{Node, Settings};
 

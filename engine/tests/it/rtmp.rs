@@ -4,13 +4,13 @@
 //! checked; hostile connections are refused, counted and harmless. Real
 //! encoders (ffmpeg, GStreamer) are tested in scripts/e2e/run-rtmp.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{http, metric, pump_until, test_settings, Peer};
+use crate::common::{http, metric, pump_until, test_settings, Peer};
 use corecast::{Node, Settings};
 use corecast_media::h264::Depacketizer;
 use corecast_media::MediaKind;
@@ -20,8 +20,8 @@ use corecast_webrtc::{ClientEvent as RtcEvent, EndpointConfig};
 
 const SPS: &[u8] = &[0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xbf, 0xe5];
 const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
-const AAC_ASC: &[u8] = include_bytes!("../../transports/rtmp/tests/fixtures/sine440.asc");
-const AAC: &[u8] = include_bytes!("../../transports/rtmp/tests/fixtures/sine440.aac");
+const AAC_ASC: &[u8] = include_bytes!("../../../transports/rtmp/tests/fixtures/sine440.asc");
+const AAC: &[u8] = include_bytes!("../../../transports/rtmp/tests/fixtures/sine440.aac");
 
 fn rtmp_settings(shards: usize) -> Settings {
     Settings {

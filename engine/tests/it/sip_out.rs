@@ -3,16 +3,15 @@
 //! room's SDK peer follows the call's `sip_call` events and talks with it
 //! in tones; wrong passwords get a source blocked.
 
-mod common;
-mod sip_phone;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{http, plain_metric, test_settings};
+use crate::common::{http, plain_metric, test_settings};
+use crate::sip_phone::*;
 use corecast::config::{Settings, SipSettings, SipUser};
 use corecast::node::Node;
 use serde_json::json;
-use sip_phone::*;
 
 fn settings() -> Settings {
     Settings {

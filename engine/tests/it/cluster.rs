@@ -5,12 +5,12 @@
 //! the cluster port are counted and change nothing, and a publisher that
 //! leaves is gone from every node within two seconds.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{clustered, http, plain_metric, pump_rooms, pump_until, tagged_video, Peer, RoomPeer};
+use crate::common::{
+    clustered, http, plain_metric, pump_rooms, pump_until, tagged_video, Peer, RoomPeer,
+};
 use corecast_cluster::envelope::{Kind, Sealer};
 use corecast_cluster::NodeRole;
 use corecast_media::MediaKind;

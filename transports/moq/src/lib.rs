@@ -1,0 +1,16 @@
+//! Media over QUIC for corecast, sans-IO.
+//!
+//! - [`quic`]: one QUIC connection on quinn-proto, with connection ids that
+//!   name the shard and the connection, so a shard finds its connections by
+//!   the ids in their packets.
+//! - [`transport`]: the poll interface MoQ sessions run over
+//!   (web-transport-trait), on that connection's streams.
+//! - [`cert`]: the server certificate, generated (pinnable) or from PEM.
+
+pub mod cert;
+pub mod frames;
+pub mod quic;
+pub mod transport;
+mod wakers;
+
+pub use wakers::QuicError;

@@ -192,8 +192,8 @@ pub enum Command {
     Rpc(String),
     /// Close the connection; what is queued on the RPC stream goes out first.
     Close,
-    /// The answer to [`Event::PublishRequest`]: publish as this peer of the
-    /// room, or the refusal to tell the user.
+    /// The answer to [`Event::PublishRequest`] or [`Event::WatchRequest`]:
+    /// go on as this peer of the room, or the refusal to tell the user.
     Admit(Result<String, Refusal>),
 }
 
@@ -296,6 +296,11 @@ pub enum Event {
     /// with the credentials it gave. The engine authorizes it and answers
     /// with [`Command::Admit`]; no media comes before.
     PublishRequest { room: String, token: Option<String> },
+    /// The user asks to watch `room`'s stream in band (a MoQ subscription
+    /// to the room's broadcast), with the credentials it gave. The engine
+    /// authorizes it, answers with [`Command::Admit`] and points the
+    /// endpoint's slots at the room's publisher, as for a WHEP viewer.
+    WatchRequest { room: String, token: Option<String> },
     /// The user pressed a key (a phone's RFC 4733 DTMF): `0`–`9`, `*`,
     /// `#`, `A`–`D`.
     Dtmf(char),

@@ -8,9 +8,15 @@
 //! - [`cert`]: the server certificate, generated (pinnable) or from PEM.
 
 pub mod cert;
+pub mod endpoint;
 pub mod frames;
+mod pinned;
 pub mod quic;
 pub mod transport;
 mod wakers;
 
 pub use wakers::QuicError;
+
+/// The MoQ versions corecast speaks, as the QUIC ALPNs that select them,
+/// most preferred first: moq-lite drafts 06 to 03 over raw QUIC.
+pub const ALPNS: &[&str] = &["moq-lite-06", "moq-lite-05", "moq-lite-04", "moq-lite-03"];

@@ -162,6 +162,27 @@ impl QuicServerConfig {
     }
 }
 
+/// A client configuration that accepts the server certificate whose
+/// SHA-256 is `fingerprint` (hex) and no other, as a browser's
+/// `serverCertificateHashes` does; offering `alpns`.
+pub fn pinned_client_config(
+    fingerprint: &str,
+    alpns: &[&str],
+) -> Result<quinn_proto::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(crate::pinned::Pinned::new(fingerprint, provider.clone())?);
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = alpns.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let crypto =
+        quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    Ok(quinn_proto::ClientConfig::new(Arc::new(crypto)))
+}
+
 /// Why a first datagram did not make a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcceptRefused {
@@ -256,6 +277,34 @@ impl QuicConn {
         })
     }
 
+    /// A client connection to `remote` (the load generator's MoQ viewers,
+    /// tests), verifying the server by `config`.
+    pub fn connect(
+        now: Instant,
+        config: quinn_proto::ClientConfig,
+        key: ConnKey,
+        local: SocketAddr,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<QuicConn, String> {
+        let mut endpoint_config = EndpointConfig::default();
+        endpoint_config.cid_generator(move || Box::new(KeyedIds(key)));
+        let mut endpoint = quinn_proto::Endpoint::new(Arc::new(endpoint_config), None, true, None);
+        let (handle, conn) = endpoint
+            .connect(now, config, remote, server_name)
+            .map_err(|e| e.to_string())?;
+        Ok(QuicConn {
+            endpoint,
+            handle,
+            shared: Arc::new(Mutex::new(Shared::new(conn, now))),
+            key,
+            local,
+            remote,
+            initial_cid: Vec::new(),
+            buf: Vec::with_capacity(MAX_DATAGRAM),
+        })
+    }
+
     pub fn key(&self) -> ConnKey {
         self.key
     }
@@ -266,6 +315,12 @@ impl QuicConn {
 
     pub fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The MoQ session's view of this connection, once it is connected
+    /// with `alpn`.
+    pub fn session(&self, alpn: Option<String>) -> crate::transport::QuicSession {
+        crate::transport::QuicSession::new(self.shared.clone(), alpn)
     }
 
     /// The id of the client's first Initial.

@@ -1,0 +1,503 @@
+//! A MoQ client watches a room through a `MoqEndpoint`, in simulated time,
+//! with no socket: the client is moq-net's own (over corecast's QUIC
+//! connection, pinning the server's generated certificate), and the test
+//! plays the engine (it admits the watch request, points the slots and
+//! feeds RTP packets of a VP8 + Opus publisher).
+//!
+//! The client asks for the room's broadcast, reads the catalog and
+//! receives every frame: video groups start at keyframes and hold the
+//! frames bit-exact, audio frames come in order with their timestamps.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use corecast_media::{
+    ChannelId, Codec, CodecInfo, Command, ConnId, Endpoint, Event, Input, Layer, MediaPacket,
+    Output, Refusal,
+};
+use corecast_moq::cert::Certificate;
+use corecast_moq::endpoint::{MoqEndpoint, AUDIO_SLOT, VIDEO_SLOT};
+use corecast_moq::quic::{pinned_client_config, ConnKey, QuicConn, QuicServerConfig};
+use corecast_moq::transport::QuicSession;
+use corecast_moq::ALPNS;
+
+#[derive(Default)]
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// What the client saw.
+#[derive(Debug, Default)]
+struct Seen {
+    catalog: Option<String>,
+    /// Video groups: the frames of each (timestamp µs, bytes).
+    video: Vec<Vec<(u64, Vec<u8>)>>,
+    audio: Vec<(u64, Vec<u8>)>,
+    error: Option<String>,
+}
+
+struct Client {
+    quic: QuicConn,
+    flag: Arc<Flag>,
+    connect:
+        Option<Boxed<Result<(moq_net::Session, moq_net::Driver<QuicSession>), moq_net::Error>>>,
+    session: Option<(moq_net::Session, moq_net::Driver<QuicSession>)>,
+    origin: moq_net::origin::Producer,
+    origin_driver: moq_net::origin::Driver,
+    tasks: Vec<Boxed<()>>,
+    seen: Arc<Mutex<Seen>>,
+    room: String,
+}
+
+impl Client {
+    fn new(now: Instant, fingerprint: &str, server: SocketAddr, room: &str) -> Client {
+        let config = pinned_client_config(fingerprint, ALPNS).unwrap();
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let key = ConnKey { shard: 0, key: 1 };
+        let quic = QuicConn::connect(now, config, key, local, server, "localhost").unwrap();
+        let (origin, origin_driver) =
+            moq_net::origin::Producer::new(moq_net::origin::Config::default());
+        Client {
+            quic,
+            flag: Arc::new(Flag::default()),
+            connect: None,
+            session: None,
+            origin,
+            origin_driver,
+            tasks: Vec::new(),
+            seen: Arc::default(),
+            room: room.to_string(),
+        }
+    }
+
+    fn pump(&mut self, now: Instant) {
+        let waker = Waker::from(self.flag.clone());
+        let waiter = kio::Waiter::new(waker.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..64 {
+            self.flag.0.store(false, Ordering::Release);
+            for e in self.quic.process() {
+                if let corecast_moq::quic::ConnEvent::Connected { alpn } = e {
+                    let session = self.quic.session(alpn);
+                    let client = moq_net::Client::new().with_subscriber(self.origin.clone());
+                    self.connect =
+                        Some(Box::pin(
+                            async move { client.connect_lite(now, session).await },
+                        ));
+                }
+            }
+            let _ = self.origin_driver.poll(now, &waiter);
+            if let Some(fut) = self.connect.as_mut() {
+                if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                    self.connect = None;
+                    self.session = Some(r.expect("moq setup"));
+                    self.start_watching();
+                }
+            }
+            if let Some((_, driver)) = self.session.as_mut() {
+                let _ = driver.poll(now, &waiter);
+            }
+            self.tasks
+                .retain_mut(|t| t.as_mut().poll(&mut cx).is_pending());
+            if !self.flag.0.load(Ordering::Acquire) {
+                break;
+            }
+        }
+    }
+
+    fn start_watching(&mut self) {
+        let consumer = self.origin.consume();
+        let seen = self.seen.clone();
+        let room = self.room.clone();
+        self.tasks.push(Box::pin(async move {
+            let result: Result<(), moq_net::Error> = async {
+                let broadcast = consumer.routed_broadcast(room.as_str()).await?;
+                let mut catalog = broadcast
+                    .track(hang::Catalog::DEFAULT_NAME)?
+                    .subscribe(None)
+                    .await?;
+                let mut video = broadcast.track("video")?.subscribe(None).await?;
+                let mut audio = broadcast.track("audio")?.subscribe(None).await?;
+                // Catalog, video and audio read side by side.
+                let (s1, s2, s3) = (seen.clone(), seen.clone(), seen.clone());
+                let cat = async move {
+                    while let Some(mut g) = catalog.recv_group().await? {
+                        if let Some(f) = g.read_frame().await? {
+                            s1.lock().unwrap().catalog =
+                                Some(String::from_utf8_lossy(&f.payload).into_owned());
+                        }
+                    }
+                    Ok::<(), moq_net::Error>(())
+                };
+                let vid =
+                    async move {
+                        while let Some(mut g) = video.recv_group().await? {
+                            s2.lock().unwrap().video.push(Vec::new());
+                            while let Some(f) = g.read_frame().await? {
+                                let frame = hang::container::Frame::decode(f.payload).unwrap();
+                                s2.lock().unwrap().video.last_mut().unwrap().push((
+                                    frame.timestamp.as_micros() as u64,
+                                    frame.payload.to_vec(),
+                                ));
+                            }
+                        }
+                        Ok::<(), moq_net::Error>(())
+                    };
+                let aud = async move {
+                    while let Some(mut g) = audio.recv_group().await? {
+                        while let Some(f) = g.read_frame().await? {
+                            let frame = hang::container::Frame::decode(f.payload).unwrap();
+                            s3.lock()
+                                .unwrap()
+                                .audio
+                                .push((frame.timestamp.as_micros() as u64, frame.payload.to_vec()));
+                        }
+                    }
+                    Ok::<(), moq_net::Error>(())
+                };
+                let (a, b, c) = futures_join(cat, vid, aud).await;
+                a.and(b).and(c)
+            }
+            .await;
+            if let Err(e) = result {
+                seen.lock().unwrap().error = Some(e.to_string());
+            }
+        }));
+    }
+}
+
+/// Polls three futures to completion together.
+async fn futures_join<A, B, C>(
+    a: impl Future<Output = A>,
+    b: impl Future<Output = B>,
+    c: impl Future<Output = C>,
+) -> (A, B, C) {
+    let mut a = Box::pin(a);
+    let mut b = Box::pin(b);
+    let mut c = Box::pin(c);
+    let (mut ra, mut rb, mut rc) = (None, None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if rc.is_none() {
+            if let Poll::Ready(v) = c.as_mut().poll(cx) {
+                rc = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() && rc.is_some() {
+            Poll::Ready((ra.take().unwrap(), rb.take().unwrap(), rc.take().unwrap()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The engine's side: what the endpoint asked.
+#[derive(Default)]
+struct EngineLog {
+    watch: Vec<String>,
+    closed: bool,
+    keyframe_requests: usize,
+}
+
+struct World {
+    now: Instant,
+    server: MoqEndpoint,
+    client: Client,
+    server_addr: SocketAddr,
+    log: EngineLog,
+    /// Answer watch requests with this.
+    admit: Result<String, Refusal>,
+    video: ChannelId,
+    audio: ChannelId,
+}
+
+impl World {
+    fn new(room: &str) -> World {
+        let now = Instant::now();
+        let cert = Certificate::generate(&["localhost".into()], SystemTime::now()).unwrap();
+        let config = QuicServerConfig::new(&cert, ALPNS, 100, Duration::from_secs(30)).unwrap();
+        let server_addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
+        let mut client = Client::new(now, &cert.fingerprint(), server_addr, room);
+        // The client's first datagram makes the server's connection.
+        let first = client.quic.poll_transmit(now).unwrap();
+        let quic = QuicConn::accept(
+            now,
+            &config,
+            ConnKey { shard: 0, key: 7 },
+            server_addr,
+            "127.0.0.1:40000".parse().unwrap(),
+            &first.contents,
+        )
+        .unwrap();
+        let server = MoqEndpoint::new(ConnId(0x1234), quic, now);
+        client.pump(now);
+        World {
+            now,
+            server,
+            client,
+            server_addr,
+            log: EngineLog::default(),
+            admit: Ok("peer".into()),
+            video: ChannelId::for_track(room, "pub", "video"),
+            audio: ChannelId::for_track(room, "pub", "audio"),
+        }
+    }
+
+    /// Moves datagrams both ways and runs the engine's answers until
+    /// nothing more happens.
+    fn settle(&mut self) {
+        for _ in 0..200 {
+            let mut moved = false;
+            while let Some(t) = self.client.quic.poll_transmit(self.now) {
+                moved = true;
+                let input = Input::Datagram {
+                    source: "127.0.0.1:40000".parse().unwrap(),
+                    destination: self.server_addr,
+                    contents: &t.contents,
+                };
+                self.server.handle_input(self.now, input).unwrap();
+            }
+            loop {
+                match self.server.poll_output(self.now) {
+                    Output::Transmit(t) => {
+                        moved = true;
+                        self.client
+                            .quic
+                            .handle_datagram(self.now, self.server_addr, &t.contents);
+                    }
+                    Output::Event(e) => {
+                        moved = true;
+                        self.on_event(e);
+                    }
+                    Output::Timeout(_) => break,
+                }
+            }
+            self.client.pump(self.now);
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::WatchRequest { room, .. } => {
+                self.log.watch.push(room);
+                let admit = self.admit.clone();
+                let ok = admit.is_ok();
+                self.server
+                    .handle_input(self.now, Input::Command(Command::Admit(admit)))
+                    .unwrap();
+                if ok {
+                    for (slot, channel) in [(VIDEO_SLOT, self.video), (AUDIO_SLOT, self.audio)] {
+                        let c = Command::Subscribe {
+                            slot,
+                            channel: Some(channel),
+                        };
+                        self.server
+                            .handle_input(self.now, Input::Command(c))
+                            .unwrap();
+                    }
+                }
+            }
+            Event::Closed(_) => self.log.closed = true,
+            Event::KeyframeRequest(..) => self.log.keyframe_requests += 1,
+            _ => {}
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.client.quic.handle_timeout(self.now);
+        self.server.handle_input(self.now, Input::Timeout).unwrap();
+        self.settle();
+    }
+
+    fn media(&mut self, p: MediaPacket) {
+        self.server
+            .handle_input(self.now, Input::Media(&p))
+            .unwrap();
+    }
+}
+
+fn packet(
+    channel: ChannelId,
+    codec: Codec,
+    seq: u64,
+    rtp_time: u32,
+    marker: bool,
+    wallclock: Instant,
+    payload: Vec<u8>,
+) -> MediaPacket {
+    let info = CodecInfo::new(codec, if codec == Codec::Opus { 48_000 } else { 90_000 });
+    MediaPacket {
+        channel,
+        kind: info.kind(),
+        codec: info,
+        seq,
+        rtp_time,
+        marker,
+        arrival: wallclock,
+        wallclock,
+        orientation: None,
+        layer: Layer::default(),
+        audio_level: None,
+        dependency: None,
+        payload: Arc::from(payload),
+    }
+}
+
+/// A VP8 frame of `n` bytes (keyframe: first byte's bit 0 clear).
+fn vp8_frame(n: usize, key: bool, seed: u8) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..n)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect();
+    f[0] = if key { 0x10 } else { 0x11 };
+    f
+}
+
+#[test]
+fn a_moq_client_watches_a_room_frame_exact() {
+    let mut w = World::new("room1");
+    for _ in 0..20 {
+        w.advance(Duration::from_millis(5));
+    }
+    assert_eq!(w.log.watch, vec!["room1".to_string()], "the watch request");
+    let start = w.now;
+    let mut seq = 0u64;
+    let mut aseq = 0u64;
+    let mut sent_video = Vec::new();
+    let mut sent_audio = Vec::new();
+    // Two seconds: 30 video frames a second (a keyframe every 15), audio
+    // every 20 ms.
+    for tick in 0..100u32 {
+        let t = start + Duration::from_millis(20 * u64::from(tick));
+        w.now = t;
+        if tick % 2 == 0 {
+            let n = tick / 2;
+            let key = n % 15 == 0;
+            let frame = vp8_frame(if key { 2500 } else { 400 }, key, n as u8);
+            let parts: Vec<&[u8]> = frame.chunks(1100).collect();
+            for (i, part) in parts.iter().enumerate() {
+                seq += 1;
+                let mut payload = vec![if i == 0 { 0x10 } else { 0x00 }];
+                payload.extend_from_slice(part);
+                let p = packet(
+                    w.video,
+                    Codec::Vp8,
+                    seq,
+                    n * 3000,
+                    i + 1 == parts.len(),
+                    t,
+                    payload,
+                );
+                w.media(p);
+            }
+            sent_video.push((key, frame));
+        }
+        aseq += 1;
+        let opus = vec![0xfc, tick as u8, 7, 7];
+        w.media(packet(
+            w.audio,
+            Codec::Opus,
+            aseq,
+            tick * 960,
+            true,
+            t,
+            opus.clone(),
+        ));
+        sent_audio.push(opus);
+        w.advance(Duration::from_millis(1));
+    }
+    for _ in 0..50 {
+        w.advance(Duration::from_millis(10));
+    }
+    let seen = w.client.seen.lock().unwrap();
+    assert_eq!(seen.error, None);
+    let catalog = seen.catalog.as_deref().expect("a catalog");
+    assert!(catalog.contains("\"vp8\""), "{catalog}");
+    assert!(catalog.contains("opus"), "{catalog}");
+    // Video: every frame, in groups that start at the keyframes.
+    let frames: Vec<&Vec<u8>> = seen.video.iter().flatten().map(|(_, f)| f).collect();
+    assert_eq!(frames.len(), sent_video.len(), "video frames");
+    for (got, (_, sent)) in frames.iter().zip(&sent_video) {
+        assert_eq!(*got, sent);
+    }
+    assert_eq!(
+        seen.video.len(),
+        sent_video.iter().filter(|(k, _)| *k).count()
+    );
+    for g in &seen.video {
+        assert_eq!(g[0].1[0] & 0x01, 0, "a group starts at a keyframe");
+    }
+    // Timestamps: 40 ms between video frames, from zero.
+    let ts: Vec<u64> = seen.video.iter().flatten().map(|(t, _)| *t).collect();
+    assert_eq!(ts[0], 0);
+    assert_eq!(ts[1], 40_000);
+    // Audio: every frame in order, 20 ms apart.
+    assert_eq!(seen.audio.len(), sent_audio.len());
+    assert!(seen.audio.iter().zip(&sent_audio).all(|((_, a), b)| a == b));
+    assert_eq!(seen.audio[1].0 - seen.audio[0].0, 20_000);
+    let stats = w.server.moq_stats();
+    assert_eq!(stats.frames as usize, sent_video.len() + sent_audio.len());
+    assert!(stats.groups >= 4, "{stats:?}");
+}
+
+#[test]
+fn a_refused_watch_closes_the_connection() {
+    let mut w = World::new("secret");
+    w.admit = Err(Refusal::Denied("no token".into()));
+    for _ in 0..20 {
+        w.advance(Duration::from_millis(5));
+    }
+    assert_eq!(w.log.watch, vec!["secret".to_string()]);
+    assert!(w.log.closed, "the endpoint ends");
+    assert!(w.server.is_closed());
+}
+
+#[test]
+fn video_before_a_keyframe_asks_for_one() {
+    let mut w = World::new("late");
+    for _ in 0..20 {
+        w.advance(Duration::from_millis(5));
+    }
+    let t = w.now;
+    for n in 0..3u32 {
+        let mut payload = vec![0x10];
+        payload.extend(vp8_frame(300, false, n as u8));
+        let p = packet(
+            w.video,
+            Codec::Vp8,
+            u64::from(n) + 1,
+            n * 3000,
+            true,
+            t,
+            payload,
+        );
+        w.media(p);
+        w.settle();
+    }
+    assert_eq!(w.log.keyframe_requests, 1, "one request a second at most");
+    assert_eq!(w.server.moq_stats().frames, 0);
+}

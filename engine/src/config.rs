@@ -94,6 +94,19 @@ pub struct ServeArgs {
     /// once, at most (the loudest; 1 to 16). [default: 3]
     #[arg(long)]
     pub top_audio: Option<usize>,
+    /// UDP port of Media over QUIC (`moql://HOST:PORT`, broadcast = the
+    /// room's name); every shard reads it with SO_REUSEPORT. Off unless set;
+    /// 0 picks a free port.
+    #[arg(long)]
+    pub moq_port: Option<u16>,
+    /// PEM certificate chain of the MoQ port. Without it (and --moq-key) a
+    /// self-signed ECDSA certificate valid 14 days is generated at start;
+    /// its SHA-256 is served at /certificate.sha256 for clients to pin.
+    #[arg(long, requires = "moq_key")]
+    pub moq_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --moq-cert.
+    #[arg(long, requires = "moq_cert")]
+    pub moq_key: Option<std::path::PathBuf>,
     /// UDP port of SIP signalling (phones call `sip:ROOM@HOST:PORT`). Off
     /// unless set; 0 picks a free port.
     #[arg(long)]
@@ -169,6 +182,9 @@ struct FileConfig {
     rtmp_port: Option<u16>,
     rtmp_audio_bitrate: Option<u32>,
     top_audio: Option<usize>,
+    moq_port: Option<u16>,
+    moq_cert: Option<std::path::PathBuf>,
+    moq_key: Option<std::path::PathBuf>,
     sip_port: Option<u16>,
     rtp_ports: Option<String>,
     /// `[sip]`: users who may register (`[[sip.users]]`).
@@ -197,6 +213,18 @@ pub struct SipUser {
     pub user: String,
     pub password: Option<String>,
     pub ha1: Option<String>,
+}
+
+/// Media over QUIC: the port and the certificate.
+#[derive(Debug, Clone)]
+pub struct MoqSettings {
+    /// The UDP port (0: any).
+    pub port: u16,
+    /// PEM files of the certificate and key; None: generate one.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// SIP: signalling port, calls' RTP ports, users.
@@ -260,6 +288,8 @@ pub struct Settings {
     pub rtmp_idle_timeout: Duration,
     /// Loudest speakers a connection that follows the speakers hears.
     pub top_audio: usize,
+    /// Media over QUIC; None: off.
+    pub moq: Option<MoqSettings>,
     /// SIP, when `--sip-port` is set.
     pub sip: Option<SipSettings>,
     /// None: a single node, no cluster port.
@@ -369,6 +399,12 @@ impl Settings {
             },
             rtmp_handshake_timeout: Duration::from_secs(10),
             rtmp_idle_timeout: Duration::from_secs(30),
+            moq: args.moq_port.or(file.moq_port).map(|port| MoqSettings {
+                port,
+                cert: args.moq_cert.clone().or(file.moq_cert.clone()),
+                key: args.moq_key.clone().or(file.moq_key.clone()),
+                idle_timeout: Duration::from_secs(30),
+            }),
             top_audio: match args.top_audio.or(file.top_audio).unwrap_or(3) {
                 n @ 1..=16 => n,
                 n => return Err(ConfigError::TopAudio(n)),

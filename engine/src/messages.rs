@@ -164,6 +164,17 @@ pub enum ControlEvent {
         room: String,
         token: Option<String>,
     },
+    /// A connection the shard accepted itself (MoQ) asks to watch `room`'s
+    /// stream with these receive slots; answer with
+    /// [`ShardCommand::Admit`] (and point its slots, as for a WHEP viewer).
+    WatchRequest {
+        conn: ConnId,
+        shard: usize,
+        transport: TransportKind,
+        room: String,
+        token: Option<String>,
+        slots: Vec<corecast_media::Slot>,
+    },
     /// A room peer on another node appeared (`up`) or went away.
     RemotePeer { up: bool, record: PeerRecord },
     /// A SIP binding on another node was set (`up`) or went away.

@@ -12,7 +12,7 @@ use crate::config::{ClusterSettings, Settings};
 use crate::control::{self, ControlHandle};
 use crate::mesh;
 use crate::metrics::ShardMetrics;
-use crate::shard::{spawn_shard, ClusterSetup, ShardSetup, StreamSettings};
+use crate::shard::{spawn_shard, ClusterSetup, MoqSetup, ShardSetup, StreamSettings};
 use crate::socket::{bind_cluster_socket, bind_media_socket, bind_stream_listener};
 
 /// Why a node could not start.
@@ -39,6 +39,13 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the MoQ port {addr} (--moq-port): {source}")]
+    Moq {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("MoQ certificate: {0}")]
+    MoqCertificate(String),
     #[error("cannot bind the SIP port {addr} (--sip-port): {source}")]
     Sip {
         addr: SocketAddr,
@@ -61,6 +68,10 @@ pub struct Node {
     pub rtmp_addr: Option<SocketAddr>,
     /// The SIP socket's address, when SIP is on.
     pub sip_addr: Option<SocketAddr>,
+    /// The MoQ sockets' address and the SHA-256 of the certificate, when
+    /// MoQ is on.
+    pub moq_addr: Option<SocketAddr>,
+    pub moq_fingerprint: Option<String>,
     control: ControlHandle,
     shards: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -115,6 +126,7 @@ impl Node {
         } else {
             rtmp.resize_with(settings.shards, || None);
         }
+        let (mut moq, moq_addr, moq_fingerprint) = moq_sockets(settings)?;
         let node16 = settings.cluster.as_ref().map_or(0, |c| c.node_id as u16);
         let rtmp_config = corecast_rtmp::RtmpConfig {
             audio_bitrate: settings.rtmp_audio_bitrate,
@@ -163,6 +175,10 @@ impl Node {
                 cluster: if id == 0 { cluster.take() } else { None },
                 claims_per_second: settings.stun_claims_per_second,
                 rtmp,
+                moq: moq.as_mut().map(|(sockets, config)| MoqSetup {
+                    socket: sockets.remove(0),
+                    config: config.clone(),
+                }),
                 streams: StreamSettings {
                     node: node16,
                     rtmp: rtmp_config.clone(),
@@ -218,6 +234,7 @@ impl Node {
             control_rx,
             metrics,
             sip,
+            moq_fingerprint.clone(),
         )?;
         Ok(Node {
             http_addr,
@@ -225,6 +242,8 @@ impl Node {
             cluster_addr,
             rtmp_addr,
             sip_addr,
+            moq_addr,
+            moq_fingerprint,
             control,
             shards,
         })
@@ -300,4 +319,67 @@ pub fn describe(ips: &[IpAddr]) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+type MoqSockets = (
+    Option<(
+        Vec<std::net::UdpSocket>,
+        corecast_moq::quic::QuicServerConfig,
+    )>,
+    Option<SocketAddr>,
+    Option<String>,
+);
+
+/// The MoQ port's sockets (one per shard, `SO_REUSEPORT`), the QUIC
+/// configuration they share, and the certificate's SHA-256.
+fn moq_sockets(settings: &Settings) -> Result<MoqSockets, NodeError> {
+    let Some(moq) = &settings.moq else {
+        return Ok((None, None, None));
+    };
+    let cert = match (&moq.cert, &moq.key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| NodeError::MoqCertificate(format!("{}: {e}", p.display())))
+            };
+            let what = format!("{} and {}", cert.display(), key.display());
+            corecast_moq::cert::Certificate::from_pem(&read(cert)?, &read(key)?, &what)
+                .map_err(|e| NodeError::MoqCertificate(e.to_string()))?
+        }
+        _ => {
+            let mut names = vec!["localhost".to_string()];
+            names.extend(settings.ice_ips.iter().map(|ip| ip.to_string()));
+            corecast_moq::cert::Certificate::generate(&names, std::time::SystemTime::now())
+                .map_err(|e| NodeError::MoqCertificate(e.to_string()))?
+        }
+    };
+    let config = corecast_moq::quic::QuicServerConfig::new(
+        &cert,
+        corecast_moq::ALPNS,
+        corecast_moq::MAX_STREAMS,
+        moq.idle_timeout,
+    )
+    .map_err(NodeError::MoqCertificate)?;
+    let mut port = moq.port;
+    let mut sockets = Vec::new();
+    let mut local_addr = None;
+    if port != 0 {
+        // As for RTMP: fail if another process holds the port, instead of
+        // sharing it through SO_REUSEPORT.
+        let addr = SocketAddr::from(([0, 0, 0, 0], port));
+        drop(std::net::UdpSocket::bind(addr).map_err(|source| NodeError::Moq { addr, source })?);
+    }
+    for _ in 0..settings.shards {
+        let addr = SocketAddr::from(([0, 0, 0, 0], port));
+        let socket = bind_media_socket(addr, settings.socket_buffer)
+            .map_err(|source| NodeError::Moq { addr, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| NodeError::Moq { addr, source })?;
+        port = local.port();
+        local_addr = Some(local);
+        sockets.push(socket);
+    }
+    let fingerprint = cert.fingerprint();
+    Ok((Some((sockets, config)), local_addr, Some(fingerprint)))
 }

@@ -346,8 +346,9 @@ impl Directory {
         self.conns.insert(conn, c);
     }
 
-    /// A connection a shard accepted itself (RTMP): placed there from the
-    /// start.
+    /// A connection a shard accepted itself (RTMP, MoQ): placed there from
+    /// the start, with its receive slots (none for a publisher).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_placed(
         &mut self,
         conn: ConnId,
@@ -355,6 +356,7 @@ impl Directory {
         peer: &str,
         transport: TransportKind,
         shard: usize,
+        slots: Vec<Slot>,
         now: Instant,
     ) {
         let place = Place::Shard {
@@ -362,7 +364,7 @@ impl Directory {
             since: now,
             acked: true,
         };
-        let c = Conn::new(room, peer, transport, String::new(), place, Vec::new());
+        let c = Conn::new(room, peer, transport, String::new(), place, slots);
         self.conns.insert(conn, c);
     }
 
@@ -697,7 +699,8 @@ impl Directory {
             ControlEvent::Dtmf { conn, digit } => self.on_dtmf(conn, digit),
             // Authorized by the control thread, which holds the credentials
             // (see `control::stream_publish`).
-            ControlEvent::PublishRequest { conn, shard, .. } => self.send(
+            ControlEvent::PublishRequest { conn, shard, .. }
+            | ControlEvent::WatchRequest { conn, shard, .. } => self.send(
                 shard,
                 ShardCommand::Admit {
                     conn,

@@ -56,11 +56,58 @@ pub(super) fn on_publish_request(
     d.command(shard, ShardCommand::Admit { conn, answer });
 }
 
+/// Answers a watch request (a MoQ subscription to a room's broadcast) of
+/// connection `conn` on `shard`: a viewer of the room's stream, like a
+/// WHEP viewer, once the name and the credentials pass.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn on_watch_request(
+    control: &Control,
+    now: Instant,
+    conn: ConnId,
+    shard: usize,
+    transport: TransportKind,
+    room: &str,
+    token: Option<&str>,
+    slots: Vec<corecast_media::Slot>,
+) {
+    let checked = check_action(control, transport, room, token, Action::Subscribe);
+    let shown: String = room.chars().take(128).collect();
+    let Ok(mut d) = control.directory.lock() else {
+        return;
+    };
+    let answer = match checked {
+        Ok(()) => {
+            d.add_stream_viewer(room, conn, shard, transport, slots, now);
+            tracing::info!("{} {shown}: viewer {conn}", transport.name());
+            Ok(conn.to_string())
+        }
+        Err(r) => {
+            tracing::info!(
+                "{} {shown}: watch of {conn} refused: {}",
+                transport.name(),
+                r.message()
+            );
+            Err(r)
+        }
+    };
+    d.command(shard, ShardCommand::Admit { conn, answer });
+}
+
 fn check(
     control: &Control,
     transport: TransportKind,
     room: &str,
     token: Option<&str>,
+) -> Result<(), Refusal> {
+    check_action(control, transport, room, token, Action::Publish)
+}
+
+fn check_action(
+    control: &Control,
+    transport: TransportKind,
+    room: &str,
+    token: Option<&str>,
+    action: Action,
 ) -> Result<(), Refusal> {
     if !valid_stream(room) {
         return Err(Refusal::BadName(
@@ -73,13 +120,13 @@ fn check(
         .is_some_and(|c| c.role == NodeRole::Gateway)
     {
         return Err(Refusal::Unavailable(
-            "this node is a gateway: publish to a media node".to_string(),
+            "this node is a gateway: connect to a media node".to_string(),
         ));
     }
     let bearer = token.map(|t| format!("Bearer {t}"));
     let access = Access {
         room,
-        action: Action::Publish,
+        action,
         transport: transport.name(),
     };
     let now_unix = SystemTime::now()

@@ -53,6 +53,8 @@ pub struct Control {
     pub sip: Mutex<sip::SipStats>,
     /// Requests to the SIP service (calls to place, to hang up).
     pub sip_commands: Option<tokio::sync::mpsc::Sender<sip::SipCommand>>,
+    /// The SHA-256 of the MoQ certificate, when MoQ is on.
+    pub moq_fingerprint: Option<String>,
 }
 
 /// The running control thread.
@@ -81,6 +83,7 @@ pub fn start(
     events: flume::Receiver<ControlEvent>,
     metrics: Vec<Arc<ShardMetrics>>,
     sip: Option<sip::SipSetup>,
+    moq_fingerprint: Option<String>,
 ) -> Result<ControlHandle, NodeError> {
     let addr = settings.http;
     listener
@@ -116,6 +119,7 @@ pub fn start(
         view: Mutex::new(None),
         sip: Mutex::new(sip::SipStats::default()),
         sip_commands,
+        moq_fingerprint,
     });
     let consent = settings.consent_timeout;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -190,6 +194,27 @@ async fn handle_events(control: Arc<Control>, events: flume::Receiver<ControlEve
                 transport,
                 &room,
                 token.as_deref(),
+            );
+            continue;
+        }
+        if let ControlEvent::WatchRequest {
+            conn,
+            shard,
+            transport,
+            room,
+            token,
+            slots,
+        } = event
+        {
+            ingest::on_watch_request(
+                &control,
+                Instant::now(),
+                conn,
+                shard,
+                transport,
+                &room,
+                token.as_deref(),
+                slots,
             );
             continue;
         }

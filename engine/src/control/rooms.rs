@@ -229,10 +229,30 @@ impl Directory {
             track("audio", MediaKind::Audio, audio),
             track("video", MediaKind::Video, video),
         ];
-        self.insert_placed(conn, room, &peer, transport, shard, now);
+        self.insert_placed(conn, room, &peer, transport, shard, Vec::new(), now);
         self.add_local_peer(room, &peer, conn, transport, Value::Null, tracks, since_ms);
         self.peer_joined(room, &peer);
         peer
+    }
+
+    /// A viewer that a shard accepted itself and that asked to watch in
+    /// band (MoQ): follows the room's stream publisher like a WHEP viewer.
+    pub fn add_stream_viewer(
+        &mut self,
+        room: &str,
+        conn: ConnId,
+        shard: usize,
+        transport: TransportKind,
+        slots: Vec<corecast_media::Slot>,
+        now: Instant,
+    ) {
+        self.insert_placed(conn, room, &conn.to_string(), transport, shard, slots, now);
+        self.rooms
+            .entry(room.to_string())
+            .or_default()
+            .followers
+            .insert(conn);
+        self.follow(room, conn);
     }
 
     /// Closes the room's stream publishers on this node (`replaced`).

@@ -12,5 +12,5 @@ mod state;
 
 pub use cluster::ClusterPort;
 pub use corecast_media::TokenBucket;
-pub use run::{spawn_shard, ClusterSetup, ShardSetup};
+pub use run::{spawn_shard, ClusterSetup, MoqSetup, ShardSetup};
 pub use state::{Shard, StreamSettings};

@@ -65,7 +65,16 @@ pub struct ShardSetup {
     pub claims_per_second: u32,
     /// The shard's RTMP listener (`SO_REUSEPORT`, listening), if RTMP is on.
     pub rtmp: Option<std::net::TcpListener>,
+    /// The shard's MoQ socket (`SO_REUSEPORT`) and QUIC configuration, if
+    /// MoQ is on.
+    pub moq: Option<MoqSetup>,
     pub streams: StreamSettings,
+}
+
+/// A shard's share of the MoQ port.
+pub struct MoqSetup {
+    pub socket: UdpSocket,
+    pub config: corecast_moq::quic::QuicServerConfig,
 }
 
 /// What shard 0 needs to drive the cluster.
@@ -199,6 +208,7 @@ async fn run(setup: ShardSetup) {
         cluster,
         claims_per_second,
         rtmp,
+        moq,
         streams,
         ..
     } = setup;
@@ -216,6 +226,19 @@ async fn run(setup: ShardSetup) {
         // up here; glommio takes ownership of it.
         let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
         receivers.push((local, rx));
+    }
+    // The MoQ socket sends like the media sockets (its transmits name it as
+    // their source) and has a reader of its own.
+    let mut moq_rx = None;
+    let mut moq_config = None;
+    if let Some(MoqSetup { socket, config }) = moq {
+        if let (Ok(local), Ok(send)) = (socket.local_addr(), socket.try_clone()) {
+            senders.push((local, UdpSender::new(send, gso)));
+            // SAFETY: as for the media sockets: a bound UDP socket we own.
+            let rx = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
+            moq_rx = Some((local, rx));
+            moq_config = Some((config, local));
+        }
     }
     let now = Instant::now();
     let (cluster_port, cluster_rx, cluster_tx) = match cluster {
@@ -240,6 +263,9 @@ async fn run(setup: ShardSetup) {
         claims_per_second,
     )));
     shard.borrow_mut().set_stream_settings(streams);
+    if let Some((config, local)) = moq_config {
+        shard.borrow_mut().set_moq(config, local);
+    }
     let senders = Rc::new(Senders {
         sockets: senders,
         cluster: cluster_tx,
@@ -248,6 +274,26 @@ async fn run(setup: ShardSetup) {
     let doorbell = shard.borrow().doorbell();
 
     let mut tasks = Vec::new();
+    if let Some((local, socket)) = moq_rx {
+        let shard = shard.clone();
+        let senders = senders.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((n, source)) => {
+                        let mut s = shard.borrow_mut();
+                        s.on_moq_datagram(Instant::now(), source, local, &buf[..n]);
+                        senders.send_all(&mut s);
+                    }
+                    Err(e) => {
+                        tracing::debug!("shard {id}: moq recv error {e}");
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }));
+    }
     for (local, socket) in receivers {
         let shard = shard.clone();
         let senders = senders.clone();

@@ -21,6 +21,8 @@ use crate::messages::{ConnId, ControlEvent, Datagram, RingMsg, ShardCommand};
 use crate::metrics::{add, inc, shift, ShardMetrics};
 use corecast_media::TokenBucket;
 
+mod moq;
+
 /// Addresses of endpoints on other shards that one shard forwards, at most.
 pub const MAX_ROUTES: usize = 16_384;
 /// Routed addresses per conn, at most (candidate pairs of one client).
@@ -119,6 +121,8 @@ pub struct Shard {
     levels: LevelMeter,
     /// What this shard last told shard 0 of its viewers' layers.
     pub(super) demand: LayerDemand,
+    /// The MoQ port, when MoQ is on.
+    moq: Option<moq::MoqPort>,
 }
 
 impl Shard {
@@ -160,6 +164,7 @@ impl Shard {
                 clustered: false,
             },
             demand: LayerDemand::default(),
+            moq: None,
         }
     }
 
@@ -1034,15 +1039,34 @@ impl Shard {
                     token,
                 });
             }
+            Event::WatchRequest { room, token } => {
+                let Some(s) = self.endpoints.get(&conn) else {
+                    return;
+                };
+                let (transport, slots) = (s.endpoint.transport(), s.endpoint.slots());
+                if let Some(m) = self.moq.as_mut() {
+                    m.requested.insert(conn);
+                }
+                self.emit(ControlEvent::WatchRequest {
+                    conn,
+                    shard: self.id,
+                    transport,
+                    room,
+                    token,
+                    slots,
+                });
+            }
             Event::Closed(reason) => {
                 if reason == corecast_media::CloseReason::ConsentExpired
                     && self.streams.contains_key(&conn)
                 {
                     inc(&self.metrics.rtmp_timeouts_total);
                 }
-                // A stream connection that never asked to publish is
-                // unknown to the control thread.
-                let known = self.streams.get(&conn).is_none_or(|s| s.requested);
+                // A stream connection that never asked to publish, or a
+                // MoQ connection that never asked to watch, is unknown to
+                // the control thread.
+                let known =
+                    self.streams.get(&conn).is_none_or(|s| s.requested) && self.moq_known(conn);
                 self.remove(conn);
                 if known {
                     self.emit(ControlEvent::Closed { conn, reason });
@@ -1052,6 +1076,7 @@ impl Shard {
     }
 
     fn remove(&mut self, conn: ConnId) {
+        self.moq_removed(conn);
         // Flush what the endpoint still has to say (DTLS close_notify).
         let Some(mut slot) = self.endpoints.remove(&conn) else {
             return;
@@ -1147,6 +1172,30 @@ fn report_stats(metrics: &ShardMetrics, slot: &mut Slot) {
     }
     if now.layers != was.layers {
         report_layers(m, &was.layers, &now.layers);
+    }
+    if slot.endpoint.transport() == TransportKind::Moq {
+        let (now, was) = (now.frames_out, was.frames_out);
+        for (counter, now, was) in [
+            (&m.moq_groups_total, now.groups, was.groups),
+            (&m.moq_frames_total, now.frames, was.frames),
+            (&m.moq_bytes_total, now.bytes, was.bytes),
+            (
+                &m.moq_frames_dropped_total,
+                now.frames_dropped,
+                was.frames_dropped,
+            ),
+            (&m.moq_refused_total, now.refused, was.refused),
+            (
+                &m.moq_subscriptions_total,
+                now.subscriptions,
+                was.subscriptions,
+            ),
+        ] {
+            if now != was {
+                add(counter, now - was);
+            }
+        }
+        return;
     }
     let (now, was) = (now.ingest, was.ingest);
     if now == was {

@@ -349,6 +349,24 @@ pub struct EndpointStats {
     pub ingest: IngestStats,
     /// How adaptive forwarding serves the endpoint's video slots.
     pub layers: LayerStats,
+    /// What a transport that carries frames toward the user (MoQ) sent.
+    pub frames_out: FramesOutStats,
+}
+
+/// What a transport that carries frames toward the user (MoQ) sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FramesOutStats {
+    /// Groups started (one per video keyframe, one per second of audio).
+    pub groups: u64,
+    pub frames: u64,
+    /// Bytes of frame payloads.
+    pub bytes: u64,
+    /// Pictures not sent: a packet lost, waiting for a keyframe, bad payloads.
+    pub frames_dropped: u64,
+    /// Requests of the user refused (a broadcast it may not have).
+    pub refused: u64,
+    /// Broadcasts the user subscribed to.
+    pub subscriptions: u64,
 }
 
 /// Adaptive forwarding of one endpoint's video slots (see

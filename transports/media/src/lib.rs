@@ -39,9 +39,9 @@ mod wire;
 pub use channel::ChannelId;
 pub use codec::{Codec, CodecInfo, MediaKind};
 pub use endpoint::{
-    CloseReason, Command, ConnId, Endpoint, EndpointStats, Event, IngestStats, Input, InputError,
-    LayerStats, Output, Preference, PublishedTrack, Refusal, RouteKey, SessionId, Slot, SlotId,
-    Transmit, TransportKind,
+    CloseReason, Command, ConnId, Endpoint, EndpointStats, Event, FramesOutStats, IngestStats,
+    Input, InputError, LayerStats, Output, Preference, PublishedTrack, Refusal, RouteKey,
+    SessionId, Slot, SlotId, Transmit, TransportKind,
 };
 pub use keyframe::is_keyframe_start;
 pub use layers::{

@@ -648,7 +648,18 @@ impl Endpoint for MoqEndpoint {
     }
 
     fn stats(&self) -> EndpointStats {
-        self.endpoint_stats
+        let s = self.stats;
+        EndpointStats {
+            frames_out: corecast_media::FramesOutStats {
+                groups: s.groups,
+                frames: s.frames,
+                bytes: s.bytes,
+                frames_dropped: s.frames_dropped,
+                refused: s.requests_refused,
+                subscriptions: s.subscriptions,
+            },
+            ..self.endpoint_stats
+        }
     }
 
     fn is_closed(&self) -> bool {

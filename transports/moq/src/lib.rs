@@ -8,6 +8,7 @@
 //! - [`cert`]: the server certificate, generated (pinnable) or from PEM.
 
 pub mod cert;
+pub mod client;
 pub mod endpoint;
 pub mod frames;
 mod pinned;
@@ -16,6 +17,9 @@ pub mod transport;
 mod wakers;
 
 pub use wakers::QuicError;
+
+/// Streams of each direction a client may hold open at once.
+pub const MAX_STREAMS: u32 = 256;
 
 /// The MoQ versions corecast speaks, as the QUIC ALPNs that select them,
 /// most preferred first: moq-lite drafts 06 to 03 over raw QUIC.

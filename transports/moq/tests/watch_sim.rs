@@ -8,12 +8,8 @@
 //! receives every frame: video groups start at keyframes and hold the
 //! frames bit-exact, audio frames come in order with their timestamps.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use corecast_media::{
@@ -21,196 +17,10 @@ use corecast_media::{
     Output, Refusal,
 };
 use corecast_moq::cert::Certificate;
+use corecast_moq::client::WatchClient;
 use corecast_moq::endpoint::{MoqEndpoint, AUDIO_SLOT, VIDEO_SLOT};
-use corecast_moq::quic::{pinned_client_config, ConnKey, QuicConn, QuicServerConfig};
-use corecast_moq::transport::QuicSession;
+use corecast_moq::quic::{ConnKey, QuicConn, QuicServerConfig};
 use corecast_moq::ALPNS;
-
-#[derive(Default)]
-struct Flag(AtomicBool);
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
-
-/// What the client saw.
-#[derive(Debug, Default)]
-struct Seen {
-    catalog: Option<String>,
-    /// Video groups: the frames of each (timestamp µs, bytes).
-    video: Vec<Vec<(u64, Vec<u8>)>>,
-    audio: Vec<(u64, Vec<u8>)>,
-    error: Option<String>,
-}
-
-struct Client {
-    quic: QuicConn,
-    flag: Arc<Flag>,
-    connect:
-        Option<Boxed<Result<(moq_net::Session, moq_net::Driver<QuicSession>), moq_net::Error>>>,
-    session: Option<(moq_net::Session, moq_net::Driver<QuicSession>)>,
-    origin: moq_net::origin::Producer,
-    origin_driver: moq_net::origin::Driver,
-    tasks: Vec<Boxed<()>>,
-    seen: Arc<Mutex<Seen>>,
-    room: String,
-}
-
-impl Client {
-    fn new(now: Instant, fingerprint: &str, server: SocketAddr, room: &str) -> Client {
-        let config = pinned_client_config(fingerprint, ALPNS).unwrap();
-        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let key = ConnKey { shard: 0, key: 1 };
-        let quic = QuicConn::connect(now, config, key, local, server, "localhost").unwrap();
-        let (origin, origin_driver) =
-            moq_net::origin::Producer::new(moq_net::origin::Config::default());
-        Client {
-            quic,
-            flag: Arc::new(Flag::default()),
-            connect: None,
-            session: None,
-            origin,
-            origin_driver,
-            tasks: Vec::new(),
-            seen: Arc::default(),
-            room: room.to_string(),
-        }
-    }
-
-    fn pump(&mut self, now: Instant) {
-        let waker = Waker::from(self.flag.clone());
-        let waiter = kio::Waiter::new(waker.clone());
-        let mut cx = Context::from_waker(&waker);
-        for _ in 0..64 {
-            self.flag.0.store(false, Ordering::Release);
-            for e in self.quic.process() {
-                if let corecast_moq::quic::ConnEvent::Connected { alpn } = e {
-                    let session = self.quic.session(alpn);
-                    let client = moq_net::Client::new().with_subscriber(self.origin.clone());
-                    self.connect =
-                        Some(Box::pin(
-                            async move { client.connect_lite(now, session).await },
-                        ));
-                }
-            }
-            let _ = self.origin_driver.poll(now, &waiter);
-            if let Some(fut) = self.connect.as_mut() {
-                if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
-                    self.connect = None;
-                    self.session = Some(r.expect("moq setup"));
-                    self.start_watching();
-                }
-            }
-            if let Some((_, driver)) = self.session.as_mut() {
-                let _ = driver.poll(now, &waiter);
-            }
-            self.tasks
-                .retain_mut(|t| t.as_mut().poll(&mut cx).is_pending());
-            if !self.flag.0.load(Ordering::Acquire) {
-                break;
-            }
-        }
-    }
-
-    fn start_watching(&mut self) {
-        let consumer = self.origin.consume();
-        let seen = self.seen.clone();
-        let room = self.room.clone();
-        self.tasks.push(Box::pin(async move {
-            let result: Result<(), moq_net::Error> = async {
-                let broadcast = consumer.routed_broadcast(room.as_str()).await?;
-                let mut catalog = broadcast
-                    .track(hang::Catalog::DEFAULT_NAME)?
-                    .subscribe(None)
-                    .await?;
-                let mut video = broadcast.track("video")?.subscribe(None).await?;
-                let mut audio = broadcast.track("audio")?.subscribe(None).await?;
-                // Catalog, video and audio read side by side.
-                let (s1, s2, s3) = (seen.clone(), seen.clone(), seen.clone());
-                let cat = async move {
-                    while let Some(mut g) = catalog.recv_group().await? {
-                        if let Some(f) = g.read_frame().await? {
-                            s1.lock().unwrap().catalog =
-                                Some(String::from_utf8_lossy(&f.payload).into_owned());
-                        }
-                    }
-                    Ok::<(), moq_net::Error>(())
-                };
-                let vid =
-                    async move {
-                        while let Some(mut g) = video.recv_group().await? {
-                            s2.lock().unwrap().video.push(Vec::new());
-                            while let Some(f) = g.read_frame().await? {
-                                let frame = hang::container::Frame::decode(f.payload).unwrap();
-                                s2.lock().unwrap().video.last_mut().unwrap().push((
-                                    frame.timestamp.as_micros() as u64,
-                                    frame.payload.to_vec(),
-                                ));
-                            }
-                        }
-                        Ok::<(), moq_net::Error>(())
-                    };
-                let aud = async move {
-                    while let Some(mut g) = audio.recv_group().await? {
-                        while let Some(f) = g.read_frame().await? {
-                            let frame = hang::container::Frame::decode(f.payload).unwrap();
-                            s3.lock()
-                                .unwrap()
-                                .audio
-                                .push((frame.timestamp.as_micros() as u64, frame.payload.to_vec()));
-                        }
-                    }
-                    Ok::<(), moq_net::Error>(())
-                };
-                let (a, b, c) = futures_join(cat, vid, aud).await;
-                a.and(b).and(c)
-            }
-            .await;
-            if let Err(e) = result {
-                seen.lock().unwrap().error = Some(e.to_string());
-            }
-        }));
-    }
-}
-
-/// Polls three futures to completion together.
-async fn futures_join<A, B, C>(
-    a: impl Future<Output = A>,
-    b: impl Future<Output = B>,
-    c: impl Future<Output = C>,
-) -> (A, B, C) {
-    let mut a = Box::pin(a);
-    let mut b = Box::pin(b);
-    let mut c = Box::pin(c);
-    let (mut ra, mut rb, mut rc) = (None, None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
-        }
-        if rb.is_none() {
-            if let Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
-        }
-        if rc.is_none() {
-            if let Poll::Ready(v) = c.as_mut().poll(cx) {
-                rc = Some(v);
-            }
-        }
-        if ra.is_some() && rb.is_some() && rc.is_some() {
-            Poll::Ready((ra.take().unwrap(), rb.take().unwrap(), rc.take().unwrap()))
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
-}
 
 /// The engine's side: what the endpoint asked.
 #[derive(Default)]
@@ -223,7 +33,7 @@ struct EngineLog {
 struct World {
     now: Instant,
     server: MoqEndpoint,
-    client: Client,
+    client: WatchClient,
     server_addr: SocketAddr,
     log: EngineLog,
     /// Answer watch requests with this.
@@ -238,7 +48,9 @@ impl World {
         let cert = Certificate::generate(&["localhost".into()], SystemTime::now()).unwrap();
         let config = QuicServerConfig::new(&cert, ALPNS, 100, Duration::from_secs(30)).unwrap();
         let server_addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
-        let mut client = Client::new(now, &cert.fingerprint(), server_addr, room);
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut client =
+            WatchClient::new(now, &cert.fingerprint(), local, server_addr, room).unwrap();
         // The client's first datagram makes the server's connection.
         let first = client.quic.poll_transmit(now).unwrap();
         let quic = QuicConn::accept(
@@ -433,7 +245,7 @@ fn a_moq_client_watches_a_room_frame_exact() {
     for _ in 0..50 {
         w.advance(Duration::from_millis(10));
     }
-    let seen = w.client.seen.lock().unwrap();
+    let seen = w.client.watched();
     assert_eq!(seen.error, None);
     let catalog = seen.catalog.as_deref().expect("a catalog");
     assert!(catalog.contains("\"vp8\""), "{catalog}");

@@ -15,6 +15,7 @@ mod bad_input;
 mod cluster;
 mod fanout_across_shards;
 mod hostile_rpc;
+mod moq;
 mod publisher_switch;
 mod rooms;
 mod rtmp;

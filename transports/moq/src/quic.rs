@@ -62,12 +62,10 @@ pub struct Destination<'a> {
 }
 
 /// Reads a datagram's destination connection id; `None` for what is not a
-/// QUIC packet (too short, the fixed bit clear, an id over 20 bytes).
+/// QUIC packet (too short, an id over 20 bytes). The fixed bit is not
+/// checked: quinn-proto lets peers grease it (RFC 9287), and clients do.
 pub fn destination(datagram: &[u8]) -> Option<Destination<'_>> {
     let first = *datagram.first()?;
-    if first & 0x40 == 0 {
-        return None;
-    }
     if first & 0x80 == 0 {
         // Short header: our ids only, of our length.
         return Some(Destination {
@@ -508,6 +506,11 @@ mod tests {
         // Not QUIC, or cut short.
         assert_eq!(destination(&[]), None);
         assert_eq!(destination(&[0x00, 1, 2]), None);
+        // A short header with the fixed bit greased (clear) is still QUIC.
+        let mut greased = vec![0x01];
+        greased.extend_from_slice(&[1, 0, 0, 0, 9, 7, 7, 7, 0, 0]);
+        let d = destination(&greased).unwrap();
+        assert_eq!(ConnKey::of_cid(d.cid), Some(ConnKey { shard: 1, key: 9 }));
         assert_eq!(destination(&[0xc0, 0, 0, 0, 1, 21]), None);
         assert_eq!(destination(&[0xc0, 0, 0, 0, 1, 10, 1]), None);
         assert_eq!(destination(&[0x40, 1, 2]), None);

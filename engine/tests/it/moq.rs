@@ -1,0 +1,198 @@
+//! Media over QUIC on a real node on loopback: a WHIP publisher (VP8 and
+//! Opus) and a MoQ client (corecast's `WatchClient`, moq-net's client over
+//! QUIC, pinning the certificate the node serves at /certificate.sha256)
+//! that watches the room: the catalog names the codecs, video groups start
+//! at keyframes and carry the pictures bit-exact, audio arrives, and the
+//! metrics count it. Garbage on the MoQ port is counted and harms nothing.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::common::{http, metric, pump_until, test_settings, Peer};
+use corecast::config::MoqSettings;
+use corecast::Node;
+use corecast_media::MediaKind;
+use corecast_moq::client::WatchClient;
+use corecast_webrtc::EndpointConfig;
+
+/// The client's socket and state, pumped by the test.
+struct Viewer {
+    socket: UdpSocket,
+    client: WatchClient,
+    next: Instant,
+}
+
+impl Viewer {
+    fn new(fingerprint: &str, server: SocketAddr, room: &str) -> Viewer {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let local = socket.local_addr().unwrap();
+        let now = Instant::now();
+        let client = WatchClient::new(now, fingerprint, local, server, room).unwrap();
+        let mut v = Viewer {
+            socket,
+            client,
+            next: now,
+        };
+        v.pump();
+        v
+    }
+
+    fn pump(&mut self) {
+        let mut buf = [0u8; 2048];
+        let now = Instant::now();
+        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            self.client.quic.handle_datagram(now, from, &buf[..n]);
+        }
+        if now >= self.next {
+            self.client.quic.handle_timeout(now);
+        }
+        self.client.pump(now);
+        while let Some(t) = self.client.quic.poll_transmit(now) {
+            let _ = self.socket.send_to(&t.contents, t.destination);
+        }
+        self.next = self
+            .client
+            .quic
+            .poll_timeout()
+            .unwrap_or(now + Duration::from_millis(50));
+    }
+}
+
+fn moq_node() -> Node {
+    let mut settings = test_settings(2);
+    settings.moq = Some(MoqSettings {
+        port: 0,
+        cert: None,
+        key: None,
+        idle_timeout: Duration::from_secs(30),
+    });
+    Node::start(&settings).expect("node starts")
+}
+
+#[test]
+fn a_moq_client_watches_a_whip_publisher() {
+    let node = moq_node();
+    let h = node.http_addr;
+    let port = node.moq_addr.expect("MoQ is on").port();
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let served = http(h, "GET", "/certificate.sha256", &[], b"");
+    assert_eq!(served.status, 200);
+    assert_eq!(Some(served.body.as_str()), node.moq_fingerprint.as_deref());
+    assert_eq!(served.body.len(), 64, "64 hex digits, no newline");
+
+    let config = EndpointConfig::new(vec![]);
+    let mut peers = vec![Peer::join(&config, h, "whip", "moqroom")];
+    assert!(pump_until(&mut peers, Duration::from_secs(10), |p| p[0]
+        .client
+        .is_connected()));
+    let mut viewer = Viewer::new(&served.body, server, "moqroom");
+
+    // Garbage on the MoQ port: counted, nothing else happens.
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..50u8 {
+        let _ = junk.send_to(&[i, 1, 2, 3, 4, 5], server);
+        // A short header naming a connection that does not exist.
+        let _ = junk.send_to(&[0x40, 0, 9, 9, 9, 9, 1, 2, 3, 4, 5, 6], server);
+    }
+
+    // 2 s of VP8 (a keyframe every 10 frames, one packet each) and audio.
+    let mut sent = Vec::new();
+    let mut seq = 1u64;
+    let start = Instant::now();
+    for i in 0..80u32 {
+        let key = i % 10 == 0;
+        let payload = vec![0x10, if key { 0xa0 } else { 0xbb }, i as u8, 7];
+        let now = Instant::now();
+        peers[0]
+            .client
+            .send(now, MediaKind::Video, seq, i * 2250, true, &payload);
+        peers[0]
+            .client
+            .send(now, MediaKind::Audio, seq, i * 600, true, &[0xfc, i as u8]);
+        peers[0].drain(now);
+        seq += 1;
+        sent.push(payload[1..].to_vec());
+        let until = start + Duration::from_millis(25 * u64::from(i + 1));
+        while Instant::now() < until {
+            peers[0].pump();
+            viewer.pump();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        peers[0].pump();
+        viewer.pump();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    let seen = viewer.client.watched();
+    assert_eq!(seen.error, None);
+    let catalog = seen.catalog.clone().expect("the catalog arrived");
+    assert!(catalog.contains("\"vp8\""), "{catalog}");
+    assert!(catalog.contains("opus"), "{catalog}");
+    assert!(!seen.video.is_empty(), "video groups arrived");
+    for g in &seen.video {
+        assert_eq!(g[0].1[0], 0xa0, "every group starts at a keyframe");
+    }
+    // From the first keyframe the viewer got, every picture bit-exact, in order.
+    let frames: Vec<Vec<u8>> = seen
+        .video
+        .iter()
+        .flatten()
+        .map(|(_, f)| f.clone())
+        .collect();
+    let first = sent
+        .iter()
+        .position(|f| *f == frames[0])
+        .expect("a sent frame");
+    assert!(frames.len() >= 40, "{} video frames", frames.len());
+    assert_eq!(frames[..], sent[first..first + frames.len()]);
+    let ts: Vec<u64> = seen.video.iter().flatten().map(|(t, _)| *t).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "timestamps go forward");
+    assert!(seen.audio.len() >= 40, "{} audio frames", seen.audio.len());
+
+    assert_eq!(metric(h, "corecast_moq_connections"), 1);
+    assert!(metric(h, "corecast_moq_frames_total") >= 80);
+    assert!(metric(h, "corecast_moq_groups_total") >= 4);
+    assert_eq!(metric(h, "corecast_moq_subscriptions_total"), 1);
+    // Not QUIC, or naming no connection (of this shard, or of the other,
+    // whichever the kernel gave the junk socket).
+    let bad = metric(h, "corecast_moq_bad_datagrams_total");
+    let misrouted = metric(h, "corecast_moq_misrouted_total");
+    assert_eq!(bad + misrouted, 100, "{bad} bad, {misrouted} misrouted");
+}
+
+#[test]
+fn a_node_with_tokens_refuses_a_moq_watch_without_one() {
+    let mut settings = test_settings(1);
+    settings.token = Some("s3cret".to_string());
+    settings.moq = Some(MoqSettings {
+        port: 0,
+        cert: None,
+        key: None,
+        idle_timeout: Duration::from_secs(30),
+    });
+    let node = Node::start(&settings).expect("node starts");
+    let server = SocketAddr::from(([127, 0, 0, 1], node.moq_addr.unwrap().port()));
+    let fingerprint = node.moq_fingerprint.clone().unwrap();
+    let mut viewer = Viewer::new(&fingerprint, server, "closed");
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && metric(node.http_addr, "corecast_moq_refused_total") == 0 {
+        viewer.pump();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(metric(node.http_addr, "corecast_moq_refused_total"), 1);
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end && metric(node.http_addr, "corecast_moq_connections") != 0 {
+        viewer.pump();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        metric(node.http_addr, "corecast_moq_connections"),
+        0,
+        "closed"
+    );
+    assert!(viewer.client.watched().video.is_empty());
+}

@@ -539,9 +539,14 @@ pub fn video_codec(c: &CodecInfo) -> Option<String> {
     Some(match c.codec {
         Codec::Vp8 => "vp8".to_string(),
         Codec::Vp9 => "vp09.00.10.08".to_string(),
-        // Parameter sets in band (avc3), the profile the publisher
-        // negotiated, level 3.1.
-        Codec::H264 => format!("avc3.{:04x}1f", c.h264_profile.unwrap_or(0x42e0)),
+        // Parameter sets in band (avc3); the profile the publisher
+        // negotiated (its profile_idc; Constrained Baseline's constraint
+        // flags for 0x42), level 3.1.
+        Codec::H264 => {
+            let profile = c.h264_profile.unwrap_or(0x42).min(0xff);
+            let constraints = if profile == 0x42 { 0xe0 } else { 0x00 };
+            format!("avc3.{profile:02x}{constraints:02x}1f")
+        }
         Codec::Av1 => "av01.0.08M.08".to_string(),
         _ => return None,
     })

@@ -76,6 +76,9 @@ impl FrameAssembler {
         let gap = self.last_seq.is_some_and(|s| p.seq != s + 1);
         self.last_seq = Some(p.seq);
         if matches!(codec, Codec::Opus | Codec::Pcmu | Codec::Pcma) {
+            if p.payload.is_empty() {
+                return Some(Err(Dropped::BadPayload));
+            }
             self.awaiting_keyframe = false;
             return Some(Ok(Frame {
                 rtp_time: p.rtp_time,

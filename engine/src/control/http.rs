@@ -725,6 +725,16 @@ async fn closed(State(control): State<Arc<Control>>) -> Response {
     }
 }
 
+/// The SHA-256 of the MoQ port's certificate, 64 hex digits and nothing
+/// else (MoQ players pin it: `http://HOST:PORT/` in @moq/watch fetches this
+/// path); 404 when MoQ is off.
+async fn moq_fingerprint(State(control): State<Arc<Control>>) -> Response {
+    match &control.moq_fingerprint {
+        Some(f) => ([(header::CONTENT_TYPE, "text/plain")], f.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "MoQ is off (--moq-port)\n").into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{constant_time_eq, viewer_options};
@@ -753,15 +763,5 @@ mod tests {
         for bad in ["max_layer=4", "max_layer=", "max_layer=-1", "adaptive=yes"] {
             assert!(viewer_options(Some(bad), 3).is_err(), "{bad}");
         }
-    }
-}
-
-/// The SHA-256 of the MoQ port's certificate, 64 hex digits and nothing
-/// else (MoQ players pin it: `http://HOST:PORT/` in @moq/watch fetches this
-/// path); 404 when MoQ is off.
-async fn moq_fingerprint(State(control): State<Arc<Control>>) -> Response {
-    match &control.moq_fingerprint {
-        Some(f) => ([(header::CONTENT_TYPE, "text/plain")], f.clone()).into_response(),
-        None => (StatusCode::NOT_FOUND, "MoQ is off (--moq-port)\n").into_response(),
     }
 }

@@ -36,6 +36,10 @@ pub(super) fn on_publish_request(
                     vec![corecast_rtmp::endpoint::opus_info()],
                     corecast_rtmp::endpoint::video_codecs(),
                 ),
+                TransportKind::Moq => (
+                    vec![corecast_rtmp::endpoint::opus_info()],
+                    corecast_moq::endpoint::publish_video_codecs(),
+                ),
                 _ => (Vec::new(), Vec::new()),
             };
             let peer =

@@ -75,6 +75,7 @@ impl ControlHandle {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     settings: &Settings,
     listener: std::net::TcpListener,

@@ -123,11 +123,15 @@ pub(super) fn kind_name(kind: MediaKind) -> &'static str {
 }
 
 /// A peer that publishes one stream as `audio` and `video` under its
-/// connection's name and that WHEP viewers follow: a WHIP or RTMP
-/// publisher. A room has one at a time per node: the newer replaces the
-/// older, whichever transport either came in by.
+/// connection's name and that WHEP (and MoQ) viewers follow: a WHIP, RTMP
+/// or MoQ publisher (MoQ viewers are followers, never peers). A room has
+/// one at a time per node: the newer replaces the older, whichever
+/// transport either came in by.
 pub(super) fn stream_publisher(t: TransportKind) -> bool {
-    matches!(t, TransportKind::Whip | TransportKind::Rtmp)
+    matches!(
+        t,
+        TransportKind::Whip | TransportKind::Rtmp | TransportKind::Moq
+    )
 }
 
 fn transport_of(name: &str) -> TransportKind {

@@ -1031,6 +1031,9 @@ impl Shard {
                 if let Some(s) = self.streams.get_mut(&conn) {
                     s.requested = true;
                 }
+                if let Some(m) = self.moq.as_mut().filter(|m| m.conns.contains(&conn)) {
+                    m.requested.insert(conn);
+                }
                 self.emit(ControlEvent::PublishRequest {
                     conn,
                     shard: self.id,

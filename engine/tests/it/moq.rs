@@ -98,9 +98,8 @@ fn a_moq_client_watches_a_whip_publisher() {
 
     // 2 s of VP8 (a keyframe every 10 frames, one packet each) and audio.
     let mut sent = Vec::new();
-    let mut seq = 1u64;
     let start = Instant::now();
-    for i in 0..80u32 {
+    for (seq, i) in (1u64..).zip(0..80u32) {
         let key = i % 10 == 0;
         let payload = vec![0x10, if key { 0xa0 } else { 0xbb }, i as u8, 7];
         let now = Instant::now();
@@ -111,7 +110,6 @@ fn a_moq_client_watches_a_whip_publisher() {
             .client
             .send(now, MediaKind::Audio, seq, i * 600, true, &[0xfc, i as u8]);
         peers[0].drain(now);
-        seq += 1;
         sent.push(payload[1..].to_vec());
         let until = start + Duration::from_millis(25 * u64::from(i + 1));
         while Instant::now() < until {

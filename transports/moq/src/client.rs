@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
+use crate::endpoint::Running;
 use crate::quic::{pinned_client_config, ConnEvent, ConnKey, QuicConn};
-use crate::transport::QuicSession;
 use crate::ALPNS;
 
 #[derive(Default)]
@@ -40,9 +40,8 @@ pub struct Watched {
 pub struct WatchClient {
     pub quic: QuicConn,
     flag: Arc<Flag>,
-    connect:
-        Option<Boxed<Result<(moq_net::Session, moq_net::Driver<QuicSession>), moq_net::Error>>>,
-    session: Option<(moq_net::Session, moq_net::Driver<QuicSession>)>,
+    connect: Option<Boxed<Result<Running, moq_net::Error>>>,
+    session: Option<Running>,
     origin: moq_net::origin::Producer,
     origin_driver: moq_net::origin::Driver,
     tasks: Vec<Boxed<()>>,

@@ -14,6 +14,13 @@
 //!   the timestamp (microseconds, from the packets' media time, shared by
 //!   both tracks so players keep them in sync) then the codec bitstream.
 //!
+//! A client can publish too: the broadcast it announces (`ROOM`) asks the
+//! engine ([`Event::PublishRequest`]); once admitted, the endpoint reads the
+//! broadcast's catalog and the frames of one video and one audio rendition
+//! ([`crate::publish`]), packetizes them ([`Packetizer`]) and publishes them
+//! on the room's `video` and `audio` tracks, like an RTMP publisher. MoQ has
+//! no keyframe request toward a publisher: a viewer waits for the next group.
+//!
 //! The session is polled here, with the shard's time: after every input the
 //! endpoint polls the handshake, the session driver and the origin until
 //! nothing they wait on has moved.
@@ -35,6 +42,8 @@ use corecast_media::{
 use moq_net::{broadcast, group, origin, track, Timestamp};
 
 use crate::frames::{Dropped, Frame, FrameAssembler};
+use crate::packetize::Packetizer;
+use crate::publish::{self, Incoming, Queue, Rendition};
 use crate::quic::{ConnEvent, ConnKey, QuicConn};
 use crate::transport::QuicSession;
 
@@ -69,10 +78,13 @@ pub struct MoqStats {
     pub bytes: u64,
     /// Pictures dropped (a lost packet, waiting for a keyframe, bad payloads).
     pub frames_dropped: u64,
-    /// Broadcast requests answered with an error (another room than the
-    /// one watched, a bad name).
+    /// Refusals: broadcast requests answered with an error (another room
+    /// than the one watched, a bad name, a second publish), a watch or
+    /// publish the engine refused, a setup that failed or timed out.
     pub requests_refused: u64,
     pub subscriptions: u64,
+    /// Frames read from the client's own broadcast (publishing).
+    pub frames_in: u64,
 }
 
 /// Wakes the endpoint: whatever the session waits on moved.
@@ -91,17 +103,16 @@ impl Wake for Flag {
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Handshake = moq_net::server::Handshake<QuicSession>;
+/// A running session: its handle and the driver the endpoint polls.
+pub(crate) type Running = (moq_net::Session, moq_net::Driver<QuicSession>);
 
 enum Phase {
     /// The QUIC handshake.
     Connecting,
     /// The MoQ setup.
     Setup(Boxed<Result<Handshake, moq_net::Error>>),
-    Accepting(Boxed<Result<(moq_net::Session, moq_net::Driver<QuicSession>), moq_net::Error>>),
-    Running {
-        _session: moq_net::Session,
-        driver: moq_net::Driver<QuicSession>,
-    },
+    Accepting(Boxed<Result<Running, moq_net::Error>>),
+    Running(Box<Running>),
     Ended,
 }
 
@@ -130,6 +141,35 @@ impl TrackOut {
     }
 }
 
+/// Which request an [`Command::Admit`] answers (they are answered in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Watch,
+    Publish,
+}
+
+/// One track the client publishes.
+struct TrackIn {
+    channel: ChannelId,
+    codec: CodecInfo,
+    packetizer: Packetizer,
+    seq: u64,
+}
+
+/// What the client publishes.
+struct Publishing {
+    room: String,
+    /// The track channels, once admitted.
+    channels: Option<(ChannelId, ChannelId)>,
+    reader: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    queue: Queue,
+    video: Option<TrackIn>,
+    audio: Option<TrackIn>,
+    /// The first frame's timestamp and when it came: the media clock.
+    base: Option<(u64, Instant)>,
+    out: Vec<Vec<u8>>,
+}
+
 /// What the client watches.
 struct Watch {
     room: String,
@@ -153,6 +193,12 @@ pub struct MoqEndpoint {
     origin_driver: origin::Driver,
     requests: Option<origin::Dynamic>,
     watch: Option<Watch>,
+    /// Where the client's announced broadcasts land.
+    incoming: origin::Producer,
+    incoming_driver: origin::Driver,
+    announced: Option<moq_net::announce::Consumer>,
+    publishing: Option<Publishing>,
+    asked: VecDeque<Asked>,
     subs: [Option<ChannelId>; 2],
     events: VecDeque<Event>,
     deadline: Option<Instant>,
@@ -177,6 +223,8 @@ impl MoqEndpoint {
         let waker = Waker::from(flag.clone());
         let (origin, origin_driver) = origin::Producer::new(origin::Config::default());
         let requests = origin.dynamic("", origin::Route::default()).ok();
+        // The client's announcements land in an origin of their own.
+        let (incoming, incoming_driver) = origin::Producer::new(origin::Config::default());
         let mut endpoint = MoqEndpoint {
             conn,
             quic,
@@ -188,6 +236,11 @@ impl MoqEndpoint {
             origin_driver,
             requests,
             watch: None,
+            incoming,
+            incoming_driver,
+            announced: None,
+            publishing: None,
+            asked: VecDeque::new(),
             subs: [None, None],
             events: VecDeque::new(),
             deadline: None,
@@ -253,6 +306,8 @@ impl MoqEndpoint {
             }
             deadline = self.poll_session(now);
             self.poll_requests(now);
+            self.poll_announced();
+            self.poll_publishing(now);
             if !self.flag.0.load(Ordering::Acquire) {
                 break;
             }
@@ -260,6 +315,7 @@ impl MoqEndpoint {
         if matches!(self.phase, Phase::Connecting | Phase::Setup(_))
             && now.duration_since(self.started) > HANDSHAKE_TIMEOUT
         {
+            self.stats.requests_refused += 1;
             self.close(now, codes::REFUSED, "handshake timeout");
         }
         self.deadline = deadline;
@@ -278,48 +334,48 @@ impl MoqEndpoint {
     fn poll_session(&mut self, now: Instant) -> Option<Instant> {
         let mut cx = Context::from_waker(&self.waker);
         let waiter = kio::Waiter::new(self.waker.clone());
-        let mut deadline = match self.origin_driver.poll(now, &waiter) {
-            Ok(t) => t,
-            Err(_) => None,
-        };
+        let mut deadline = self.origin_driver.poll(now, &waiter).unwrap_or_default();
+        if let Ok(t) = self.incoming_driver.poll(now, &waiter) {
+            deadline = earliest(deadline, t);
+        }
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         self.phase = match phase {
             Phase::Setup(mut fut) => match fut.as_mut().poll(&mut cx) {
                 Poll::Pending => Phase::Setup(fut),
                 Poll::Ready(Ok(handshake)) => {
                     tracing::debug!("moq {}: setup, path {:?}", self.conn, handshake.path());
-                    let handshake = handshake.with_publisher(self.origin.consume());
+                    let handshake = handshake
+                        .with_publisher(self.origin.consume())
+                        .with_subscriber(self.incoming.clone());
+                    self.announced = Some(self.incoming.consume().announced());
                     self.flag.0.store(true, Ordering::Release);
                     Phase::Accepting(Box::pin(handshake.ok()))
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!("moq {}: setup failed: {e}", self.conn);
+                    self.stats.requests_refused += 1;
                     self.close(now, codes::REFUSED, "setup failed");
                     Phase::Ended
                 }
             },
             Phase::Accepting(mut fut) => match fut.as_mut().poll(&mut cx) {
                 Poll::Pending => Phase::Accepting(fut),
-                Poll::Ready(Ok((session, driver))) => {
+                Poll::Ready(Ok(running)) => {
                     self.flag.0.store(true, Ordering::Release);
-                    Phase::Running {
-                        _session: session,
-                        driver,
-                    }
+                    Phase::Running(Box::new(running))
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!("moq {}: accept failed: {e}", self.conn);
+                    self.stats.requests_refused += 1;
                     self.close(now, codes::REFUSED, "setup failed");
                     Phase::Ended
                 }
             },
-            Phase::Running {
-                _session,
-                mut driver,
-            } => match driver.poll(now, &waiter) {
+            // The session handle stays in the phase: dropping it ends the session.
+            Phase::Running(mut running) => match running.1.poll(now, &waiter) {
                 Ok(t) => {
                     deadline = earliest(deadline, t);
-                    Phase::Running { _session, driver }
+                    Phase::Running(running)
                 }
                 Err(e) => {
                     tracing::debug!("moq {}: session ended: {e}", self.conn);
@@ -370,6 +426,7 @@ impl MoqEndpoint {
                     tracing::info!("moq {}: watches {room:?}", self.conn);
                     self.watch = Some(w);
                     self.stats.subscriptions += 1;
+                    self.asked.push_back(Asked::Watch);
                     self.events
                         .push_back(Event::WatchRequest { room, token: None });
                 }
@@ -562,7 +619,31 @@ impl Endpoint for MoqEndpoint {
     }
 
     fn published(&self) -> Vec<PublishedTrack> {
-        Vec::new()
+        let Some((video, audio)) = self.publishing.as_ref().and_then(|p| p.channels) else {
+            return Vec::new();
+        };
+        let video_codecs = self
+            .publishing
+            .as_ref()
+            .and_then(|p| p.video.as_ref())
+            .map(|t| vec![t.codec])
+            .unwrap_or_else(publish_video_codecs);
+        vec![
+            PublishedTrack {
+                name: "audio".into(),
+                kind: MediaKind::Audio,
+                channel: audio,
+                codecs: vec![CodecInfo::new(Codec::Opus, 48_000)],
+                layers: 1,
+            },
+            PublishedTrack {
+                name: "video".into(),
+                kind: MediaKind::Video,
+                channel: video,
+                codecs: video_codecs,
+                layers: 1,
+            },
+        ]
     }
 
     fn slots(&self) -> Vec<Slot> {
@@ -614,12 +695,17 @@ impl Endpoint for MoqEndpoint {
                         }
                     }
                 }
-                Command::Admit(Ok(_)) => {
-                    if let Some(w) = self.watch.as_mut() {
-                        w.admitted = true;
+                Command::Admit(Ok(peer)) => match self.asked.pop_front() {
+                    Some(Asked::Watch) => {
+                        if let Some(w) = self.watch.as_mut() {
+                            w.admitted = true;
+                        }
                     }
-                }
+                    Some(Asked::Publish) => self.start_publishing(&peer),
+                    None => {}
+                },
                 Command::Admit(Err(refusal)) => {
+                    self.asked.pop_front();
                     self.refuse(now, &refusal);
                 }
                 Command::Close => self.close(now, codes::CLOSED, "closed"),
@@ -677,5 +763,168 @@ impl MoqEndpoint {
         tracing::info!("moq {}: refused: {}", self.conn, refusal.message());
         self.stats.requests_refused += 1;
         self.close(now, codes::REFUSED, refusal.message());
+    }
+}
+
+/// What a MoQ publisher's video track may carry before its catalog is read.
+pub fn publish_video_codecs() -> Vec<CodecInfo> {
+    let mut v: Vec<CodecInfo> = [Codec::Vp8, Codec::Vp9, Codec::Av1]
+        .into_iter()
+        .map(|c| CodecInfo::new(c, 90_000))
+        .collect();
+    for profile in [0x42, 0x4d, 0x64] {
+        let mut h = CodecInfo::new(Codec::H264, 90_000);
+        h.h264_profile = Some(profile);
+        h.h264_packetization_mode = Some(1);
+        v.push(h);
+    }
+    v
+}
+
+impl MoqEndpoint {
+    /// Broadcasts the client announced: the first asks to publish.
+    fn poll_announced(&mut self) {
+        let waiter = kio::Waiter::new(self.waker.clone());
+        while let Some(a) = self.announced.as_mut() {
+            let update = match a.poll_next(&waiter) {
+                Poll::Ready(Some(u)) => u,
+                Poll::Ready(None) => {
+                    self.announced = None;
+                    return;
+                }
+                Poll::Pending => return,
+            };
+            if update.kind != moq_net::announce::Kind::Announced {
+                continue;
+            }
+            let room = update.prefix.as_str().trim_matches('/').to_string();
+            if room.is_empty() || self.publishing.is_some() {
+                self.stats.requests_refused += u64::from(self.publishing.is_some());
+                continue;
+            }
+            tracing::info!("moq {}: publishes {room:?}", self.conn);
+            self.publishing = Some(Publishing {
+                room: room.clone(),
+                channels: None,
+                reader: None,
+                queue: Queue::default(),
+                video: None,
+                audio: None,
+                base: None,
+                out: Vec::new(),
+            });
+            self.asked.push_back(Asked::Publish);
+            self.events
+                .push_back(Event::PublishRequest { room, token: None });
+        }
+    }
+
+    /// Admitted as `peer`: read the broadcast.
+    fn start_publishing(&mut self, peer: &str) {
+        let consumer = self.incoming.consume();
+        let Some(p) = self.publishing.as_mut() else {
+            return;
+        };
+        p.channels = Some((
+            ChannelId::for_track(&p.room, peer, "video"),
+            ChannelId::for_track(&p.room, peer, "audio"),
+        ));
+        p.reader = Some(publish::reader(consumer, p.room.clone(), p.queue.clone()));
+        self.flag.0.store(true, Ordering::Release);
+    }
+
+    /// Polls the reader and publishes what it read.
+    fn poll_publishing(&mut self, now: Instant) {
+        let Some(p) = self.publishing.as_mut() else {
+            return;
+        };
+        if let Some(reader) = p.reader.as_mut() {
+            let mut cx = Context::from_waker(&self.waker);
+            if reader.as_mut().poll(&mut cx).is_ready() {
+                p.reader = None;
+            }
+        }
+        let Some((video_ch, audio_ch)) = p.channels else {
+            return;
+        };
+        let items: Vec<Incoming> = p
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        let mut ended = None;
+        for item in items {
+            match item {
+                Incoming::Catalog { video, audio } => {
+                    let track = |r: Rendition, channel: ChannelId| {
+                        let mut packetizer = Packetizer::new(r.codec.codec);
+                        if let Some(avc) = r.avc {
+                            packetizer = packetizer.with_avc_config(avc);
+                        }
+                        TrackIn {
+                            channel,
+                            codec: r.codec,
+                            packetizer,
+                            seq: 0,
+                        }
+                    };
+                    p.video = video.map(|r| track(r, video_ch));
+                    p.audio = audio.map(|r| track(r, audio_ch));
+                    for t in [&p.video, &p.audio].into_iter().flatten() {
+                        self.events
+                            .push_back(Event::ActiveCodec(t.channel, t.codec));
+                    }
+                }
+                Incoming::Frame {
+                    kind,
+                    timestamp_us,
+                    keyframe,
+                    payload,
+                } => {
+                    let (base_us, base_at) = *p.base.get_or_insert((timestamp_us, now));
+                    let wallclock =
+                        base_at + Duration::from_micros(timestamp_us.saturating_sub(base_us));
+                    let track = match kind {
+                        MediaKind::Video => p.video.as_mut(),
+                        MediaKind::Audio => p.audio.as_mut(),
+                    };
+                    let Some(t) = track else {
+                        continue;
+                    };
+                    t.packetizer.packetize(&payload, keyframe, &mut p.out);
+                    let rtp_time = (u128::from(timestamp_us) * u128::from(t.codec.clock_rate)
+                        / 1_000_000) as u32;
+                    let n = p.out.len();
+                    for (i, payload) in p.out.drain(..).enumerate() {
+                        t.seq += 1;
+                        self.events.push_back(Event::Media(MediaPacket {
+                            channel: t.channel,
+                            kind,
+                            codec: t.codec,
+                            seq: t.seq,
+                            rtp_time,
+                            marker: kind == MediaKind::Video && i + 1 == n,
+                            arrival: now,
+                            wallclock,
+                            orientation: None,
+                            layer: Default::default(),
+                            audio_level: None,
+                            dependency: None,
+                            payload: Arc::from(payload),
+                        }));
+                    }
+                    self.stats.frames_in += 1;
+                }
+                Incoming::Ended(why) => {
+                    ended = Some(why);
+                    break;
+                }
+            }
+        }
+        if let Some(why) = ended {
+            tracing::info!("moq {}: publish ended: {why}", self.conn);
+            self.close(now, codes::CLOSED, "the broadcast ended");
+        }
     }
 }

@@ -206,9 +206,9 @@ fn a_moq_client_watches_a_room_frame_exact() {
     for tick in 0..100u32 {
         let t = start + Duration::from_millis(20 * u64::from(tick));
         w.now = t;
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             let n = tick / 2;
-            let key = n % 15 == 0;
+            let key = n.is_multiple_of(15);
             let frame = vp8_frame(if key { 2500 } else { 400 }, key, n as u8);
             let parts: Vec<&[u8]> = frame.chunks(1100).collect();
             for (i, part) in parts.iter().enumerate() {
@@ -312,4 +312,207 @@ fn video_before_a_keyframe_asks_for_one() {
     }
     assert_eq!(w.log.keyframe_requests, 1, "one request a second at most");
     assert_eq!(w.server.moq_stats().frames, 0);
+}
+
+/// A MoQ publisher (moq-net's client announcing a broadcast with a hang
+/// catalog, VP8 and Opus) through a `MoqEndpoint`: the endpoint asks to
+/// publish, and once admitted its frames come out as RTP packets that
+/// assemble back into the same frames.
+#[test]
+fn a_moq_publisher_becomes_rtp_on_the_rooms_tracks() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Wake, Waker};
+
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    type Connecting = Pin<
+        Box<
+            dyn Future<
+                Output = Result<
+                    (
+                        moq_net::Session,
+                        moq_net::Driver<corecast_moq::transport::QuicSession>,
+                    ),
+                    moq_net::Error,
+                >,
+            >,
+        >,
+    >;
+
+    let now0 = Instant::now();
+    let cert = Certificate::generate(&["localhost".into()], SystemTime::now()).unwrap();
+    let config = QuicServerConfig::new(&cert, ALPNS, 100, Duration::from_secs(30)).unwrap();
+    let server_addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let client_config =
+        corecast_moq::quic::pinned_client_config(&cert.fingerprint(), ALPNS).unwrap();
+    let mut quic = QuicConn::connect(
+        now0,
+        client_config,
+        ConnKey { shard: 0, key: 3 },
+        local,
+        server_addr,
+        "localhost",
+    )
+    .unwrap();
+    let first = quic.poll_transmit(now0).unwrap();
+    let server_quic = QuicConn::accept(
+        now0,
+        &config,
+        ConnKey { shard: 0, key: 9 },
+        server_addr,
+        local,
+        &first.contents,
+    )
+    .unwrap();
+    let mut server = MoqEndpoint::new(ConnId(0x77), server_quic, now0);
+
+    let (origin, mut origin_driver) =
+        moq_net::origin::Producer::new(moq_net::origin::Config::default());
+    let broadcast = origin
+        .publish("stage", moq_net::origin::Route::default())
+        .unwrap();
+    let mut catalog = broadcast
+        .create_track(
+            hang::Catalog::DEFAULT_NAME,
+            hang::Catalog::default_track_info(),
+        )
+        .unwrap();
+    let video = broadcast
+        .create_track("cam", hang::container::track_info(60))
+        .unwrap();
+    let audio = broadcast
+        .create_track("mic", hang::container::track_info(80))
+        .unwrap();
+    let json = r#"{"video":{"renditions":{"cam":{"codec":"vp8","container":{"kind":"legacy"}}}},"audio":{"renditions":{"mic":{"codec":"opus","sampleRate":48000,"numberOfChannels":2,"container":{"kind":"legacy"}}}}}"#;
+    catalog
+        .write_frame(moq_net::Timestamp::ZERO, json.as_bytes().to_vec())
+        .unwrap();
+
+    let flag = Arc::new(Flag::default());
+    let waker = Waker::from(flag.clone());
+    let waiter = kio::Waiter::new(waker.clone());
+    let mut connecting: Option<Connecting> = None;
+    let mut session = None;
+    let mut now = now0;
+    let mut requests = Vec::new();
+    let mut packets: Vec<MediaPacket> = Vec::new();
+    let mut vgroup: Option<moq_net::group::Producer> = None;
+    let mut agroup = audio.append_group().unwrap();
+    let mut sent = Vec::new();
+    for step in 0..400u32 {
+        now += Duration::from_millis(5);
+        // The publisher writes a frame every 40 ms once connected.
+        if session.is_some() && step.is_multiple_of(8) && sent.len() < 20 {
+            let n = sent.len() as u8;
+            let key = n.is_multiple_of(5);
+            let mut frame: Vec<u8> = (0..1500 + usize::from(n) * 30)
+                .map(|i| (i as u8) ^ n)
+                .collect();
+            frame[0] = if key { 0x10 } else { 0x11 };
+            if key {
+                if let Some(g) = vgroup.take() {
+                    g.finish().unwrap();
+                }
+                vgroup = Some(video.append_group().unwrap());
+            }
+            let ts = moq_net::Timestamp::from_micros(u64::from(n) * 40_000).unwrap();
+            hang::container::Frame {
+                timestamp: ts,
+                payload: frame.clone().into(),
+            }
+            .write_to(vgroup.as_mut().unwrap())
+            .unwrap();
+            hang::container::Frame {
+                timestamp: ts,
+                payload: vec![0xfc, n].into(),
+            }
+            .write_to(&mut agroup)
+            .unwrap();
+            sent.push(frame);
+        }
+        // Client side.
+        quic.handle_timeout(now);
+        for _ in 0..32 {
+            flag.0.store(false, Ordering::Release);
+            for e in quic.process() {
+                if let corecast_moq::quic::ConnEvent::Connected { alpn } = e {
+                    let s = quic.session(alpn);
+                    let client = moq_net::Client::new().with_publisher(origin.consume());
+                    connecting = Some(Box::pin(async move { client.connect_lite(now, s).await }));
+                }
+            }
+            let _ = origin_driver.poll(now, &waiter);
+            if let Some(c) = connecting.as_mut() {
+                let mut cx = Context::from_waker(&waker);
+                if let std::task::Poll::Ready(r) = c.as_mut().poll(&mut cx) {
+                    session = Some(r.unwrap());
+                    connecting = None;
+                }
+            }
+            if let Some((_, d)) = session.as_mut() {
+                let _ = d.poll(now, &waiter);
+            }
+            if !flag.0.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        while let Some(t) = quic.poll_transmit(now) {
+            let input = Input::Datagram {
+                source: local,
+                destination: server_addr,
+                contents: &t.contents,
+            };
+            server.handle_input(now, input).unwrap();
+        }
+        server.handle_input(now, Input::Timeout).unwrap();
+        loop {
+            match server.poll_output(now) {
+                Output::Transmit(t) => quic.handle_datagram(now, server_addr, &t.contents),
+                Output::Event(Event::PublishRequest { room, .. }) => {
+                    requests.push(room);
+                    server
+                        .handle_input(now, Input::Command(Command::Admit(Ok("moqpub".into()))))
+                        .unwrap();
+                }
+                Output::Event(Event::Media(p)) => packets.push(p),
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+    }
+    assert_eq!(requests, vec!["stage".to_string()]);
+    let published = server.published();
+    assert_eq!(published.len(), 2);
+    let video_ch = ChannelId::for_track("stage", "moqpub", "video");
+    assert!(published
+        .iter()
+        .any(|t| t.channel == video_ch && t.codecs[0].codec == Codec::Vp8));
+    // The video packets assemble back into the frames sent, in order.
+    let mut a = corecast_moq::frames::FrameAssembler::new();
+    let frames: Vec<Vec<u8>> = packets
+        .iter()
+        .filter(|p| p.channel == video_ch)
+        .filter_map(|p| a.push(p))
+        .map(|r| r.unwrap().data)
+        .collect();
+    assert_eq!(frames.len(), sent.len(), "every frame");
+    assert_eq!(frames, sent);
+    let audio: Vec<&MediaPacket> = packets
+        .iter()
+        .filter(|p| p.kind == corecast_media::MediaKind::Audio)
+        .collect();
+    assert_eq!(audio.len(), sent.len());
+    assert_eq!(
+        audio[1].rtp_time - audio[0].rtp_time,
+        1920,
+        "40 ms at 48 kHz"
+    );
 }

@@ -199,6 +199,10 @@ pub enum RingMsg {
     /// shard holds (see [`ShardCommand::Route`]); handled like
     /// [`ShardCommand::Ingress`].
     Ingress { conn: ConnId, datagram: Datagram },
+    /// A datagram on the MoQ port for a QUIC connection that the receiving
+    /// shard holds (its connection id names the shard): a client whose
+    /// address changed, which `SO_REUSEPORT` hashed to another shard.
+    MoqIngress(Datagram),
     /// The spatial layers of a channel that the sending shard's viewers
     /// want now, one bit per layer (toward shard 0, which carries only
     /// wanted layers of remote channels).

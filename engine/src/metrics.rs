@@ -82,14 +82,14 @@ shard_metrics! {
     estimate_bps_sum, "gauge", "Sum of the bandwidth estimates of estimated_legs, bits per second (divide for the mean).";
     moq_connections, "gauge", "MoQ (QUIC) connections the shard holds.";
     moq_connections_total, "counter", "MoQ connections the shard accepted (a client's first Initial).";
-    moq_refused_total, "counter", "MoQ connections or requests refused: the shard full, a handshake that failed or timed out, a broadcast the client may not have or that does not exist.";
+    moq_refused_total, "counter", "MoQ connections or requests refused: the shard full, a setup that failed or timed out, a watch or publish without the permission, a broadcast the client may not have.";
     moq_subscriptions_total, "counter", "Broadcasts (rooms) MoQ clients subscribed to.";
     moq_groups_total, "counter", "MoQ groups sent (one per video keyframe, one per second of audio).";
     moq_frames_total, "counter", "MoQ frames sent.";
     moq_bytes_total, "counter", "Bytes of MoQ frame payloads sent.";
     moq_frames_dropped_total, "counter", "Pictures not sent to MoQ clients: a packet lost, waiting for a keyframe, bad payloads.";
     moq_bad_datagrams_total, "counter", "Datagrams on the MoQ port that are not QUIC or name no connection of this node.";
-    moq_misrouted_total, "counter", "Datagrams on the MoQ port for a connection of another shard (a client whose address changed), dropped.";
+    moq_misrouted_total, "counter", "Datagrams on the MoQ port for a connection of another shard (a client whose address changed), passed to that shard over the ring.";
     sip_rtp_bytes_total, "counter", "Bytes of RTP taken from SIP calls' phones.";
     sip_audio_frames_total, "counter", "Opus frames published from SIP calls (the phones' audio, 20 ms each).";
     sip_audio_errors_total, "counter", "Audio of SIP calls that could not be decoded or encoded.";

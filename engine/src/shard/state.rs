@@ -643,6 +643,7 @@ impl Shard {
                     RingMsg::Ingress { conn, datagram } => {
                         self.cross_shard_ingress(now, conn, &datagram)
                     }
+                    RingMsg::MoqIngress(datagram) => self.moq_forwarded(now, &datagram),
                 }
             }
         }

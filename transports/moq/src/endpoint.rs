@@ -199,6 +199,8 @@ pub struct MoqEndpoint {
     announced: Option<moq_net::announce::Consumer>,
     publishing: Option<Publishing>,
     asked: VecDeque<Asked>,
+    /// The credentials in the setup path's query (`?token=JWT`).
+    token: Option<String>,
     subs: [Option<ChannelId>; 2],
     events: VecDeque<Event>,
     deadline: Option<Instant>,
@@ -241,6 +243,7 @@ impl MoqEndpoint {
             announced: None,
             publishing: None,
             asked: VecDeque::new(),
+            token: None,
             subs: [None, None],
             events: VecDeque::new(),
             deadline: None,
@@ -344,6 +347,7 @@ impl MoqEndpoint {
                 Poll::Pending => Phase::Setup(fut),
                 Poll::Ready(Ok(handshake)) => {
                     tracing::debug!("moq {}: setup, path {:?}", self.conn, handshake.path());
+                    self.token = token_of(handshake.path());
                     let handshake = handshake
                         .with_publisher(self.origin.consume())
                         .with_subscriber(self.incoming.clone());
@@ -427,8 +431,10 @@ impl MoqEndpoint {
                     self.watch = Some(w);
                     self.stats.subscriptions += 1;
                     self.asked.push_back(Asked::Watch);
-                    self.events
-                        .push_back(Event::WatchRequest { room, token: None });
+                    self.events.push_back(Event::WatchRequest {
+                        room,
+                        token: self.token.clone(),
+                    });
                 }
                 Err(e) => {
                     tracing::debug!("moq {}: cannot serve {room:?}: {e}", self.conn);
@@ -814,8 +820,10 @@ impl MoqEndpoint {
                 out: Vec::new(),
             });
             self.asked.push_back(Asked::Publish);
-            self.events
-                .push_back(Event::PublishRequest { room, token: None });
+            self.events.push_back(Event::PublishRequest {
+                room,
+                token: self.token.clone(),
+            });
         }
     }
 
@@ -926,5 +934,30 @@ impl MoqEndpoint {
             tracing::info!("moq {}: publish ended: {why}", self.conn);
             self.close(now, codes::CLOSED, "the broadcast ended");
         }
+    }
+}
+
+/// The token in a setup path's query: `token=` (or `jwt=`), as a MoQ
+/// client's URL carries it (`moql://HOST:PORT/?token=JWT`).
+pub fn token_of(path: &str) -> Option<String> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, v)| (*k == "token" || *k == "jwt") && !v.is_empty())
+        .map(|(_, v)| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_comes_from_the_setup_query() {
+        assert_eq!(token_of("/?token=a.b.c"), Some("a.b.c".into()));
+        assert_eq!(token_of("/x?room=1&jwt=t0k"), Some("t0k".into()));
+        assert_eq!(token_of("/?token="), None);
+        assert_eq!(token_of("/token=abc"), None);
+        assert_eq!(token_of(""), None);
     }
 }

@@ -425,6 +425,11 @@ impl QuicConn {
         self.shared.lock().unwrap().conn.poll_timeout()
     }
 
+    /// Sends a PING (a client that just moved, a keep-alive of its own).
+    pub fn ping(&mut self) {
+        self.shared.lock().unwrap().conn.ping();
+    }
+
     /// Closes the connection with an application error code.
     pub fn close(&mut self, now: Instant, code: u32, reason: &str) {
         let mut shared = self.shared.lock().unwrap();

@@ -4,8 +4,9 @@
 //! the ids the connection issued. A client's first Initial makes a
 //! connection here (the kernel's `SO_REUSEPORT` hash chose this shard);
 //! a packet for another shard's connection (a client whose address
-//! changed, hashed elsewhere) is counted and dropped: QUIC's own
-//! retransmissions and the client's next packets from its new path retry.
+//! changed, hashed elsewhere) crosses to that shard on the ring and is
+//! counted (`corecast_moq_misrouted_total`); the connection's shard answers
+//! from its own socket, and QUIC validates the new path.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use corecast_moq::endpoint::MoqEndpoint;
 use corecast_moq::quic::{destination, AcceptRefused, ConnKey, QuicConn, QuicServerConfig};
 
 use super::{Shard, Slot};
+use crate::messages::{Datagram, RingMsg};
 use crate::metrics::{add, inc};
 
 /// MoQ connections a shard holds before they ask to watch, at most (a
@@ -101,16 +103,43 @@ impl Shard {
             return;
         }
         if !d.initial {
-            let other_shard =
-                ConnKey::of_cid(d.cid).is_some_and(|k| usize::from(k.shard) != self.id);
-            if other_shard {
-                inc(&self.metrics.moq_misrouted_total);
-            } else {
-                inc(&self.metrics.moq_bad_datagrams_total);
+            let owner = ConnKey::of_cid(d.cid)
+                .map(|k| usize::from(k.shard))
+                .filter(|s| *s != self.id && *s < self.links.to.len());
+            match owner {
+                Some(owner) => {
+                    let datagram = Datagram {
+                        at: now,
+                        source,
+                        destination: local,
+                        contents: data.to_vec(),
+                    };
+                    if self.push_ring(owner, RingMsg::MoqIngress(datagram)) {
+                        inc(&self.metrics.moq_misrouted_total);
+                    }
+                }
+                None => inc(&self.metrics.moq_bad_datagrams_total),
             }
             return;
         }
         self.accept_moq(now, source, local, data);
+    }
+
+    /// A datagram another shard read for one of this shard's connections.
+    pub(super) fn moq_forwarded(&mut self, now: Instant, d: &Datagram) {
+        inc(&self.metrics.cross_shard_ingress_total);
+        let conn = destination(&d.contents)
+            .and_then(|x| ConnKey::of_cid(x.cid))
+            .filter(|k| usize::from(k.shard) == self.id)
+            .and_then(|k| {
+                self.by_key
+                    .get(&RouteKey::QuicConnectionId(k.route()))
+                    .copied()
+            });
+        match conn {
+            Some(conn) => self.receive_moq(now, conn, d.source, d.destination, &d.contents),
+            None => inc(&self.metrics.moq_bad_datagrams_total),
+        }
     }
 
     fn receive_moq(

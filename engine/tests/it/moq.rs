@@ -112,7 +112,7 @@ fn a_moq_client_watches_a_whip_publisher() {
     let mut sent = Vec::new();
     let start = Instant::now();
     for (seq, i) in (1u64..).zip(0..80u32) {
-        let key = i % 10 == 0;
+        let key = i.is_multiple_of(10);
         let payload = vec![0x10, if key { 0xa0 } else { 0xbb }, i as u8, 7];
         let now = Instant::now();
         peers[0]
@@ -226,7 +226,7 @@ fn a_client_whose_address_changes_keeps_watching_across_shards() {
     let mut run = |peers: &mut Vec<Peer>, viewer: &mut Viewer, ms: u64| {
         let end = Instant::now() + Duration::from_millis(ms);
         while Instant::now() < end {
-            let key = i % 10 == 0;
+            let key = i.is_multiple_of(10);
             let payload = vec![0x10, if key { 0xa0 } else { 0xbb }, i as u8];
             let now = Instant::now();
             peers[0].client.send(

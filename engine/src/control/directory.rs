@@ -407,12 +407,12 @@ impl Directory {
     }
 
     /// Counts a refused in-band publish request.
-    pub(super) fn count_publish_refused(
-        &mut self,
-        _transport: TransportKind,
-        reason: &'static str,
-    ) {
-        *self.publish_refused.entry(reason).or_default() += 1;
+    pub(super) fn count_publish_refused(&mut self, transport: TransportKind, reason: &'static str) {
+        // `corecast_rtmp_refused_total`; a MoQ connection counts its own
+        // refusals (`corecast_moq_refused_total`).
+        if transport == TransportKind::Rtmp {
+            *self.publish_refused.entry(reason).or_default() += 1;
+        }
     }
 
     /// Ends a connection (DELETE). Returns whether it existed.

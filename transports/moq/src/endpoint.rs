@@ -877,11 +877,18 @@ impl MoqEndpoint {
                             seq: 0,
                         }
                     };
-                    p.video = video.map(|r| track(r, video_ch));
-                    p.audio = audio.map(|r| track(r, audio_ch));
-                    for t in [&p.video, &p.audio].into_iter().flatten() {
+                    // A later catalog adds renditions; those read stay.
+                    if let (None, Some(r)) = (&p.video, video) {
+                        let t = track(r, video_ch);
                         self.events
                             .push_back(Event::ActiveCodec(t.channel, t.codec));
+                        p.video = Some(t);
+                    }
+                    if let (None, Some(r)) = (&p.audio, audio) {
+                        let t = track(r, audio_ch);
+                        self.events
+                            .push_back(Event::ActiveCodec(t.channel, t.codec));
+                        p.audio = Some(t);
                     }
                 }
                 Incoming::Frame {

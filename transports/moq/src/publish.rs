@@ -1,6 +1,7 @@
-//! What a MoQ publisher sends, read from its broadcast: the catalog first
-//! (which tracks, which codecs), then the frames of one video and one audio
-//! rendition. The reader is a future the endpoint polls like the session;
+//! What a MoQ publisher sends, read from its broadcast: the catalog (which
+//! tracks, which codecs; each new catalog group is read, so a rendition
+//! that appears later is picked up), then the frames of one video and one
+//! audio rendition. The reader is a future the endpoint polls like the session;
 //! it queues what it reads for the endpoint, which packetizes it.
 
 use std::collections::VecDeque;
@@ -107,15 +108,88 @@ async fn read(origin: origin::Consumer, path: &str, queue: &Queue) -> Result<(),
         .subscribe(None)
         .await
         .map_err(e)?;
-    let group = catalog.recv_group().await.map_err(e)?.ok_or("no catalog")?;
-    let mut group = group;
-    let first = group
-        .read_frame()
-        .await
-        .map_err(e)?
-        .ok_or("an empty catalog group")?;
-    let parsed = hang::Catalog::<()>::from_slice(&first.payload).map_err(|e| e.to_string())?;
-    let video = parsed.video.renditions.iter().find_map(|(name, v)| {
+    // Each catalog group starts with the whole catalog (later frames of a
+    // group are JSON merge patches, not read): a rendition that appears in
+    // a later group is read from then on. Renditions already read stay.
+    let mut group: Option<moq_net::group::Consumer> = None;
+    let mut catalog_open = true;
+    let (mut video, mut audio) = (false, false);
+    let mut readers: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+    std::future::poll_fn(|cx| {
+        let waiter = kio::Waiter::new(cx.waker().clone());
+        while catalog_open {
+            if let Some(g) = group.as_mut() {
+                match g.poll_read_frame(&waiter) {
+                    Poll::Ready(Ok(Some(frame))) => {
+                        group = None;
+                        let Ok(parsed) = hang::Catalog::<()>::from_slice(&frame.payload) else {
+                            continue;
+                        };
+                        let (v, a) = renditions(&parsed);
+                        let v = v.filter(|_| !video);
+                        let a = a.filter(|_| !audio);
+                        if v.is_none() && a.is_none() {
+                            continue;
+                        }
+                        push(
+                            queue,
+                            Incoming::Catalog {
+                                video: v.clone(),
+                                audio: a.clone(),
+                            },
+                        );
+                        for (r, kind) in [(v, MediaKind::Video), (a, MediaKind::Audio)] {
+                            let Some(r) = r else {
+                                continue;
+                            };
+                            match kind {
+                                MediaKind::Video => video = true,
+                                MediaKind::Audio => audio = true,
+                            }
+                            let Ok(track) = broadcast.track(&r.track) else {
+                                continue;
+                            };
+                            let subscribing = track.subscribe(None);
+                            let q = queue.clone();
+                            readers.push(Box::pin(async move {
+                                if let Ok(sub) = subscribing.await {
+                                    read_track(sub, kind, q).await;
+                                }
+                            }));
+                        }
+                        continue;
+                    }
+                    Poll::Ready(_) => {
+                        group = None;
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            match catalog.poll_recv_group(&waiter) {
+                Poll::Ready(Ok(Some(g))) => group = Some(g),
+                Poll::Ready(_) => catalog_open = false,
+                Poll::Pending => break,
+            }
+        }
+        readers.retain_mut(|r| r.as_mut().poll(cx).is_pending());
+        if !catalog_open && readers.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    if !video && !audio {
+        return Err("no video or audio rendition in a codec corecast forwards".into());
+    }
+    Ok(())
+}
+
+/// The first video and audio renditions of a catalog in codecs corecast
+/// forwards.
+fn renditions(catalog: &hang::Catalog) -> (Option<Rendition>, Option<Rendition>) {
+    let video = catalog.video.renditions.iter().find_map(|(name, v)| {
         let codec = codec_of(&v.codec.to_string())?;
         let avc = match (&v.description, codec.codec) {
             (Some(d), Codec::H264) => Some(h264::AvcConfig::parse(d).ok()?),
@@ -127,7 +201,7 @@ async fn read(origin: origin::Consumer, path: &str, queue: &Queue) -> Result<(),
             avc,
         })
     });
-    let audio = parsed.audio.renditions.iter().find_map(|(name, a)| {
+    let audio = catalog.audio.renditions.iter().find_map(|(name, a)| {
         let codec = codec_of(&a.codec.to_string())?;
         Some(Rendition {
             track: name.clone(),
@@ -135,44 +209,7 @@ async fn read(origin: origin::Consumer, path: &str, queue: &Queue) -> Result<(),
             avc: None,
         })
     });
-    if video.is_none() && audio.is_none() {
-        return Err("no video or audio rendition in a codec corecast forwards".into());
-    }
-    push(
-        queue,
-        Incoming::Catalog {
-            video: video.clone(),
-            audio: audio.clone(),
-        },
-    );
-    let mut tracks = Vec::new();
-    for (r, kind) in [(video, MediaKind::Video), (audio, MediaKind::Audio)] {
-        if let Some(r) = r {
-            let sub = broadcast
-                .track(&r.track)
-                .map_err(e)?
-                .subscribe(None)
-                .await
-                .map_err(e)?;
-            tracks.push(Box::pin(read_track(sub, kind, queue.clone())));
-        }
-    }
-    // Both tracks side by side, until both end.
-    let mut done = vec![false; tracks.len()];
-    std::future::poll_fn(|cx| {
-        for (t, d) in tracks.iter_mut().zip(done.iter_mut()) {
-            if !*d && t.as_mut().poll(cx).is_ready() {
-                *d = true;
-            }
-        }
-        if done.iter().all(|d| *d) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    Ok(())
+    (video, audio)
 }
 
 async fn read_track(mut track: moq_net::track::Subscriber, kind: MediaKind, queue: Queue) {

@@ -103,7 +103,7 @@ impl WatchClient {
                             self.session = Some(s);
                             self.start_watching();
                         }
-                        Err(e) => self.seen.lock().unwrap().error = Some(format!("setup: {e}")),
+                        Err(e) => seen_lock(&self.seen).error = Some(format!("setup: {e}")),
                     }
                 }
             }
@@ -120,7 +120,7 @@ impl WatchClient {
 
     /// What the client received so far.
     pub fn watched(&self) -> Watched {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        seen_lock(&self.seen).clone()
     }
 
     /// Whether the MoQ session is up.
@@ -146,34 +146,36 @@ impl WatchClient {
                 let cat = async move {
                     while let Some(mut g) = catalog.recv_group().await? {
                         if let Some(f) = g.read_frame().await? {
-                            s1.lock().unwrap().catalog =
+                            seen_lock(&s1).catalog =
                                 Some(String::from_utf8_lossy(&f.payload).into_owned());
                         }
                     }
                     Ok::<(), moq_net::Error>(())
                 };
-                let vid =
-                    async move {
-                        while let Some(mut g) = video.recv_group().await? {
-                            s2.lock().unwrap().video.push(Vec::new());
-                            while let Some(f) = g.read_frame().await? {
-                                let frame = hang::container::Frame::decode(f.payload).unwrap();
-                                s2.lock().unwrap().video.last_mut().unwrap().push((
+                let vid = async move {
+                    while let Some(mut g) = video.recv_group().await? {
+                        seen_lock(&s2).video.push(Vec::new());
+                        while let Some(f) = g.read_frame().await? {
+                            let Ok(frame) = hang::container::Frame::decode(f.payload) else {
+                                continue;
+                            };
+                            if let Some(g) = seen_lock(&s2).video.last_mut() {
+                                g.push((
                                     frame.timestamp.as_micros() as u64,
                                     frame.payload.to_vec(),
                                 ));
                             }
                         }
-                        Ok::<(), moq_net::Error>(())
-                    };
+                    }
+                    Ok::<(), moq_net::Error>(())
+                };
                 let aud = async move {
                     while let Some(mut g) = audio.recv_group().await? {
                         while let Some(f) = g.read_frame().await? {
                             let Ok(frame) = hang::container::Frame::decode(f.payload) else {
                                 continue;
                             };
-                            s3.lock()
-                                .unwrap()
+                            seen_lock(&s3)
                                 .audio
                                 .push((frame.timestamp.as_micros() as u64, frame.payload.to_vec()));
                         }
@@ -185,7 +187,7 @@ impl WatchClient {
             }
             .await;
             if let Err(e) = result {
-                seen.lock().unwrap().error = Some(e.to_string());
+                seen_lock(&seen).error = Some(e.to_string());
             }
         }));
     }
@@ -224,4 +226,8 @@ async fn futures_join<A, B, C>(
         }
     })
     .await
+}
+
+fn seen_lock(seen: &Mutex<Watched>) -> std::sync::MutexGuard<'_, Watched> {
+    seen.lock().unwrap_or_else(|e| e.into_inner())
 }

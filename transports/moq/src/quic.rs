@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use quinn_proto::{
-    ConnectionHandle, ConnectionId, ConnectionIdGenerator, DatagramEvent, Dir, EndpointConfig,
+    ConnectionHandle, ConnectionId, ConnectionIdGenerator, DatagramEvent, EndpointConfig,
     Event as QuicEvent, ServerConfig, StreamEvent,
 };
 
 use crate::cert::Certificate;
-use crate::wakers::{QuicError, Shared};
+use crate::wakers::{lock, QuicError, Shared};
 
 /// The length of the connection ids corecast issues.
 pub const CID_LEN: usize = 8;
@@ -337,7 +337,7 @@ impl QuicConn {
             BytesMut::from(datagram),
             &mut self.buf,
         );
-        let mut shared = self.shared.lock().unwrap();
+        let mut shared = lock(&self.shared);
         shared.now = now;
         match event {
             Some(DatagramEvent::ConnectionEvent(h, event)) if h == self.handle => {
@@ -353,7 +353,7 @@ impl QuicConn {
 
     /// Time passes.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut shared = self.shared.lock().unwrap();
+        let mut shared = lock(&self.shared);
         shared.now = now;
         if shared.conn.poll_timeout().is_some_and(|t| t <= now) {
             shared.conn.handle_timeout(now);
@@ -364,7 +364,7 @@ impl QuicConn {
     /// back, stream and connection events to the wakers waiting on them.
     /// Returns the connection's own events (handshake done, lost).
     pub fn process(&mut self) -> Vec<ConnEvent> {
-        let mut shared = self.shared.lock().unwrap();
+        let mut shared = lock(&self.shared);
         let mut out = Vec::new();
         while let Some(event) = shared.conn.poll_endpoint_events() {
             if let Some(back) = self.endpoint.handle_event(self.handle, event) {
@@ -411,7 +411,7 @@ impl QuicConn {
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<QuicTransmit> {
-        let mut shared = self.shared.lock().unwrap();
+        let mut shared = lock(&self.shared);
         self.buf.clear();
         let t = shared.conn.poll_transmit(now, 1, &mut self.buf)?;
         Some(QuicTransmit {
@@ -422,17 +422,17 @@ impl QuicConn {
 
     /// When [`handle_timeout`](Self::handle_timeout) is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.shared.lock().unwrap().conn.poll_timeout()
+        lock(&self.shared).conn.poll_timeout()
     }
 
     /// Sends a PING (a client that just moved, a keep-alive of its own).
     pub fn ping(&mut self) {
-        self.shared.lock().unwrap().conn.ping();
+        lock(&self.shared).conn.ping();
     }
 
     /// Closes the connection with an application error code.
     pub fn close(&mut self, now: Instant, code: u32, reason: &str) {
-        let mut shared = self.shared.lock().unwrap();
+        let mut shared = lock(&self.shared);
         shared.conn.close(
             now,
             code.into(),
@@ -442,25 +442,7 @@ impl QuicConn {
 
     /// Whether the connection is gone (closed and drained).
     pub fn is_drained(&self) -> bool {
-        self.shared.lock().unwrap().drained
-    }
-
-    /// Streams the client holds open now.
-    pub fn open_streams(&self) -> u64 {
-        let shared = self.shared.lock().unwrap();
-        let s = shared.conn.stats();
-        s.frame_rx.stream + s.frame_tx.stream
-    }
-
-    /// A stream direction's count of peer-opened streams (for tests).
-    #[doc(hidden)]
-    pub fn remote_open(&self, dir: Dir) -> u64 {
-        self.shared
-            .lock()
-            .unwrap()
-            .conn
-            .streams()
-            .remote_open_streams(dir)
+        lock(&self.shared).drained
     }
 }
 

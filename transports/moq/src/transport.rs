@@ -5,23 +5,17 @@
 //! and [`crate::quic::QuicConn::process`] wakes it when quinn-proto says the
 //! stream, the stream budget or the connection moved.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use quinn_proto::{Dir, ReadError, ReadableError, StreamId, VarInt, WriteError};
 use web_transport_trait::{poll, StatsUnavailable};
 
-use crate::wakers::{QuicError, Shared};
+use crate::wakers::{lock, QuicError, Shared};
 
 fn code(v: VarInt) -> u32 {
     u32::try_from(v.into_inner()).unwrap_or(u32::MAX)
-}
-
-fn lock(shared: &Arc<Mutex<Shared>>) -> MutexGuard<'_, Shared> {
-    // Only the shard's thread touches a connection; a poisoned lock means a
-    // panic there already.
-    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A MoQ session's view of its QUIC connection.

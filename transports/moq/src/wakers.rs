@@ -4,6 +4,7 @@
 //! handle's waker is woken and the endpoint polls the session again.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
@@ -166,4 +167,11 @@ impl Shared {
         wake(&mut self.datagram);
         wake(&mut self.closed);
     }
+}
+
+/// Locks a connection's shared state. Only the shard's thread touches a
+/// connection; a poisoned lock means a panic there already, and the state
+/// is still the connection's.
+pub(crate) fn lock(shared: &Arc<Mutex<Shared>>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -355,7 +355,7 @@ fn moq_sockets(settings: &Settings) -> Result<MoqSockets, NodeError> {
     };
     let config = corecast_moq::quic::QuicServerConfig::new(
         &cert,
-        corecast_moq::ALPNS,
+        corecast_moq::SERVER_ALPNS,
         corecast_moq::MAX_STREAMS,
         moq.idle_timeout,
     )

@@ -40,7 +40,9 @@ pub struct Watched {
 pub struct WatchClient {
     pub quic: QuicConn,
     flag: Arc<Flag>,
-    connect: Option<Boxed<Result<Running, moq_net::Error>>>,
+    /// Over WebTransport: the URL it asks for (the query carries a token).
+    webtransport: Option<String>,
+    connect: Option<Boxed<Result<Running, String>>>,
     session: Option<Running>,
     origin: moq_net::origin::Producer,
     origin_driver: moq_net::origin::Driver,
@@ -59,7 +61,36 @@ impl WatchClient {
         server: SocketAddr,
         room: &str,
     ) -> Result<WatchClient, String> {
-        let config = pinned_client_config(fingerprint, ALPNS)?;
+        WatchClient::connect(now, fingerprint, local, server, room, None)
+    }
+
+    /// A client like [`WatchClient::new`] that speaks WebTransport over
+    /// HTTP/3, as a browser does, asking for `url` (`https://host/?token=…`).
+    pub fn webtransport(
+        now: Instant,
+        fingerprint: &str,
+        local: SocketAddr,
+        server: SocketAddr,
+        room: &str,
+        url: &str,
+    ) -> Result<WatchClient, String> {
+        WatchClient::connect(now, fingerprint, local, server, room, Some(url.to_string()))
+    }
+
+    fn connect(
+        now: Instant,
+        fingerprint: &str,
+        local: SocketAddr,
+        server: SocketAddr,
+        room: &str,
+        webtransport: Option<String>,
+    ) -> Result<WatchClient, String> {
+        let alpns = if webtransport.is_some() {
+            &[crate::H3][..]
+        } else {
+            ALPNS
+        };
+        let config = pinned_client_config(fingerprint, alpns)?;
         let key = ConnKey { shard: 0, key: 1 };
         let quic = QuicConn::connect(now, config, key, local, server, "localhost")?;
         let (origin, origin_driver) =
@@ -67,6 +98,7 @@ impl WatchClient {
         Ok(WatchClient {
             quic,
             flag: Arc::new(Flag::default()),
+            webtransport,
             connect: None,
             session: None,
             origin,
@@ -88,10 +120,19 @@ impl WatchClient {
                 if let ConnEvent::Connected { alpn } = e {
                     let session = self.quic.session(alpn);
                     let client = moq_net::Client::new().with_subscriber(self.origin.clone());
-                    self.connect =
-                        Some(Box::pin(
-                            async move { client.connect_lite(now, session).await },
-                        ));
+                    let url = self.webtransport.clone();
+                    self.connect = Some(Box::pin(async move {
+                        let session = match url {
+                            Some(url) => crate::h3::connect(session, &url, ALPNS)
+                                .await
+                                .map_err(|e| e.to_string())?,
+                            None => session,
+                        };
+                        client
+                            .connect_lite(now, session)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }));
                 }
             }
             let _ = self.origin_driver.poll(now, &waiter);

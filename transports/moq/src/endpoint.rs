@@ -42,6 +42,7 @@ use corecast_media::{
 use moq_net::{broadcast, group, origin, track, Timestamp};
 
 use crate::frames::{Dropped, Frame, FrameAssembler};
+use crate::h3;
 use crate::packetize::Packetizer;
 use crate::publish::{self, Incoming, Queue, Rendition};
 use crate::quic::{ConnEvent, ConnKey, QuicConn};
@@ -109,6 +110,8 @@ pub(crate) type Running = (moq_net::Session, moq_net::Driver<QuicSession>);
 enum Phase {
     /// The QUIC handshake.
     Connecting,
+    /// The WebTransport CONNECT, on an HTTP/3 connection.
+    WebTransport(Boxed<Result<h3::Accepted, h3::H3Error>>),
     /// The MoQ setup.
     Setup(Boxed<Result<Handshake, moq_net::Error>>),
     Accepting(Boxed<Result<Running, moq_net::Error>>),
@@ -315,8 +318,10 @@ impl MoqEndpoint {
                 break;
             }
         }
-        if matches!(self.phase, Phase::Connecting | Phase::Setup(_))
-            && now.duration_since(self.started) > HANDSHAKE_TIMEOUT
+        if matches!(
+            self.phase,
+            Phase::Connecting | Phase::WebTransport(_) | Phase::Setup(_)
+        ) && now.duration_since(self.started) > HANDSHAKE_TIMEOUT
         {
             self.stats.requests_refused += 1;
             self.close(now, codes::REFUSED, "handshake timeout");
@@ -324,12 +329,15 @@ impl MoqEndpoint {
         self.deadline = deadline;
     }
 
+    /// Starts the MoQ setup on raw QUIC, or the WebTransport CONNECT
+    /// first on HTTP/3.
     fn start_setup(&mut self, now: Instant, alpn: Option<String>) {
-        let session = QuicSession::new(self.quic.shared.clone(), alpn);
-        let server = moq_net::Server::new();
-        self.phase = Phase::Setup(Box::pin(async move {
-            server.accept_request_lite(now, session).await
-        }));
+        let session = QuicSession::new(self.quic.shared.clone(), alpn.clone());
+        self.phase = if alpn.as_deref() == Some(crate::H3) {
+            Phase::WebTransport(Box::pin(h3::accept(session, crate::ALPNS)))
+        } else {
+            setup(now, session)
+        };
     }
 
     /// Polls the handshake or the session's driver, and the origin's
@@ -343,11 +351,29 @@ impl MoqEndpoint {
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         self.phase = match phase {
+            Phase::WebTransport(mut fut) => match fut.as_mut().poll(&mut cx) {
+                Poll::Pending => Phase::WebTransport(fut),
+                Poll::Ready(Ok(accepted)) => {
+                    tracing::debug!("moq {}: webtransport at {:?}", self.conn, accepted.path);
+                    self.token = token_of(&accepted.path);
+                    self.flag.0.store(true, Ordering::Release);
+                    setup(now, accepted.session)
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!("moq {}: webtransport refused: {e}", self.conn);
+                    self.stats.requests_refused += 1;
+                    self.close(now, codes::REFUSED, "webtransport refused");
+                    Phase::Ended
+                }
+            },
             Phase::Setup(mut fut) => match fut.as_mut().poll(&mut cx) {
                 Poll::Pending => Phase::Setup(fut),
                 Poll::Ready(Ok(handshake)) => {
                     tracing::debug!("moq {}: setup, path {:?}", self.conn, handshake.path());
-                    self.token = token_of(handshake.path());
+                    // Over WebTransport the URL's query carries it instead.
+                    if self.token.is_none() {
+                        self.token = token_of(handshake.path());
+                    }
                     let handshake = handshake
                         .with_publisher(self.origin.consume())
                         .with_subscriber(self.incoming.clone());
@@ -503,6 +529,14 @@ impl MoqEndpoint {
             }
         }
     }
+}
+
+/// The moq-lite setup on `session`.
+fn setup(now: Instant, session: QuicSession) -> Phase {
+    let server = moq_net::Server::new();
+    Phase::Setup(Box::pin(async move {
+        server.accept_request_lite(now, session).await
+    }))
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -734,7 +768,10 @@ impl Endpoint for MoqEndpoint {
             return Output::Event(e);
         }
         let mut at = earliest(self.quic.poll_timeout(), self.deadline);
-        if matches!(self.phase, Phase::Connecting | Phase::Setup(_)) {
+        if matches!(
+            self.phase,
+            Phase::Connecting | Phase::WebTransport(_) | Phase::Setup(_)
+        ) {
             at = earliest(at, Some(self.started + HANDSHAKE_TIMEOUT));
         }
         Output::Timeout(at.unwrap_or(now + Duration::from_secs(1)).max(now))

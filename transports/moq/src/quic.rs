@@ -14,10 +14,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use quinn_proto::{
     ConnectionHandle, ConnectionId, ConnectionIdGenerator, DatagramEvent, EndpointConfig,
-    Event as QuicEvent, ServerConfig, StreamEvent,
+    Event as QuicEvent, ServerConfig, StreamEvent, VarInt,
 };
 
 use crate::cert::Certificate;
@@ -28,6 +28,9 @@ pub const CID_LEN: usize = 8;
 
 /// The longest datagram the MoQ port reads or sends.
 pub const MAX_DATAGRAM: usize = 1500;
+
+/// H3_NO_ERROR: how an HTTP/3 connection closes when its session ended.
+const H3_NO_ERROR: VarInt = VarInt::from_u32(0x100);
 
 /// Where a connection lives: a shard and the key it gave the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -373,6 +376,16 @@ impl QuicConn {
         }
         while let Some(event) = shared.conn.poll() {
             match event {
+                QuicEvent::Stream(StreamEvent::Readable { id })
+                    if shared.wt.as_ref().is_some_and(|wt| wt.session == id) =>
+                {
+                    if shared.session_stream_ended() {
+                        let now = shared.now;
+                        shared
+                            .conn
+                            .close(now, H3_NO_ERROR, Bytes::from_static(b"session closed"));
+                    }
+                }
                 QuicEvent::Stream(StreamEvent::Readable { id }) => shared.wake_read(id),
                 QuicEvent::Stream(StreamEvent::Writable { id }) => shared.wake_write(id),
                 QuicEvent::Stream(StreamEvent::Finished { id })

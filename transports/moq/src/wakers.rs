@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub now: Instant,
     pub drained: bool,
     pub error: Option<QuicError>,
+    /// The WebTransport session, on an HTTP/3 connection once set up.
+    pub wt: Option<crate::webtransport::WtState>,
     read: HashMap<StreamId, Vec<Waker>>,
     write: HashMap<StreamId, Vec<Waker>>,
     accept: [Vec<Waker>; 2],
@@ -96,6 +98,7 @@ impl Shared {
             now,
             drained: false,
             error: None,
+            wt: None,
             read: HashMap::new(),
             write: HashMap::new(),
             accept: Default::default(),

@@ -7,6 +7,7 @@
 //! The client asks for the room's broadcast, reads the catalog and
 //! receives every frame: video groups start at keyframes and hold the
 //! frames bit-exact, audio frames come in order with their timestamps.
+//! It does so on raw QUIC and over WebTransport (HTTP/3), as browsers do.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,12 +21,13 @@ use corecast_moq::cert::Certificate;
 use corecast_moq::client::WatchClient;
 use corecast_moq::endpoint::{MoqEndpoint, AUDIO_SLOT, VIDEO_SLOT};
 use corecast_moq::quic::{ConnKey, QuicConn, QuicServerConfig};
-use corecast_moq::ALPNS;
+use corecast_moq::SERVER_ALPNS;
 
 /// The engine's side: what the endpoint asked.
 #[derive(Default)]
 struct EngineLog {
     watch: Vec<String>,
+    tokens: Vec<Option<String>>,
     closed: bool,
     keyframe_requests: usize,
 }
@@ -44,13 +46,24 @@ struct World {
 
 impl World {
     fn new(room: &str) -> World {
+        World::with(room, None)
+    }
+
+    /// A world whose client asks for `url` over WebTransport, or speaks raw
+    /// QUIC without one.
+    fn with(room: &str, webtransport: Option<&str>) -> World {
         let now = Instant::now();
         let cert = Certificate::generate(&["localhost".into()], SystemTime::now()).unwrap();
-        let config = QuicServerConfig::new(&cert, ALPNS, 100, Duration::from_secs(30)).unwrap();
+        let config =
+            QuicServerConfig::new(&cert, SERVER_ALPNS, 100, Duration::from_secs(30)).unwrap();
         let server_addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let mut client =
-            WatchClient::new(now, &cert.fingerprint(), local, server_addr, room).unwrap();
+        let fp = cert.fingerprint();
+        let mut client = match webtransport {
+            None => WatchClient::new(now, &fp, local, server_addr, room),
+            Some(url) => WatchClient::webtransport(now, &fp, local, server_addr, room, url),
+        }
+        .unwrap();
         // The client's first datagram makes the server's connection.
         let first = client.quic.poll_transmit(now).unwrap();
         let quic = QuicConn::accept(
@@ -114,8 +127,9 @@ impl World {
 
     fn on_event(&mut self, e: Event) {
         match e {
-            Event::WatchRequest { room, .. } => {
+            Event::WatchRequest { room, token } => {
                 self.log.watch.push(room);
+                self.log.tokens.push(token);
                 let admit = self.admit.clone();
                 let ok = admit.is_ok();
                 self.server
@@ -191,7 +205,23 @@ fn vp8_frame(n: usize, key: bool, seed: u8) -> Vec<u8> {
 
 #[test]
 fn a_moq_client_watches_a_room_frame_exact() {
-    let mut w = World::new("room1");
+    watch_frame_exact(World::new("room1"));
+}
+
+#[test]
+fn a_webtransport_client_watches_a_room_frame_exact() {
+    let w = World::with("room1", Some("https://localhost:4443/?token=t0k"));
+    let tokens = watch_frame_exact(w);
+    assert_eq!(
+        tokens,
+        vec![Some("t0k".to_string())],
+        "the token of the URL"
+    );
+}
+
+/// Sends two seconds of VP8 and Opus and checks the client got every
+/// frame; returns the tokens the watch requests carried.
+fn watch_frame_exact(mut w: World) -> Vec<Option<String>> {
     for _ in 0..20 {
         w.advance(Duration::from_millis(5));
     }
@@ -274,6 +304,7 @@ fn a_moq_client_watches_a_room_frame_exact() {
     let stats = w.server.moq_stats();
     assert_eq!(stats.frames as usize, sent_video.len() + sent_audio.len());
     assert!(stats.groups >= 4, "{stats:?}");
+    w.log.tokens
 }
 
 #[test]
@@ -348,11 +379,11 @@ fn a_moq_publisher_becomes_rtp_on_the_rooms_tracks() {
 
     let now0 = Instant::now();
     let cert = Certificate::generate(&["localhost".into()], SystemTime::now()).unwrap();
-    let config = QuicServerConfig::new(&cert, ALPNS, 100, Duration::from_secs(30)).unwrap();
+    let config = QuicServerConfig::new(&cert, SERVER_ALPNS, 100, Duration::from_secs(30)).unwrap();
     let server_addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
     let local: SocketAddr = "127.0.0.1:40001".parse().unwrap();
     let client_config =
-        corecast_moq::quic::pinned_client_config(&cert.fingerprint(), ALPNS).unwrap();
+        corecast_moq::quic::pinned_client_config(&cert.fingerprint(), corecast_moq::ALPNS).unwrap();
     let mut quic = QuicConn::connect(
         now0,
         client_config,

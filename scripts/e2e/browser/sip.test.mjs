@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { toneWav } from './tone.mjs';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 const SERVER = process.env.CORECAST_URL || 'http://127.0.0.2:8080';
@@ -52,25 +53,6 @@ after(async () => {
   await context?.close();
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
-
-/** A 16-bit stereo WAV of a 440 Hz sine at 48 kHz (baresip's Opus source). */
-function toneWav(file, seconds) {
-  const rate = 48000;
-  const frames = rate * seconds;
-  const data = Buffer.alloc(frames * 4);
-  for (let i = 0; i < frames; i++) {
-    const v = Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate));
-    data.writeInt16LE(v, 4 * i);
-    data.writeInt16LE(v, 4 * i + 2);
-  }
-  const head = Buffer.alloc(44);
-  head.write('RIFF', 0); head.writeUInt32LE(36 + data.length, 4); head.write('WAVE', 8);
-  head.write('fmt ', 12); head.writeUInt32LE(16, 16); head.writeUInt16LE(1, 20);
-  head.writeUInt16LE(2, 22); head.writeUInt32LE(rate, 24); head.writeUInt32LE(rate * 4, 28);
-  head.writeUInt16LE(4, 32); head.writeUInt16LE(16, 34);
-  head.write('data', 36); head.writeUInt32LE(data.length, 40);
-  writeFileSync(file, Buffer.concat([head, data]));
-}
 
 /** The loudest RMS over 100 ms windows of a 16-bit WAV's first channel. */
 function loudest(file) {

@@ -13,13 +13,20 @@ use corecast_moq::cert::Certificate;
 use corecast_moq::endpoint::MoqEndpoint;
 use corecast_moq::frames::FrameAssembler;
 use corecast_moq::quic::{destination, ConnKey, QuicConn, QuicServerConfig, CID_LEN};
+use corecast_moq::webtransport::{datagram_in, header, Header};
 
 /// One server configuration for every input (key generation is slow).
 fn config() -> &'static QuicServerConfig {
     static CONFIG: OnceLock<QuicServerConfig> = OnceLock::new();
     CONFIG.get_or_init(|| {
         let cert = Certificate::generate(&["localhost".into()], SystemTime::now()).unwrap();
-        QuicServerConfig::new(&cert, corecast_moq::ALPNS, 16, Duration::from_secs(5)).unwrap()
+        QuicServerConfig::new(
+            &cert,
+            corecast_moq::SERVER_ALPNS,
+            16,
+            Duration::from_secs(5),
+        )
+        .unwrap()
     })
 }
 
@@ -128,4 +135,25 @@ fn packet(codec: Codec, seq: u64, rtp_time: u32, marker: bool, payload: &[u8]) -
         dependency: None,
         payload: Arc::from(payload),
     }
+}
+
+/// Target `webtransport`: what a browser's HTTP/3 connection carries
+/// before the MoQ session reads it. The input, as a stream's first bytes
+/// (either direction), as a datagram and as the CONNECT request's stream,
+/// never panics; a header read says how many more bytes it needs (at most a
+/// varint's 8) or how long it was (within the input). Returns whether the
+/// input parsed as a CONNECT request.
+pub fn webtransport(data: &[u8]) -> bool {
+    for dir in [quinn_proto::Dir::Uni, quinn_proto::Dir::Bi] {
+        match header(data, dir) {
+            Header::More(n) => assert!((1..=8).contains(&n)),
+            Header::Session(_, len) => assert!(len <= data.len() && len >= 2),
+            Header::Other(_) => {}
+        }
+    }
+    let session = quinn_proto::StreamId::new(quinn_proto::Side::Client, quinn_proto::Dir::Bi, 0);
+    if let Some(p) = datagram_in(session, bytes::Bytes::copy_from_slice(data)) {
+        assert!(p.len() < data.len());
+    }
+    web_transport_proto::ConnectRequest::decode(&mut &data[..]).is_ok()
 }

@@ -91,40 +91,56 @@ fn print_load(s: &load::LoadSummary) {
             s.retried_steps
         );
     }
-    println!("| egress packets/s | {:.0} |", s.egress_pps);
-    println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
-    println!(
-        "| egress packets/s per server core | {} |",
-        opt(s.egress_pps_per_core)
-    );
-    println!(
-        "| server CPU seconds per million packets | {} |",
-        opt(s.server_cpu_s_per_million_packets)
-    );
-    println!(
-        "| added latency p50 / p99 (ms), at the viewer's socket | {:.2} / {:.2} |",
-        s.p50_added_ms, s.p99_added_ms
-    );
-    println!(
-        "| delivered p50 / p99 (ms), after the generator's queueing | {:.2} / {:.2} |",
-        s.p50_delivered_ms, s.p99_delivered_ms
-    );
-    println!("| loss | {:.4}% |", s.loss * 100.0);
-    println!(
-        "| corrupted / reordered / duplicates | {} / {} / {} |",
-        s.corrupted, s.reordered, s.duplicates
-    );
-    println!("| jitter max (ms) | {:.2} |", s.jitter_ms_max);
-    println!(
-        "| join p50 / p99 (ms) | {:.1} / {:.1} |",
-        s.join_p50_ms, s.join_p99_ms
-    );
-    println!(
-        "| sessions set up per s (per server core) | {:.0} ({}) |",
-        s.setup_per_s,
-        opt(s.setup_per_s_per_core)
-    );
+    if s.moq {
+        println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
+    } else {
+        println!("| egress packets/s | {:.0} |", s.egress_pps);
+        println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
+        println!(
+            "| egress packets/s per server core | {} |",
+            opt(s.egress_pps_per_core)
+        );
+        println!(
+            "| server CPU seconds per million packets | {} |",
+            opt(s.server_cpu_s_per_million_packets)
+        );
+        println!(
+            "| added latency p50 / p99 (ms), at the viewer's socket | {:.2} / {:.2} |",
+            s.p50_added_ms, s.p99_added_ms
+        );
+        println!(
+            "| delivered p50 / p99 (ms), after the generator's queueing | {:.2} / {:.2} |",
+            s.p50_delivered_ms, s.p99_delivered_ms
+        );
+        println!("| loss | {:.4}% |", s.loss * 100.0);
+        println!(
+            "| corrupted / reordered / duplicates | {} / {} / {} |",
+            s.corrupted, s.reordered, s.duplicates
+        );
+        println!("| jitter max (ms) | {:.2} |", s.jitter_ms_max);
+        println!(
+            "| join p50 / p99 (ms) | {:.1} / {:.1} |",
+            s.join_p50_ms, s.join_p99_ms
+        );
+        println!(
+            "| sessions set up per s (per server core) | {:.0} ({}) |",
+            s.setup_per_s,
+            opt(s.setup_per_s_per_core)
+        );
+    }
     println!("| server peak RSS (MiB) | {} |", opt(s.server_rss_mb));
+    println!(
+        "| viewers' UDP payload Mbit/s per server core | {} |",
+        opt(s.egress_bps_per_core.map(|b| b / 1e6))
+    );
+    if s.moq {
+        println!(
+            "| MoQ viewer: video / audio frames per s, Mbit/s | {} / {} , {:.2} |",
+            opt(s.moq_video_fps),
+            opt(s.moq_audio_fps),
+            s.viewer_rx_bps / 1e6
+        );
+    }
     if s.simulcast || s.viewer_cap_bps.is_some() {
         print_layers(s);
     }

@@ -2,6 +2,7 @@
 //! with live lines, a final table and a JSON summary.
 
 pub mod cap;
+mod moq;
 mod pacer;
 pub mod rtmp;
 pub mod schedule;
@@ -101,6 +102,21 @@ pub struct LoadArgs {
     /// receiver; the server does the same work.
     #[arg(long)]
     pub viewer_cap: Option<String>,
+    /// Viewers are MoQ clients at this MoQ port (`moql://HOST:PORT/`)
+    /// instead of WHEP viewers: each watches its publisher's stream as a
+    /// room over raw QUIC (moq-lite), counting frames. Implies
+    /// `--vp8-frames`. No ramp: `--viewers` at once.
+    #[arg(long)]
+    pub moq: Option<String>,
+    /// The MoQ certificate's SHA-256 (hex) [default: fetched from the
+    /// server's /certificate.sha256, next to --whep].
+    #[arg(long)]
+    pub moq_fingerprint: Option<String>,
+    /// Video probes carry VP8 framing (frame starts, keyframes every 2 s,
+    /// picture ids) in one layer, as MoQ viewers need: run WHEP rounds
+    /// with it to compare with `--moq` on the same payloads.
+    #[arg(long)]
+    pub vp8_frames: bool,
     /// Time between the last viewer's set-up and the measured window
     /// (simulcast viewers take seconds to climb to the layer their link
     /// carries).
@@ -192,6 +208,16 @@ pub struct LoadSummary {
     /// At the end: the mean of the viewer legs' bandwidth estimates,
     /// `corecast_estimate_bps_sum / corecast_estimated_legs`.
     pub server_mean_estimate_bps: Option<f64>,
+    /// UDP payload bits per second all viewers received, per server core
+    /// (`viewer_rx_bps` x viewers up / `server_cpu_cores`): comparable
+    /// between WebRTC and MoQ viewers of the same publishers.
+    pub egress_bps_per_core: Option<f64>,
+    /// Viewers were MoQ clients (`--moq`).
+    pub moq: bool,
+    /// Video and audio frames per second a MoQ viewer received (the mean
+    /// over the viewers up, in the window).
+    pub moq_video_fps: Option<f64>,
+    pub moq_audio_fps: Option<f64>,
 }
 
 /// Counters of the server's /metrics the summary reports (summed over shards).
@@ -449,6 +475,13 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
     }
     let mut plan = MediaPlan::standard(bitrate, args.pacing);
     plan.simulcast = args.simulcast;
+    plan.vp8_frames = args.vp8_frames || args.moq.is_some();
+    if args.moq.is_some() && (args.ramp || args.simulcast || args.rtmp.is_some()) {
+        return Err(
+            "--moq takes WHIP publishers and a fixed --viewers (no --ramp, --simulcast, --rtmp)"
+                .into(),
+        );
+    }
     if let Some(t) = &args.rtmp {
         rtmp::parse_url(&expand(t, "x")).ok_or_else(|| format!("bad --rtmp {t}"))?;
         // One NAL unit per packet, each small enough for the server to
@@ -522,6 +555,11 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         viewer_cap_bps: viewer_cap,
         ..LoadSummary::default()
     };
+    if let Some(moq_url) = &args.moq {
+        let summary = moq_round(&mut run, moq_url, summary)?;
+        stop(run, handles, &signal);
+        return Ok(summary);
+    }
     let setup_start = run.window();
     let metrics_before;
     let measured = if args.ramp {
@@ -577,6 +615,10 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         .filter(|c| *c > 0.0)
         .map(|c| measured.egress_pps / c);
     summary.server_cpu_s_per_million_packets = summary.egress_pps_per_core.map(|pps| 1e6 / pps);
+    summary.egress_bps_per_core = measured
+        .cpu_cores
+        .filter(|cores| *cores > 0.0)
+        .map(|cores| summary.viewer_rx_bps * c.sessions_up as f64 / cores);
     summary.p50_added_ms = measured.latency.latency_ms(0.5);
     summary.p99_added_ms = measured.latency.latency_ms(0.99);
     summary.p50_delivered_ms = measured.latency.delivered_ms(0.5);
@@ -593,6 +635,17 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         summary.rtmp_failures = p.failures.load(std::sync::atomic::Ordering::Relaxed);
         p.stop();
     }
+    stop(run, handles, &signal);
+    Ok(summary)
+}
+
+/// Stops the generator's shards and lets the signalling threads send the
+/// DELETEs.
+fn stop(
+    mut run: Run,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    signal: &flume::Sender<signal::SignalRequest>,
+) {
     for tx in &run.commands {
         let _ = tx.send(ShardCmd::Stop);
     }
@@ -600,12 +653,80 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
     for h in handles {
         let _ = h.join();
     }
-    // Let the signalling threads send the DELETEs.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !signal.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
+}
+
+/// `--moq`: the publishers are up; `--viewers` MoQ clients watch them
+/// (viewer i the stream of publisher i mod publishers), then one window of
+/// `--duration` is measured.
+fn moq_round(
+    run: &mut Run,
+    moq_url: &str,
+    mut summary: LoadSummary,
+) -> Result<LoadSummary, String> {
+    let args = run.args.clone();
+    let server = moq_url
+        .strip_prefix("moql://")
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .ok_or_else(|| format!("bad --moq {moq_url} (moql://IP:PORT/)"))?;
+    let fingerprint = match &args.moq_fingerprint {
+        Some(f) => f.clone(),
+        None => {
+            let url = HttpUrl::parse(&expand(&args.whep, "x"))
+                .map(|u| u.join("/certificate.sha256"))
+                .map_err(|e| e.to_string())?;
+            let r = crate::url::request(&url, "GET", None, None, b"").map_err(|e| e.to_string())?;
+            if r.status != 200 {
+                return Err(format!(
+                    "/certificate.sha256: HTTP {} (is --moq-port set?)",
+                    r.status
+                ));
+            }
+            r.body.trim().to_string()
+        }
+    };
+    let rooms = (0..args.viewers)
+        .map(|i| format!("{}-{}", args.stream_prefix, i % args.publishers.max(1)))
+        .collect();
+    let viewers = moq::start(rooms, server, fingerprint, args.local_ip, args.first_core)?;
+    let t0 = Instant::now();
+    while viewers.totals().up < u64::from(args.viewers) && t0.elapsed() < Duration::from_secs(30) {
+        run.pump(Duration::from_millis(100));
+    }
+    run.pump(args.warmup);
+    let (a, cpu_a, at) = (
+        viewers.totals(),
+        args.server_pid.and_then(procfs::cpu_seconds),
+        Instant::now(),
+    );
+    run.pump(args.duration);
+    let (b, cpu_b) = (
+        viewers.totals(),
+        args.server_pid.and_then(procfs::cpu_seconds),
+    );
+    let secs = at.elapsed().as_secs_f64().max(1e-9);
+    viewers.stop();
+    summary.moq = true;
+    summary.viewers = u64::from(args.viewers);
+    summary.max_viewers = b.up;
+    summary.session_failures = b.failed + u64::from(args.viewers).saturating_sub(b.up);
+    let per_viewer = |x: u64, y: u64| (y.saturating_sub(x)) as f64 / secs / b.up.max(1) as f64;
+    summary.viewer_rx_bps = per_viewer(a.rx_bytes, b.rx_bytes) * 8.0;
+    summary.moq_video_fps = Some(per_viewer(a.video_frames, b.video_frames));
+    summary.moq_audio_fps = Some(per_viewer(a.audio_frames, b.audio_frames));
+    if let (Some(x), Some(y)) = (cpu_a, cpu_b) {
+        let cores = (y - x) / secs;
+        summary.server_cpu_cores = Some(cores);
+        if cores > 0.0 {
+            summary.egress_bps_per_core = Some(summary.viewer_rx_bps * b.up as f64 / cores);
+        }
+    }
+    summary.server_rss_mb = args.server_pid.and_then(procfs::peak_rss_mb);
     Ok(summary)
 }
 

@@ -47,6 +47,10 @@ pub struct MediaPlan {
     pub pacing: f64,
     /// Send the video in the three layers of [`SIMULCAST_SPLIT`].
     pub simulcast: bool,
+    /// Video probes carry VP8 framing (frame starts, keyframes, picture
+    /// ids) as simulcast's layered probes do, in one layer, so that a
+    /// server that reassembles frames (MoQ viewers) sees real ones.
+    pub vp8_frames: bool,
 }
 
 impl MediaPlan {
@@ -63,6 +67,7 @@ impl MediaPlan {
             audio_payload: 100,
             pacing,
             simulcast: false,
+            vp8_frames: false,
         }
     }
 

@@ -223,7 +223,8 @@ impl State {
             };
             let mut buf = std::mem::take(&mut self.buf);
             let client = &mut self.peers[idx].client;
-            let sent = if self.plan.simulcast && p.kind == MediaKind::Video {
+            let framed = self.plan.simulcast || self.plan.vp8_frames;
+            let sent = if framed && p.kind == MediaKind::Video {
                 let layered = LayeredProbe {
                     probe,
                     layer: p.layer,
@@ -232,8 +233,12 @@ impl State {
                     picture_id: p.picture_id,
                 };
                 payload::encode_layered(&layered, p.size, &mut buf);
-                let layer = usize::from(p.layer);
-                client.send_layer(now, layer, p.seq, p.rtp_time, p.marker, &buf)
+                if self.plan.simulcast {
+                    let layer = usize::from(p.layer);
+                    client.send_layer(now, layer, p.seq, p.rtp_time, p.marker, &buf)
+                } else {
+                    client.send(now, p.kind, p.seq, p.rtp_time, p.marker, &buf)
+                }
             } else {
                 payload::encode(&probe, p.size, &mut buf);
                 client.send(now, p.kind, p.seq, p.rtp_time, p.marker, &buf)

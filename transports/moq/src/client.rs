@@ -31,9 +31,14 @@ type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
 #[derive(Debug, Default, Clone)]
 pub struct Watched {
     pub catalog: Option<String>,
-    /// Video groups: the frames of each (timestamp µs, bytes).
+    /// Video groups: the frames of each (timestamp µs, bytes); empty for
+    /// a client that only counts ([`WatchClient::count_only`]).
     pub video: Vec<Vec<(u64, Vec<u8>)>>,
     pub audio: Vec<(u64, Vec<u8>)>,
+    /// Frames and their payload bytes, counted either way.
+    pub video_frames: u64,
+    pub video_bytes: u64,
+    pub audio_frames: u64,
     pub error: Option<String>,
 }
 
@@ -49,6 +54,8 @@ pub struct WatchClient {
     tasks: Vec<Boxed<()>>,
     seen: Arc<Mutex<Watched>>,
     room: String,
+    /// Whether frames are kept (tests) or only counted (load).
+    keep: bool,
 }
 
 impl WatchClient {
@@ -106,7 +113,14 @@ impl WatchClient {
             tasks: Vec::new(),
             seen: Arc::default(),
             room: room.to_string(),
+            keep: true,
         })
+    }
+
+    /// Counts frames instead of keeping them (a load generator's viewers).
+    pub fn count_only(mut self) -> WatchClient {
+        self.keep = false;
+        self
     }
 
     /// Polls the session after an input (a datagram, time).
@@ -173,6 +187,7 @@ impl WatchClient {
         let consumer = self.origin.consume();
         let seen = self.seen.clone();
         let room = self.room.clone();
+        let keep = self.keep;
         self.tasks.push(Box::pin(async move {
             let result: Result<(), moq_net::Error> = async {
                 let broadcast = consumer.routed_broadcast(room.as_str()).await?;
@@ -195,12 +210,17 @@ impl WatchClient {
                 };
                 let vid = async move {
                     while let Some(mut g) = video.recv_group().await? {
-                        seen_lock(&s2).video.push(Vec::new());
+                        if keep {
+                            seen_lock(&s2).video.push(Vec::new());
+                        }
                         while let Some(f) = g.read_frame().await? {
                             let Ok(frame) = hang::container::Frame::decode(f.payload) else {
                                 continue;
                             };
-                            if let Some(g) = seen_lock(&s2).video.last_mut() {
+                            let mut seen = seen_lock(&s2);
+                            seen.video_frames += 1;
+                            seen.video_bytes += frame.payload.len() as u64;
+                            if let (true, Some(g)) = (keep, seen.video.last_mut()) {
                                 g.push((
                                     frame.timestamp.as_micros() as u64,
                                     frame.payload.to_vec(),
@@ -216,9 +236,14 @@ impl WatchClient {
                             let Ok(frame) = hang::container::Frame::decode(f.payload) else {
                                 continue;
                             };
-                            seen_lock(&s3)
-                                .audio
-                                .push((frame.timestamp.as_micros() as u64, frame.payload.to_vec()));
+                            let mut seen = seen_lock(&s3);
+                            seen.audio_frames += 1;
+                            if keep {
+                                seen.audio.push((
+                                    frame.timestamp.as_micros() as u64,
+                                    frame.payload.to_vec(),
+                                ));
+                            }
                         }
                     }
                     Ok::<(), moq_net::Error>(())

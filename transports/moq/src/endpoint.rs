@@ -59,7 +59,8 @@ const AUDIO_FRAMES_PER_GROUP: u32 = 50;
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(1000);
 /// Polling rounds after one input before the endpoint lets the shard go on.
 const MAX_ROUNDS: usize = 64;
-/// A handshake (QUIC and the MoQ setup) must be done within this.
+/// A handshake (QUIC and the MoQ setup) and the client's request to watch
+/// or publish must be done within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Application error codes on the QUIC connection (moq-lite leaves the
@@ -318,15 +319,28 @@ impl MoqEndpoint {
                 break;
             }
         }
-        if matches!(
-            self.phase,
-            Phase::Connecting | Phase::WebTransport(_) | Phase::Setup(_)
-        ) && now.duration_since(self.started) > HANDSHAKE_TIMEOUT
-        {
+        if self.unasked() && now.duration_since(self.started) > HANDSHAKE_TIMEOUT {
             self.stats.requests_refused += 1;
-            self.close(now, codes::REFUSED, "handshake timeout");
+            let why = if matches!(self.phase, Phase::Running(_)) {
+                "no watch or publish asked"
+            } else {
+                "handshake timeout"
+            };
+            self.close(now, codes::REFUSED, why);
         }
         self.deadline = deadline;
+    }
+
+    /// Whether the connection has yet to set up and ask to watch or
+    /// publish: both must happen within [`HANDSHAKE_TIMEOUT`] of its first
+    /// packet, or a client could hold a session (and its streams) without
+    /// ever asking for anything.
+    fn unasked(&self) -> bool {
+        match self.phase {
+            Phase::Ended => false,
+            Phase::Running(_) => self.watch.is_none() && self.publishing.is_none(),
+            _ => true,
+        }
     }
 
     /// Starts the MoQ setup on raw QUIC, or the WebTransport CONNECT
@@ -768,10 +782,7 @@ impl Endpoint for MoqEndpoint {
             return Output::Event(e);
         }
         let mut at = earliest(self.quic.poll_timeout(), self.deadline);
-        if matches!(
-            self.phase,
-            Phase::Connecting | Phase::WebTransport(_) | Phase::Setup(_)
-        ) {
+        if self.unasked() {
             at = earliest(at, Some(self.started + HANDSHAKE_TIMEOUT));
         }
         Output::Timeout(at.unwrap_or(now + Duration::from_secs(1)).max(now))

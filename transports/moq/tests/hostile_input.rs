@@ -6,16 +6,11 @@
 mod harness;
 
 use std::net::SocketAddr;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::BytesMut;
-use corecast_media::{ConnId, Endpoint, Input, Output};
-use corecast_moq::cert::Certificate;
-use corecast_moq::endpoint::MoqEndpoint;
-use corecast_moq::quic::{pinned_client_config, ConnEvent, ConnKey, QuicConn, QuicServerConfig};
+use corecast_moq::quic::{pinned_client_config, ConnKey, QuicConn};
 use corecast_twin::{run, Alphabet};
-use web_transport_trait::poll::{SendStream as _, Session as _};
 
 /// A real client's first datagrams: its Initial (with the TLS ClientHello)
 /// and what it sends after a retransmission timeout.
@@ -104,112 +99,4 @@ fn webtransport_twin() {
     eprintln!("webtransport: {n} inputs, {parsed} parsed as CONNECT");
     assert_eq!(n, 200_000);
     assert!(parsed >= 1, "the real request parses");
-}
-
-/// A client on `h3` that sends `body` on its first bidirectional stream
-/// (where the CONNECT request goes) gets its connection closed, counted
-/// as refused; returns the close's reason as the client saw it.
-fn connect_with(body: &[u8]) -> String {
-    let mut now = Instant::now();
-    let cert = Certificate::generate(&["localhost".into()], SystemTime::now()).unwrap();
-    let config = QuicServerConfig::new(
-        &cert,
-        corecast_moq::SERVER_ALPNS,
-        16,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let client_config = pinned_client_config(&cert.fingerprint(), &[corecast_moq::H3]).unwrap();
-    let local: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-    let server_addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
-    let key = ConnKey { shard: 0, key: 1 };
-    let mut client =
-        QuicConn::connect(now, client_config, key, local, server_addr, "localhost").unwrap();
-    let first = client.poll_transmit(now).unwrap();
-    let quic = QuicConn::accept(
-        now,
-        &config,
-        ConnKey { shard: 0, key: 2 },
-        server_addr,
-        local,
-        &first.contents,
-    )
-    .unwrap();
-    let mut server = MoqEndpoint::new(ConnId(9), quic, now);
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut sent = false;
-    let mut reason = String::new();
-    for _ in 0..400 {
-        for e in client.process() {
-            match e {
-                ConnEvent::Connected { alpn } if !sent => {
-                    assert_eq!(alpn.as_deref(), Some("h3"));
-                    let mut session = client.session(alpn);
-                    let Poll::Ready(Ok((mut send, _recv))) = session.poll_open_bi(&mut cx) else {
-                        panic!("a stream to send on");
-                    };
-                    let Poll::Ready(Ok(n)) = send.poll_write(&mut cx, body) else {
-                        panic!("the body goes");
-                    };
-                    assert_eq!(n, body.len());
-                    send.finish().unwrap();
-                    sent = true;
-                }
-                ConnEvent::Lost(why) => reason = why,
-                _ => {}
-            }
-        }
-        while let Some(t) = client.poll_transmit(now) {
-            let input = Input::Datagram {
-                source: local,
-                destination: server_addr,
-                contents: &t.contents,
-            };
-            server.handle_input(now, input).unwrap();
-        }
-        loop {
-            match server.poll_output(now) {
-                Output::Transmit(t) => client.handle_datagram(now, server_addr, &t.contents),
-                Output::Event(_) => {}
-                Output::Timeout(_) => break,
-            }
-        }
-        if !reason.is_empty() {
-            break;
-        }
-        now += Duration::from_millis(5);
-        client.handle_timeout(now);
-        let _ = server.handle_input(now, Input::Timeout);
-    }
-    assert!(sent, "the client connected");
-    assert!(server.is_closed(), "the server closed the connection");
-    assert_eq!(server.moq_stats().requests_refused, 1);
-    reason
-}
-
-#[test]
-fn bad_webtransport_connects_are_refused() {
-    let encode = |url: &str, protocols: &[&str]| {
-        let mut b = BytesMut::new();
-        web_transport_proto::ConnectRequest::new(url.parse::<url::Url>().unwrap())
-            .with_protocols(protocols.iter().map(|p| p.to_string()))
-            .encode(&mut b)
-            .unwrap();
-        b.to_vec()
-    };
-    // Garbage, a DATA frame, a HEADERS frame of junk QPACK.
-    for body in [
-        &b"GET / HTTP/1.1\r\n\r\n"[..],
-        &[0x00, 0x03, 1, 2, 3],
-        &[0x01, 0x04, 0xff, 0xff, 0xff, 0xff],
-    ] {
-        let why = connect_with(body);
-        assert!(why.contains("webtransport refused"), "{why}");
-    }
-    // A well-formed CONNECT offering no MoQ version corecast speaks.
-    let why = connect_with(&encode("https://localhost:4443/", &["moqt-99", "h3-chat"]));
-    assert!(why.contains("webtransport refused"), "{why}");
-    // A CONNECT that ends half way.
-    let full = encode("https://localhost:4443/?token=abc", &["moq-lite-05"]);
-    connect_with(&full[..full.len() / 2]);
 }

@@ -47,6 +47,8 @@ pub struct WatchClient {
     flag: Arc<Flag>,
     /// Over WebTransport: the URL it asks for (the query carries a token).
     webtransport: Option<String>,
+    /// The WebTransport protocols it offers.
+    versions: Vec<String>,
     connect: Option<Boxed<Result<Running, String>>>,
     session: Option<Running>,
     origin: moq_net::origin::Producer,
@@ -68,7 +70,7 @@ impl WatchClient {
         server: SocketAddr,
         room: &str,
     ) -> Result<WatchClient, String> {
-        WatchClient::connect(now, fingerprint, local, server, room, None)
+        WatchClient::with_versions(now, fingerprint, local, server, room, ALPNS, None)
     }
 
     /// A client like [`WatchClient::new`] that speaks WebTransport over
@@ -81,21 +83,24 @@ impl WatchClient {
         room: &str,
         url: &str,
     ) -> Result<WatchClient, String> {
-        WatchClient::connect(now, fingerprint, local, server, room, Some(url.to_string()))
+        WatchClient::with_versions(now, fingerprint, local, server, room, ALPNS, Some(url))
     }
 
-    fn connect(
+    /// A client offering only `versions` (moq-lite ALPNs, or WebTransport
+    /// protocols when it asks for a WebTransport `url`).
+    pub fn with_versions(
         now: Instant,
         fingerprint: &str,
         local: SocketAddr,
         server: SocketAddr,
         room: &str,
-        webtransport: Option<String>,
+        versions: &[&str],
+        webtransport: Option<&str>,
     ) -> Result<WatchClient, String> {
         let alpns = if webtransport.is_some() {
             &[crate::H3][..]
         } else {
-            ALPNS
+            versions
         };
         let config = pinned_client_config(fingerprint, alpns)?;
         let key = ConnKey { shard: 0, key: 1 };
@@ -105,7 +110,8 @@ impl WatchClient {
         Ok(WatchClient {
             quic,
             flag: Arc::new(Flag::default()),
-            webtransport,
+            webtransport: webtransport.map(str::to_string),
+            versions: versions.iter().map(|v| v.to_string()).collect(),
             connect: None,
             session: None,
             origin,
@@ -135,11 +141,16 @@ impl WatchClient {
                     let session = self.quic.session(alpn);
                     let client = moq_net::Client::new().with_subscriber(self.origin.clone());
                     let url = self.webtransport.clone();
+                    let versions = self.versions.clone();
                     self.connect = Some(Box::pin(async move {
                         let session = match url {
-                            Some(url) => crate::h3::connect(session, &url, ALPNS)
-                                .await
-                                .map_err(|e| e.to_string())?,
+                            Some(url) => {
+                                let versions: Vec<&str> =
+                                    versions.iter().map(String::as_str).collect();
+                                crate::h3::connect(session, &url, &versions)
+                                    .await
+                                    .map_err(|e| e.to_string())?
+                            }
                             None => session,
                         };
                         client

@@ -52,6 +52,11 @@ impl World {
     /// A world whose client asks for `url` over WebTransport, or speaks raw
     /// QUIC without one.
     fn with(room: &str, webtransport: Option<&str>) -> World {
+        World::speaking(room, corecast_moq::ALPNS, webtransport)
+    }
+
+    /// A world whose client offers only `versions`.
+    fn speaking(room: &str, versions: &[&str], webtransport: Option<&str>) -> World {
         let now = Instant::now();
         let cert = Certificate::generate(&["localhost".into()], SystemTime::now()).unwrap();
         let config =
@@ -59,11 +64,9 @@ impl World {
         let server_addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let fp = cert.fingerprint();
-        let mut client = match webtransport {
-            None => WatchClient::new(now, &fp, local, server_addr, room),
-            Some(url) => WatchClient::webtransport(now, &fp, local, server_addr, room, url),
-        }
-        .unwrap();
+        let mut client =
+            WatchClient::with_versions(now, &fp, local, server_addr, room, versions, webtransport)
+                .unwrap();
         // The client's first datagram makes the server's connection.
         let first = client.quic.poll_transmit(now).unwrap();
         let quic = QuicConn::accept(
@@ -217,6 +220,15 @@ fn a_webtransport_client_watches_a_room_frame_exact() {
         vec![Some("t0k".to_string())],
         "the token of the URL"
     );
+}
+
+#[test]
+fn every_version_corecast_claims_watches() {
+    for version in corecast_moq::ALPNS {
+        watch_frame_exact(World::speaking("room1", &[version], None));
+        let url = Some("https://localhost:4443/");
+        watch_frame_exact(World::speaking("room1", &[version], url));
+    }
 }
 
 /// Sends two seconds of VP8 and Opus and checks the client got every

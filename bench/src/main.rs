@@ -91,11 +91,12 @@ fn print_load(s: &load::LoadSummary) {
             s.retried_steps
         );
     }
-    if s.moq {
-        println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
-    } else {
+    // A MoQ viewer gets frames, not probe packets: no packet figures.
+    if !s.moq {
         println!("| egress packets/s | {:.0} |", s.egress_pps);
-        println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
+    }
+    println!("| server CPU (cores) | {} |", opt(s.server_cpu_cores));
+    if !s.moq {
         println!(
             "| egress packets/s per server core | {} |",
             opt(s.egress_pps_per_core)
@@ -129,6 +130,10 @@ fn print_load(s: &load::LoadSummary) {
         );
     }
     println!("| server peak RSS (MiB) | {} |", opt(s.server_rss_mb));
+    println!(
+        "| server memory per viewer (KiB, slope of RSS) | {} |",
+        opt(s.rss_per_viewer_kib)
+    );
     println!(
         "| viewers' UDP payload Mbit/s per server core | {} |",
         opt(s.egress_bps_per_core.map(|b| b / 1e6))

@@ -34,6 +34,13 @@ fn parse_schedstat_ns(line: &str) -> Option<u64> {
     line.split_whitespace().next()?.parse().ok()
 }
 
+/// Resident set size of a process now (VmRSS), in MiB.
+pub fn rss_mb(pid: u32) -> Option<f64> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    parse_status_kb(&status, "VmRSS:").map(|kb| kb as f64 / 1024.0)
+}
+
 /// Peak resident set size of a process (VmHWM), in MiB.
 pub fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status =

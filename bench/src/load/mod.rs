@@ -212,6 +212,12 @@ pub struct LoadSummary {
     /// (`viewer_rx_bps` x viewers up / `server_cpu_cores`): comparable
     /// between WebRTC and MoQ viewers of the same publishers.
     pub egress_bps_per_core: Option<f64>,
+    /// With `--server-pid`: the server's resident memory (VmRSS, MiB) at
+    /// each point `[viewers up, MiB]`: before the first viewer, then after
+    /// each ramp step that held (or once all `--viewers` are up).
+    pub rss_samples: Vec<(u64, f64)>,
+    /// The least-squares slope of those samples, KiB per viewer.
+    pub rss_per_viewer_kib: Option<f64>,
     /// Viewers were MoQ clients (`--moq`).
     pub moq: bool,
     /// Video and audio frames per second a MoQ viewer received (the mean
@@ -555,6 +561,7 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         viewer_cap_bps: viewer_cap,
         ..LoadSummary::default()
     };
+    sample_rss(&run, &mut summary, 0);
     if let Some(moq_url) = &args.moq {
         let summary = moq_round(&mut run, moq_url, summary)?;
         stop(run, handles, &signal);
@@ -571,6 +578,8 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         setup_rate(&run, &setup_start, took, &mut summary);
         run.pump(args.warmup);
         summary.max_viewers = run.cumulative().sessions_up;
+        let up = summary.max_viewers;
+        sample_rss(&run, &mut summary, up);
         let (before, at) = (transcode_us(), Instant::now());
         metrics_before = server_metrics(&metrics_url);
         let m = measure(&mut run, args.duration);
@@ -639,6 +648,25 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
     Ok(summary)
 }
 
+/// Adds the server's resident memory with `viewers` up to the summary's
+/// samples, and refits the slope.
+fn sample_rss(run: &Run, summary: &mut LoadSummary, viewers: u64) {
+    if let Some(mb) = run.args.server_pid.and_then(procfs::rss_mb) {
+        summary.rss_samples.push((viewers, mb));
+        summary.rss_per_viewer_kib = slope(&summary.rss_samples).map(|mb| mb * 1024.0);
+    }
+}
+
+/// The least-squares slope of `y` over `x`; `None` without two distinct `x`.
+fn slope(points: &[(u64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0 as f64).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 as f64 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 as f64 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
 /// Stops the generator's shards and lets the signalling threads send the
 /// DELETEs.
 fn stop(
@@ -699,6 +727,7 @@ fn moq_round(
         run.pump(Duration::from_millis(100));
     }
     run.pump(args.warmup);
+    sample_rss(run, &mut summary, viewers.totals().up);
     let (a, cpu_a, at) = (
         viewers.totals(),
         args.server_pid.and_then(procfs::cpu_seconds),
@@ -813,6 +842,7 @@ fn ramp(run: &mut Run, summary: &mut LoadSummary) -> Measured {
         if tries > 0 {
             summary.retried_steps += 1;
         }
+        sample_rss(run, summary, up);
         held.push((up, m));
     }
     summary.max_viewers = held.last().map_or(0, |h| h.0);
@@ -835,6 +865,15 @@ fn ramp(run: &mut Run, summary: &mut LoadSummary) -> Measured {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rss_slope_is_least_squares() {
+        assert_eq!(slope(&[]), None);
+        assert_eq!(slope(&[(0, 30.0), (0, 31.0)]), None);
+        assert_eq!(slope(&[(0, 30.0), (100, 80.0)]), Some(0.5));
+        let s = slope(&[(0, 30.0), (100, 81.0), (200, 129.0)]).unwrap();
+        assert!((s - 0.495).abs() < 1e-9, "{s}");
+    }
 
     #[test]
     fn step_verdicts() {

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { until } from './common.mjs';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 const SERVER = process.env.CORECAST_URL || 'http://127.0.0.2:8080';
@@ -53,20 +54,6 @@ after(async () => {
 });
 
 // ------------------------------------------------------------------ helpers
-
-/** Calls probe until check(value) holds; throws with the last value after ms. */
-async function until(what, probe, check, ms = 30_000) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (check(last)) return last;
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
-    }
-    await sleep(250);
-  }
-}
 
 /** The first RTP stats entry of `type` and kind video on the page's window.pc. */
 function videoRtp(page, type) {

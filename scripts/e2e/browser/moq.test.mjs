@@ -19,10 +19,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { build } from 'esbuild';
 import { chromium } from 'playwright-core';
-import { toneWav } from './tone.mjs';
+import { toneWav, until } from './common.mjs';
 
 const HERE = import.meta.dirname;
 const ROOT = resolve(HERE, '../../..');
@@ -127,20 +126,6 @@ after(async () => {
   player?.close();
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
-
-/** Calls probe until check(value) holds; throws with the last value after ms. */
-async function until(what, probe, check, ms = 30_000) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (check(last)) return last;
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
-    }
-    await sleep(250);
-  }
-}
 
 async function openPage(url, label) {
   const page = await context.newPage();

@@ -31,6 +31,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { until } from './common.mjs';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 const SERVER = process.env.CORECAST_URL || 'http://127.0.0.2:8080';
@@ -108,20 +109,6 @@ after(async () => {
 });
 
 // ------------------------------------------------------------------ helpers
-
-/** Calls probe until check(value) holds; throws with the last value after ms. */
-async function until(what, probe, check, ms = 30_000) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (check(last)) return last;
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
-    }
-    await sleep(250);
-  }
-}
 
 // The code both pages run, installed with page.evaluate (so it must not use
 // anything of this module).

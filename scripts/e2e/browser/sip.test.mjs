@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
-import { toneWav } from './tone.mjs';
+import { toneWav } from './common.mjs';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 const SERVER = process.env.CORECAST_URL || 'http://127.0.0.2:8080';

@@ -1,6 +1,8 @@
-// A test tone for the browser tests' fake microphones and softphones.
+// What the browser tests share: waiting for a condition, and a test tone
+// for fake microphones and softphones.
 
 import { writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Writes a 16-bit stereo WAV of a `hz` sine at 48 kHz, `seconds` long. */
 export function toneWav(file, seconds, hz = 440) {
@@ -19,4 +21,18 @@ export function toneWav(file, seconds, hz = 440) {
   head.writeUInt16LE(4, 32); head.writeUInt16LE(16, 34);
   head.write('data', 36); head.writeUInt32LE(data.length, 40);
   writeFileSync(file, Buffer.concat([head, data]));
+}
+
+/** Calls probe until check(value) holds; throws with the last value after ms. */
+export async function until(what, probe, check, ms = 30_000) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (check(last)) return last;
+    if (Date.now() > end) {
+      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
+    }
+    await sleep(250);
+  }
 }

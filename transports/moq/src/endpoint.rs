@@ -59,8 +59,8 @@ const AUDIO_FRAMES_PER_GROUP: u32 = 50;
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(1000);
 /// Polling rounds after one input before the endpoint lets the shard go on.
 const MAX_ROUNDS: usize = 64;
-/// A handshake (QUIC and the MoQ setup) and the client's request to watch
-/// or publish must be done within this.
+/// A handshake (QUIC, the WebTransport CONNECT, the MoQ setup) must be
+/// done within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Application error codes on the QUIC connection (moq-lite leaves the
@@ -321,26 +321,23 @@ impl MoqEndpoint {
         }
         if self.unasked() && now.duration_since(self.started) > HANDSHAKE_TIMEOUT {
             self.stats.requests_refused += 1;
-            let why = if matches!(self.phase, Phase::Running(_)) {
-                "no watch or publish asked"
-            } else {
-                "handshake timeout"
-            };
-            self.close(now, codes::REFUSED, why);
+            self.close(now, codes::REFUSED, "handshake timeout");
         }
         self.deadline = deadline;
     }
 
-    /// Whether the connection has yet to set up and ask to watch or
-    /// publish: both must happen within [`HANDSHAKE_TIMEOUT`] of its first
-    /// packet, or a client could hold a session (and its streams) without
-    /// ever asking for anything.
+    /// Whether the connection has yet to finish its handshake (QUIC, the
+    /// WebTransport CONNECT, the MoQ setup), which must happen within
+    /// [`HANDSHAKE_TIMEOUT`] of its first packet. A session that is up and
+    /// asks for nothing is kept (a relay peering with corecast waits for
+    /// its own clients' requests): its streams are bounded by
+    /// [`crate::MAX_STREAMS`], and QUIC's idle timeout ends it when the
+    /// client goes quiet.
     fn unasked(&self) -> bool {
-        match self.phase {
-            Phase::Ended => false,
-            Phase::Running(_) => self.watch.is_none() && self.publishing.is_none(),
-            _ => true,
-        }
+        matches!(
+            self.phase,
+            Phase::Connecting | Phase::WebTransport(_) | Phase::Setup(_) | Phase::Accepting(_)
+        )
     }
 
     /// Starts the MoQ setup on raw QUIC, or the WebTransport CONNECT

@@ -36,11 +36,20 @@ impl Viewer {
     }
 
     fn new(fingerprint: &str, server: SocketAddr, room: &str) -> Viewer {
+        Viewer::over(fingerprint, server, room, None)
+    }
+
+    /// A viewer over raw QUIC, or over WebTransport asking for `url`.
+    fn over(fingerprint: &str, server: SocketAddr, room: &str, url: Option<&str>) -> Viewer {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let local = socket.local_addr().unwrap();
         let now = Instant::now();
-        let client = WatchClient::new(now, fingerprint, local, server, room).unwrap();
+        let client = match url {
+            None => WatchClient::new(now, fingerprint, local, server, room),
+            Some(url) => WatchClient::webtransport(now, fingerprint, local, server, room, url),
+        }
+        .unwrap();
         let mut v = Viewer {
             socket,
             client,
@@ -207,6 +216,77 @@ fn a_node_with_tokens_refuses_a_moq_watch_without_one() {
         "closed"
     );
     assert!(viewer.client.watched().video.is_empty());
+}
+
+/// Room tokens (JWT) over WebTransport: the URL's `?jwt=` is checked for
+/// the room and the action, like WHEP's bearer token.
+#[test]
+fn room_tokens_in_a_webtransport_url_allow_their_room_and_action_only() {
+    use corecast::control::auth::{mint, Claims};
+    const SECRET: &str = "the secret of this moq node";
+    let mut settings = test_settings(1);
+    settings.auth_secret = Some(SECRET.to_string());
+    settings.moq = Some(MoqSettings {
+        port: 0,
+        cert: None,
+        key: None,
+        idle_timeout: Duration::from_secs(30),
+    });
+    let node = Node::start(&settings).expect("node starts");
+    let h = node.http_addr;
+    let server = SocketAddr::from(([127, 0, 0, 1], node.moq_addr.unwrap().port()));
+    let fingerprint = node.moq_fingerprint.clone().unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let jwt = |room: &str, subscribe: bool| {
+        let claims = Claims {
+            room: room.into(),
+            peer: None,
+            publish: !subscribe,
+            subscribe,
+            transports: None,
+            exp,
+            nbf: None,
+        };
+        let t = mint(SECRET.as_bytes(), &claims).unwrap();
+        format!("https://localhost/?jwt={t}")
+    };
+    // Watches `room` with `url` until refused or counted as a viewer of it.
+    let watch = |room: &str, url: &str| {
+        let refused = metric(h, "corecast_moq_refused_total");
+        let mut viewer = Viewer::over(&fingerprint, server, room, Some(url));
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            viewer.pump();
+            if metric(h, "corecast_moq_refused_total") > refused {
+                return false;
+            }
+            let streams = http(h, "GET", "/api/streams", &[], b"").body;
+            if streams.contains(&format!("\"stream\":\"{room}\""))
+                && streams.contains("\"viewers\":1")
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("the watch of {room} was neither admitted nor refused in 5 s");
+    };
+    assert!(
+        watch("alpha", &jwt("alpha", true)),
+        "a subscribe token for the room"
+    );
+    assert!(!watch("beta", &jwt("alpha", true)), "another room's token");
+    assert!(
+        !watch("gamma", &jwt("gamma", false)),
+        "a publish-only token"
+    );
+    assert!(
+        !watch("delta", "https://localhost/?jwt=forged.token.here"),
+        "a forged token"
+    );
 }
 
 #[test]

@@ -217,6 +217,17 @@ impl Shared {
             wt.incoming.swap_remove(i);
         }
         let next = wt.ready[index(dir)].pop_front();
+        // A stream of the other direction this call read the header of is
+        // ready too: whoever waits to accept it must hear of it, since its
+        // Opened event was spent here.
+        let other = match dir {
+            Dir::Bi => Dir::Uni,
+            Dir::Uni => Dir::Bi,
+        };
+        let other_ready = !wt.ready[index(other)].is_empty();
+        if other_ready {
+            self.wake_accept(other);
+        }
         if next.is_none() {
             for id in waiting {
                 self.wait_read(id, waker);

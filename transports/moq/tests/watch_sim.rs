@@ -363,6 +363,17 @@ fn video_before_a_keyframe_asks_for_one() {
 /// assemble back into the same frames.
 #[test]
 fn a_moq_publisher_becomes_rtp_on_the_rooms_tracks() {
+    publish_through(false);
+}
+
+#[test]
+fn a_moq_publisher_over_webtransport_becomes_rtp_on_the_rooms_tracks() {
+    publish_through(true);
+}
+
+/// A moq-net publisher over raw QUIC or WebTransport: its announced
+/// broadcast becomes the room's RTP, every video frame bit-exact.
+fn publish_through(webtransport: bool) {
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -383,7 +394,7 @@ fn a_moq_publisher_becomes_rtp_on_the_rooms_tracks() {
                         moq_net::Session,
                         moq_net::Driver<corecast_moq::transport::QuicSession>,
                     ),
-                    moq_net::Error,
+                    String,
                 >,
             >,
         >,
@@ -394,8 +405,13 @@ fn a_moq_publisher_becomes_rtp_on_the_rooms_tracks() {
     let config = QuicServerConfig::new(&cert, SERVER_ALPNS, 100, Duration::from_secs(30)).unwrap();
     let server_addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
     let local: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let alpns = if webtransport {
+        &[corecast_moq::H3][..]
+    } else {
+        corecast_moq::ALPNS
+    };
     let client_config =
-        corecast_moq::quic::pinned_client_config(&cert.fingerprint(), corecast_moq::ALPNS).unwrap();
+        corecast_moq::quic::pinned_client_config(&cert.fingerprint(), alpns).unwrap();
     let mut quic = QuicConn::connect(
         now0,
         client_config,
@@ -500,7 +516,17 @@ fn a_moq_publisher_becomes_rtp_on_the_rooms_tracks() {
                 if let corecast_moq::quic::ConnEvent::Connected { alpn } = e {
                     let s = quic.session(alpn);
                     let client = moq_net::Client::new().with_publisher(origin.consume());
-                    connecting = Some(Box::pin(async move { client.connect_lite(now, s).await }));
+                    connecting = Some(Box::pin(async move {
+                        let s = if webtransport {
+                            let url = "https://localhost:4443/";
+                            corecast_moq::h3::connect(s, url, corecast_moq::ALPNS)
+                                .await
+                                .map_err(|e| e.to_string())?
+                        } else {
+                            s
+                        };
+                        client.connect_lite(now, s).await.map_err(|e| e.to_string())
+                    }));
                 }
             }
             let _ = origin_driver.poll(now, &waiter);

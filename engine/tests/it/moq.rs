@@ -80,14 +80,19 @@ impl Viewer {
     }
 }
 
-fn moq_node() -> Node {
-    let mut settings = test_settings(2);
-    settings.moq = Some(MoqSettings {
+/// MoQ on a free port, the generated certificate.
+fn moq_on_any_port() -> MoqSettings {
+    MoqSettings {
         port: 0,
         cert: None,
         key: None,
         idle_timeout: Duration::from_secs(30),
-    });
+    }
+}
+
+fn moq_node() -> Node {
+    let mut settings = test_settings(2);
+    settings.moq = Some(moq_on_any_port());
     Node::start(&settings).expect("node starts")
 }
 
@@ -189,12 +194,7 @@ fn a_moq_client_watches_a_whip_publisher() {
 fn a_node_with_tokens_refuses_a_moq_watch_without_one() {
     let mut settings = test_settings(1);
     settings.token = Some("s3cret".to_string());
-    settings.moq = Some(MoqSettings {
-        port: 0,
-        cert: None,
-        key: None,
-        idle_timeout: Duration::from_secs(30),
-    });
+    settings.moq = Some(moq_on_any_port());
     let node = Node::start(&settings).expect("node starts");
     let server = SocketAddr::from(([127, 0, 0, 1], node.moq_addr.unwrap().port()));
     let fingerprint = node.moq_fingerprint.clone().unwrap();
@@ -226,12 +226,7 @@ fn room_tokens_in_a_webtransport_url_allow_their_room_and_action_only() {
     const SECRET: &str = "the secret of this moq node";
     let mut settings = test_settings(1);
     settings.auth_secret = Some(SECRET.to_string());
-    settings.moq = Some(MoqSettings {
-        port: 0,
-        cert: None,
-        key: None,
-        idle_timeout: Duration::from_secs(30),
-    });
+    settings.moq = Some(moq_on_any_port());
     let node = Node::start(&settings).expect("node starts");
     let h = node.http_addr;
     let server = SocketAddr::from(([127, 0, 0, 1], node.moq_addr.unwrap().port()));

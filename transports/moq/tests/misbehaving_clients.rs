@@ -42,7 +42,12 @@ impl Pair {
             Duration::from_secs(30),
         )
         .unwrap();
-        let client_config = pinned_client_config(&cert.fingerprint(), &[alpn]).unwrap();
+        let mut client_config = pinned_client_config(&cert.fingerprint(), &[alpn]).unwrap();
+        // The client asks for no idle timeout: only the server's ends a
+        // quiet client's session.
+        let mut transport = quinn_proto::TransportConfig::default();
+        transport.max_idle_timeout(None);
+        client_config.transport_config(std::sync::Arc::new(transport));
         let (local, server_addr): (SocketAddr, SocketAddr) =
             (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
         let key = ConnKey { shard: 0, key: 1 };

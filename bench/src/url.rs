@@ -69,7 +69,8 @@ pub struct Response {
     pub body: String,
 }
 
-/// Sends one request (`Connection: close`) and reads the answer.
+/// Sends one request (`Connection: close`) and reads the answer, waiting
+/// at most 10 s for it.
 pub fn request(
     url: &HttpUrl,
     method: &str,
@@ -77,13 +78,32 @@ pub fn request(
     token: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<Response> {
+    request_within(
+        url,
+        method,
+        content_type,
+        token,
+        body,
+        Duration::from_secs(10),
+    )
+}
+
+/// [`request`] that waits up to `wait` for the answer (a long poll).
+pub fn request_within(
+    url: &HttpUrl,
+    method: &str,
+    content_type: Option<&str>,
+    token: Option<&str>,
+    body: &[u8],
+    wait: Duration,
+) -> std::io::Result<Response> {
     let addr: SocketAddr = url
         .authority
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("host did not resolve"))?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(wait))?;
     s.set_nodelay(true)?;
     let mut req = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -110,15 +130,38 @@ pub fn request(
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let location = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("location"))
-        .map(|(_, v)| v.trim().to_string());
+    let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    };
+    let location = header("location").map(str::to_string);
+    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(body).ok_or_else(|| std::io::Error::other("bad chunked body"))?
+    } else {
+        body.to_string()
+    };
     Ok(Response {
         status,
         location,
-        body: body.to_string(),
+        body,
     })
+}
+
+/// The body of a chunked transfer encoding (Janus answers that way).
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 #[cfg(test)]
@@ -147,5 +190,17 @@ mod tests {
         assert_eq!(loc.path, "/whip/s7/abc");
         assert_eq!(loc.authority, "127.0.0.1:8080");
         assert_eq!(p.join("http://10.0.0.1:9/x").authority, "10.0.0.1:9");
+    }
+
+    #[test]
+    fn chunked_bodies_decode() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n").as_deref(),
+            Some("hello!")
+        );
+        assert_eq!(dechunk("0\r\n\r\n").as_deref(), Some(""));
+        assert_eq!(dechunk("5\r\nhel"), None);
+        assert_eq!(dechunk("zz\r\nhello\r\n"), None);
+        assert_eq!(dechunk("2\r\nhello\r\n0\r\n"), None);
     }
 }

@@ -94,6 +94,12 @@ pub struct ServeArgs {
     /// once, at most (the loudest; 1 to 16). [default: 3]
     #[arg(long)]
     pub top_audio: Option<usize>,
+    /// How long each viewer's video packets are kept for retransmission
+    /// (NACK), in ms: at least the viewers' round-trip time plus a retry;
+    /// memory per viewer grows with it (bitrate × window). 50 to 10000.
+    /// [default: 500]
+    #[arg(long)]
+    pub nack_window_ms: Option<u64>,
     /// UDP port of Media over QUIC (`moql://HOST:PORT`, broadcast = the
     /// room's name); every shard reads it with SO_REUSEPORT. Off unless set;
     /// 0 picks a free port.
@@ -182,6 +188,7 @@ struct FileConfig {
     rtmp_port: Option<u16>,
     rtmp_audio_bitrate: Option<u32>,
     top_audio: Option<usize>,
+    nack_window_ms: Option<u64>,
     moq_port: Option<u16>,
     moq_cert: Option<std::path::PathBuf>,
     moq_key: Option<std::path::PathBuf>,
@@ -288,6 +295,8 @@ pub struct Settings {
     pub rtmp_idle_timeout: Duration,
     /// Loudest speakers a connection that follows the speakers hears.
     pub top_audio: usize,
+    /// How long a viewer's video packets are kept for retransmission.
+    pub nack_window: Duration,
     /// Media over QUIC; None: off.
     pub moq: Option<MoqSettings>,
     /// SIP, when `--sip-port` is set.
@@ -320,6 +329,8 @@ pub enum ConfigError {
     AudioBitrate(u32),
     #[error("--top-audio must be between 1 and 16 speakers, got {0}")]
     TopAudio(usize),
+    #[error("--nack-window-ms must be between 50 and 10000, got {0}")]
+    NackWindow(u64),
     #[error("rtp_ports: {0}")]
     RtpPorts(String),
     #[error("[[sip.users]] {0:?}: give password or ha1 (32 hex digits)")]
@@ -408,6 +419,10 @@ impl Settings {
             top_audio: match args.top_audio.or(file.top_audio).unwrap_or(3) {
                 n @ 1..=16 => n,
                 n => return Err(ConfigError::TopAudio(n)),
+            },
+            nack_window: match args.nack_window_ms.or(file.nack_window_ms).unwrap_or(500) {
+                ms @ 50..=10_000 => Duration::from_millis(ms),
+                ms => return Err(ConfigError::NackWindow(ms)),
             },
             sip: None,
             cluster: None,

@@ -149,6 +149,7 @@ impl Node {
         let cluster_addr = cluster.as_ref().map(|c| c.config.local);
         let mut config = EndpointConfig::new(media_addrs.clone());
         config.consent_timeout = settings.consent_timeout;
+        config.nack_window = settings.nack_window;
 
         let metrics: Vec<Arc<ShardMetrics>> =
             (0..settings.shards).map(|_| Arc::default()).collect();

@@ -2,6 +2,7 @@
 //! with live lines, a final table and a JSON summary.
 
 pub mod cap;
+mod janus;
 mod moq;
 mod pacer;
 pub mod rtmp;
@@ -20,7 +21,7 @@ use crate::accounting::Totals;
 use crate::procfs;
 use crate::url::{expand, HttpUrl};
 pub use schedule::MediaPlan;
-use shard::{ShardCmd, ShardReport, ShardSetup};
+use shard::{ShardCmd, ShardReport, ShardSetup, Target};
 
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
@@ -117,6 +118,12 @@ pub struct LoadArgs {
     /// with it to compare with `--moq` on the same payloads.
     #[arg(long)]
     pub vp8_frames: bool,
+    /// Put the load on a Janus gateway instead of corecast: its HTTP API
+    /// root (`http://127.0.0.2:8088/janus`). Each stream is a VideoRoom
+    /// room with one publisher; viewers subscribe to its feed (Janus makes
+    /// their offers). Replaces --whip and --whep.
+    #[arg(long)]
+    pub janus: Option<String>,
     /// Time between the last viewer's set-up and the measured window
     /// (simulcast viewers take seconds to climb to the layer their link
     /// carries).
@@ -372,10 +379,10 @@ impl Run {
             let j = self.viewers as u32;
             let publisher = j % self.args.publishers.max(1);
             let stream = format!("{}-{publisher}", self.args.stream_prefix);
-            let Ok(url) = HttpUrl::parse(&expand(&self.args.whep, &stream)) else {
+            let Ok(to) = target(&self.args, &self.args.whep, stream) else {
                 continue;
             };
-            let _ = self.commands[j as usize % shards].send(ShardCmd::AddViewer { publisher, url });
+            let _ = self.commands[j as usize % shards].send(ShardCmd::AddViewer { publisher, to });
             self.viewers += 1;
         }
     }
@@ -467,6 +474,20 @@ pub fn parse_bitrate(s: &str) -> Option<u64> {
     (v > 0.0).then_some((v * mult) as u64)
 }
 
+/// Where a peer of `stream` sets up: Janus's room when `--janus` is given,
+/// else the WHIP or WHEP URL template `template`.
+fn target(args: &LoadArgs, template: &str, stream: String) -> Result<Target, String> {
+    match &args.janus {
+        Some(api) => Ok(Target::Janus {
+            api: HttpUrl::parse(api).map_err(|e| e.to_string())?,
+            stream,
+        }),
+        None => Ok(Target::Whip(
+            HttpUrl::parse(&expand(template, &stream)).map_err(|e| e.to_string())?,
+        )),
+    }
+}
+
 pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
     let bitrate =
         parse_bitrate(&args.bitrate).ok_or_else(|| format!("bad --bitrate {}", args.bitrate))?;
@@ -476,6 +497,14 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
         Some(c) => Some(parse_bitrate(c).ok_or_else(|| format!("bad --viewer-cap {c}"))?),
         None => None,
     };
+    if let Some(api) = &args.janus {
+        HttpUrl::parse(api).map_err(|e| format!("bad --janus {api}: {e}"))?;
+        if args.simulcast || args.rtmp.is_some() || args.moq.is_some() {
+            return Err(
+                "--janus takes plain WHIP-like publishers (no --simulcast, --rtmp, --moq)".into(),
+            );
+        }
+    }
     if args.simulcast && args.rtmp.is_some() {
         return Err("--simulcast needs WHIP publishers, not --rtmp".to_string());
     }
@@ -541,9 +570,8 @@ pub fn run(args: LoadArgs) -> Result<LoadSummary, String> {
     } else {
         for i in 0..args.publishers {
             let stream = format!("{}-{i}", args.stream_prefix);
-            let url = HttpUrl::parse(&expand(&args.whip, &stream)).map_err(|e| e.to_string())?;
-            let _ =
-                run.commands[i as usize % shards].send(ShardCmd::AddPublisher { index: i, url });
+            let to = target(&args, &args.whip, stream)?;
+            let _ = run.commands[i as usize % shards].send(ShardCmd::AddPublisher { index: i, to });
         }
     }
     run.pump(Duration::from_secs(2));

@@ -35,9 +35,24 @@ const TICK: Duration = Duration::from_millis(1);
 const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
 pub enum ShardCmd {
-    AddPublisher { index: u32, url: HttpUrl },
-    AddViewer { publisher: u32, url: HttpUrl },
+    AddPublisher { index: u32, to: Target },
+    AddViewer { publisher: u32, to: Target },
     Stop,
+}
+
+/// Where a peer sets up its session.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A WHIP or WHEP URL: the peer POSTs its offer.
+    Whip(HttpUrl),
+    /// A stream of a Janus VideoRoom, at Janus's API root.
+    Janus { api: HttpUrl, stream: String },
+}
+
+/// A session to end when the run stops.
+enum Session {
+    Whip(HttpUrl),
+    Janus(HttpUrl),
 }
 
 /// A shard's counters: `sent`, the stream counters, `sessions_up` and
@@ -95,7 +110,7 @@ struct Peer {
     next_timeout: Instant,
     /// The latest time given to the client's str0m (it must not go back).
     last_input: Instant,
-    location: HttpUrl,
+    session: Session,
     publisher: Option<PublisherState>,
     viewer: Option<ViewerState>,
 }
@@ -421,10 +436,10 @@ async fn run(setup: ShardSetup) {
 
     let mut receivers = Vec::new();
     while let Ok(cmd) = setup.commands.recv_async().await {
-        let (publisher, publisher_index, url) = match cmd {
+        let (publisher, publisher_index, to) = match cmd {
             ShardCmd::Stop => break,
-            ShardCmd::AddPublisher { index, url } => (true, index, url),
-            ShardCmd::AddViewer { publisher, url } => (false, publisher, url),
+            ShardCmd::AddPublisher { index, to } => (true, index, to),
+            ShardCmd::AddViewer { publisher, to } => (false, publisher, to),
         };
         let state = state.clone();
         let config = config.clone();
@@ -445,7 +460,7 @@ async fn run(setup: ShardSetup) {
                 local_ip,
                 publisher,
                 publisher_index,
-                url,
+                to,
                 video,
             )
             .await;
@@ -460,9 +475,14 @@ async fn run(setup: ShardSetup) {
     let _ = setup.reports.send_async(report).await;
     for p in state.borrow_mut().peers.iter_mut() {
         p.client.close();
-        let _ = setup.signal.try_send(SignalRequest::Delete {
-            url: p.location.clone(),
-            token: setup.token.clone(),
+        let _ = setup.signal.try_send(match &p.session {
+            Session::Whip(url) => SignalRequest::Delete {
+                url: url.clone(),
+                token: setup.token.clone(),
+            },
+            Session::Janus(session) => SignalRequest::JanusDestroy {
+                session: session.clone(),
+            },
         });
     }
     for r in receivers {
@@ -479,7 +499,7 @@ async fn add_peer(
     local_ip: IpAddr,
     publisher: bool,
     publisher_index: u32,
-    url: HttpUrl,
+    to: Target,
     video: corecast_media::Codec,
 ) {
     let fail = |state: &Rc<RefCell<State>>, why: &str| {
@@ -498,36 +518,30 @@ async fn add_peer(
     };
     let now = Instant::now();
     let simulcast = state.borrow().plan.simulcast;
-    let made = if publisher && simulcast {
-        Client::simulcast_publisher(&config, now, local, &SIMULCAST_RIDS)
-    } else if publisher {
-        Client::publisher(&config, now, local)
-    } else if video == corecast_media::Codec::Vp8 {
-        Client::viewer(&config, now, local)
-    } else {
-        Client::with_video_codec(&config, now, local, false, video)
+    let set_up = match to {
+        Target::Janus { api, stream } if !publisher => {
+            janus_viewer(&config, now, local, &signal, api, stream).await
+        }
+        to => {
+            let made = if publisher && simulcast {
+                Client::simulcast_publisher(&config, now, local, &SIMULCAST_RIDS)
+            } else if publisher {
+                Client::publisher(&config, now, local)
+            } else if video == corecast_media::Codec::Vp8 {
+                Client::viewer(&config, now, local)
+            } else {
+                Client::with_video_codec(&config, now, local, false, video)
+            };
+            match made {
+                Ok((client, offer)) => offer_to(client, offer, to, token, &signal).await,
+                Err(_) => Err("offer".to_string()),
+            }
+        }
     };
-    let Ok((mut client, offer)) = made else {
-        return fail(&state, "offer");
+    let (client, session) = match set_up {
+        Ok(x) => x,
+        Err(e) => return fail(&state, &e),
     };
-    let (reply_tx, reply_rx) = flume::bounded(1);
-    let request = SignalRequest::Post {
-        url,
-        offer,
-        token,
-        reply: reply_tx,
-    };
-    if signal.send_async(request).await.is_err() {
-        return fail(&state, "signalling stopped");
-    }
-    let (answer, location) = match reply_rx.recv_async().await {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => return fail(&state, &e),
-        Err(_) => return fail(&state, "signalling stopped"),
-    };
-    if let Err(e) = client.accept_answer(&answer) {
-        return fail(&state, &e.to_string());
-    }
     let idx = {
         let mut st = state.borrow_mut();
         let plan = st.plan;
@@ -538,7 +552,7 @@ async fn add_peer(
             local,
             next_timeout: now,
             last_input: now,
-            location,
+            session,
             publisher: publisher.then(|| PublisherState {
                 index: publisher_index,
                 schedule: Schedule::new(plan, now),
@@ -581,4 +595,84 @@ async fn add_peer(
             st.arrive(idx, now, from, &buf[..n], arrival_ns);
         }
     }
+}
+
+/// Sends a client's offer where `to` says, applies the answer; returns the
+/// client and the session to end at the stop.
+async fn offer_to(
+    mut client: Client,
+    offer: String,
+    to: Target,
+    token: Option<String>,
+    signal: &flume::Sender<SignalRequest>,
+) -> Result<(Client, Session), String> {
+    let (reply, answered) = flume::bounded(1);
+    let janus = matches!(to, Target::Janus { .. });
+    let request = match to {
+        Target::Whip(url) => SignalRequest::Post {
+            url,
+            offer,
+            token,
+            reply,
+        },
+        Target::Janus { api, stream } => SignalRequest::JanusPublish {
+            url: api,
+            stream,
+            offer,
+            reply,
+        },
+    };
+    signal
+        .send_async(request)
+        .await
+        .map_err(|_| "signalling stopped".to_string())?;
+    let (answer, session) = answered
+        .recv_async()
+        .await
+        .map_err(|_| "signalling stopped".to_string())??;
+    client.accept_answer(&answer).map_err(|e| e.to_string())?;
+    let session = if janus {
+        Session::Janus(session)
+    } else {
+        Session::Whip(session)
+    };
+    Ok((client, session))
+}
+
+/// A viewer of a Janus room: Janus offers, the client answers.
+async fn janus_viewer(
+    config: &EndpointConfig,
+    now: Instant,
+    local: SocketAddr,
+    signal: &flume::Sender<SignalRequest>,
+    api: HttpUrl,
+    stream: String,
+) -> Result<(Client, Session), String> {
+    let stopped = |_| "signalling stopped".to_string();
+    let (reply, offered) = flume::bounded(1);
+    let request = SignalRequest::JanusSubscribe {
+        url: api,
+        stream,
+        reply,
+    };
+    signal.send_async(request).await.map_err(stopped)?;
+    let (offer, handle) = offered
+        .recv_async()
+        .await
+        .map_err(|_| "signalling stopped")??;
+    let (client, answer) =
+        Client::answering_viewer(config, now, local, &offer).map_err(|e| e.to_string())?;
+    let session = handle.session.clone();
+    let (reply, started) = flume::bounded(1);
+    let request = SignalRequest::JanusStart {
+        handle,
+        answer,
+        reply,
+    };
+    signal.send_async(request).await.map_err(stopped)?;
+    started
+        .recv_async()
+        .await
+        .map_err(|_| "signalling stopped")??;
+    Ok((client, Session::Janus(session)))
 }

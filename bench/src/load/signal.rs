@@ -1,7 +1,12 @@
 //! Signalling off the generator's shards: a few plain threads do the HTTP
-//! POSTs and DELETEs, so a slow server never stalls a shard's media loop.
+//! POSTs and DELETEs (or Janus's requests), so a slow server never stalls
+//! a shard's media loop.
 
+use super::janus;
 use crate::url::{request, HttpUrl};
+
+/// The answer and the session's URL, or why not.
+pub type Answered = Result<(String, HttpUrl), String>;
 
 /// A WHIP/WHEP POST or a DELETE for the signalling threads.
 pub enum SignalRequest {
@@ -9,11 +14,34 @@ pub enum SignalRequest {
         url: HttpUrl,
         offer: String,
         token: Option<String>,
-        reply: flume::Sender<Result<(String, HttpUrl), String>>,
+        reply: flume::Sender<Answered>,
     },
     Delete {
         url: HttpUrl,
         token: Option<String>,
+    },
+    /// A publisher's offer to a Janus VideoRoom (`url`: Janus's API root).
+    JanusPublish {
+        url: HttpUrl,
+        stream: String,
+        offer: String,
+        reply: flume::Sender<Answered>,
+    },
+    /// A viewer joins a Janus room: Janus makes the offer.
+    JanusSubscribe {
+        url: HttpUrl,
+        stream: String,
+        reply: flume::Sender<Result<(String, janus::Handle), String>>,
+    },
+    /// The viewer's answer to Janus's offer.
+    JanusStart {
+        handle: janus::Handle,
+        answer: String,
+        reply: flume::Sender<Result<(), String>>,
+    },
+    /// Ends a Janus session.
+    JanusDestroy {
+        session: HttpUrl,
     },
 }
 
@@ -75,5 +103,24 @@ fn handle(req: SignalRequest) {
         SignalRequest::Delete { url, token } => {
             let _ = request(&url, "DELETE", None, token.as_deref(), b"");
         }
+        SignalRequest::JanusPublish {
+            url,
+            stream,
+            offer,
+            reply,
+        } => {
+            let _ = reply.send(janus::publish(&url, &stream, &offer));
+        }
+        SignalRequest::JanusSubscribe { url, stream, reply } => {
+            let _ = reply.send(janus::subscribe(&url, &stream));
+        }
+        SignalRequest::JanusStart {
+            handle,
+            answer,
+            reply,
+        } => {
+            let _ = reply.send(janus::start(&handle, &answer));
+        }
+        SignalRequest::JanusDestroy { session } => janus::destroy(&session),
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corecast_media::{Codec, MediaKind};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec as RtcCodec, CodecConfig};
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind as RtcKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
@@ -184,14 +184,40 @@ impl Client {
         Client::new(config, now, local, dir, video, &[])
     }
 
-    fn new(
+    /// A viewer that answers the server's offer (servers whose viewers
+    /// are offered to, as Janus's VideoRoom subscribers are): Opus and VP8,
+    /// receive-only. The offer's first audio and video m-lines are the
+    /// tracks it reads. Returns the answer.
+    pub fn answering_viewer(
         config: &EndpointConfig,
         now: Instant,
         local: SocketAddr,
-        dir: Direction,
-        video_codec: Codec,
-        rids: &[&str],
+        offer: &str,
     ) -> Result<(Client, String), Error> {
+        let (audio, video) = offered_mids(offer)?;
+        let parsed =
+            SdpOffer::from_sdp_string(offer).map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
+        let mut rtc = Client::rtc(config, now, RtcCodec::Vp8);
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc.sdp_api().accept_offer(parsed)?;
+        let client = Client {
+            rtc,
+            pending: None,
+            audio,
+            video,
+            events: VecDeque::new(),
+            connected: false,
+            video_codec: RtcCodec::Vp8,
+            rids: Vec::new(),
+        };
+        Ok((client, answer.to_sdp_string()))
+    }
+
+    /// A client's str0m: RTP mode, Opus and `video_codec`, the standard
+    /// extensions and the dependency descriptor.
+    fn rtc(config: &EndpointConfig, now: Instant, video_codec: RtcCodec) -> Rtc {
         let mut builder = Rtc::builder()
             .set_rtp_mode(true)
             .set_crypto_provider(config.crypto.clone())
@@ -199,12 +225,6 @@ impl Client {
             .set_stats_interval(None);
         let mut codecs = CodecConfig::empty();
         codecs.enable_opus(true, false);
-        let video_codec = match video_codec {
-            Codec::Vp9 => RtcCodec::Vp9,
-            Codec::H264 => RtcCodec::H264,
-            Codec::Av1 => RtcCodec::Av1,
-            _ => RtcCodec::Vp8,
-        };
         match video_codec {
             RtcCodec::Vp9 => codecs.enable_vp9(true),
             RtcCodec::H264 => codecs.enable_h264(true),
@@ -213,7 +233,24 @@ impl Client {
         }
         *builder.codec_config() = codecs;
         builder = builder.set_extension_map(with_dependency_descriptor(ExtensionMap::standard()));
-        let mut rtc = builder.build(now);
+        builder.build(now)
+    }
+
+    fn new(
+        config: &EndpointConfig,
+        now: Instant,
+        local: SocketAddr,
+        dir: Direction,
+        video_codec: Codec,
+        rids: &[&str],
+    ) -> Result<(Client, String), Error> {
+        let video_codec = match video_codec {
+            Codec::Vp9 => RtcCodec::Vp9,
+            Codec::H264 => RtcCodec::H264,
+            Codec::Av1 => RtcCodec::Av1,
+            _ => RtcCodec::Vp8,
+        };
+        let mut rtc = Client::rtc(config, now, video_codec);
         let candidate =
             Candidate::host(local, "udp").map_err(|e| Error::BadSdp(crate::error::reason(e)))?;
         rtc.add_local_candidate(candidate);
@@ -471,6 +508,29 @@ impl Client {
             Event::Closed => self.events.push_back(ClientEvent::Closed),
             _ => {}
         }
+    }
+}
+
+/// The mids of the first audio and the first video m-line of an offer.
+fn offered_mids(offer: &str) -> Result<(Mid, Mid), Error> {
+    let (mut audio, mut video, mut kind) = (None, None, None);
+    for line in offer.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = m.split(' ').next().map(str::to_owned);
+        } else if let Some(mid) = line.strip_prefix("a=mid:") {
+            let slot = match kind.as_deref() {
+                Some("audio") => &mut audio,
+                Some("video") => &mut video,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| Mid::from(mid.trim()));
+        }
+    }
+    match (audio, video) {
+        (Some(a), Some(v)) => Ok((a, v)),
+        _ => Err(Error::NoMedia(
+            "an audio and a video m-line with mids in the offer",
+        )),
     }
 }
 

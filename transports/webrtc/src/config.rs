@@ -6,6 +6,19 @@ use std::time::Duration;
 
 use str0m::config::{CryptoProvider, DtlsCert};
 
+/// How long a viewer leg keeps video packets for NACKs by default: a
+/// round trip of up to about 200 ms and a retry. (str0m's own default is
+/// 3 s, which cost a 1.5 Mbit/s viewer about 550 KiB; Janus keeps at
+/// least 200 ms, more for long round trips.)
+pub const DEFAULT_NACK_WINDOW: Duration = Duration::from_millis(500);
+
+/// Packets a viewer leg keeps for NACKs at most, whatever the window
+/// (str0m's default).
+pub(crate) const NACK_MAX_PACKETS: usize = 2000;
+
+/// str0m's default cap on retransmitted bytes, as a share of the sent bytes.
+pub(crate) const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+
 /// What every endpoint of one node shares: addresses, DTLS identity, timers.
 ///
 /// Build it once per node (creating the DTLS certificate is expensive) and
@@ -22,6 +35,11 @@ pub struct EndpointConfig {
     /// One viewer's keyframe requests (its PLI/FIR, or waiting for the
     /// keyframe that starts its video) are passed on at most this often.
     pub viewer_keyframe_interval: Duration,
+    /// How long each viewer leg keeps its video packets for retransmission
+    /// (NACK). Every leg holds its own copies (str0m's send stream takes
+    /// the payload by value), so a viewer's memory grows with bitrate ×
+    /// this window; it must cover the viewer's round trip and a retry.
+    pub nack_window: Duration,
     pub(crate) crypto: Arc<CryptoProvider>,
     pub(crate) dtls_cert: DtlsCert,
 }
@@ -43,6 +61,7 @@ impl EndpointConfig {
             consent_timeout: Duration::from_secs(20),
             keyframe_interval: Duration::from_millis(500),
             viewer_keyframe_interval: Duration::from_secs(2),
+            nack_window: DEFAULT_NACK_WINDOW,
             crypto: Arc::new(crypto),
             dtls_cert,
         }
@@ -56,6 +75,7 @@ impl std::fmt::Debug for EndpointConfig {
             .field("consent_timeout", &self.consent_timeout)
             .field("keyframe_interval", &self.keyframe_interval)
             .field("viewer_keyframe_interval", &self.viewer_keyframe_interval)
+            .field("nack_window", &self.nack_window)
             .finish_non_exhaustive()
     }
 }

@@ -127,6 +127,9 @@ struct SentTrack {
     last_keyframe: [Option<Instant>; corecast_media::MAX_SPATIAL],
     /// The first packet of the current source went out ([`Event::SlotLive`]).
     live: bool,
+    /// Its retransmission buffer is bounded by the node's NACK window (set
+    /// once, before its first packet: setting it empties the buffer).
+    nack_window_set: bool,
     /// Which layer of a simulcast channel it forwards (video).
     selector: LayerSelector,
     /// Keeps VP8 picture ids continuous across layer switches.
@@ -145,6 +148,7 @@ impl SentTrack {
             pt_cache: None,
             last_keyframe: [None; corecast_media::MAX_SPATIAL],
             live: false,
+            nack_window_set: false,
             selector: LayerSelector::new(SelectorConfig::default()),
             vp8: corecast_media::vp8::Vp8Rewriter::new(),
             priority: 1,
@@ -241,6 +245,7 @@ pub struct Endpoint {
     consent_timeout: Duration,
     keyframe_interval: Duration,
     viewer_keyframe_interval: Duration,
+    nack_window: Duration,
     /// The publisher's NTP clock on ours (lip sync).
     sender_clock: SenderClock,
     /// What this leg last asked its bandwidth estimator to find (minimum,
@@ -477,6 +482,7 @@ impl Endpoint {
             consent_timeout: config.consent_timeout,
             keyframe_interval: config.keyframe_interval,
             viewer_keyframe_interval: config.viewer_keyframe_interval,
+            nack_window: config.nack_window,
             sender_clock: SenderClock::default(),
             bwe_wanted: (0, 0),
             probe_at: None,
@@ -944,6 +950,14 @@ impl Endpoint {
                 ext.user_values.set(DdBytes(d.descriptor.clone()));
             }
             write = write.ext_vals(ext);
+        }
+        if !track.nack_window_set {
+            track.nack_window_set = true;
+            stream.set_rtx_cache(
+                crate::config::NACK_MAX_PACKETS,
+                self.nack_window,
+                crate::config::RTX_RATIO_CAP,
+            );
         }
         stream.write_rtp(write);
         if !track.live {

@@ -50,7 +50,7 @@ pub use client::{
     SendMeta, Temporal,
 };
 pub use codecs::{codec_info, server_codecs};
-pub use config::EndpointConfig;
+pub use config::{EndpointConfig, DEFAULT_NACK_WINDOW};
 pub use corecast_media::{CloseReason, EndpointStats, Output, Transmit};
 pub use demux::{classify, stun_local_ufrag, PacketClass};
 pub use endpoint::{

@@ -628,6 +628,26 @@ mod tests {
     }
 
     #[test]
+    fn the_nack_window_defaults_to_500_ms_and_is_bounded() {
+        let s = Settings::from_args(&ServeArgs::default()).unwrap();
+        assert_eq!(s.nack_window, Duration::from_millis(500));
+        let args = |ms| ServeArgs {
+            nack_window_ms: Some(ms),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            Settings::from_args(&args(2000)).unwrap().nack_window,
+            Duration::from_secs(2)
+        );
+        for bad in [0, 49, 10_001] {
+            assert!(matches!(
+                Settings::from_args(&args(bad)),
+                Err(ConfigError::NackWindow(_))
+            ));
+        }
+    }
+
+    #[test]
     fn defaults_work_without_flags() {
         let s = Settings::from_args(&ServeArgs::default()).unwrap();
         assert_eq!(s.http.port(), 8080);

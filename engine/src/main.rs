@@ -5,6 +5,9 @@ use corecast::config::ServeArgs;
 use corecast::control::auth::{self, Claims};
 use corecast::{Node, Settings};
 
+// The `system-allocator` feature leaves the C library's malloc in place,
+// for heap profilers that hook it (heaptrack, valgrind).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -299,6 +299,57 @@ fn a_lossy_viewer_leg_is_repaired_by_nack_and_rtx() {
 }
 
 #[test]
+fn a_viewer_leg_keeps_video_for_retransmission_for_the_nack_window_only() {
+    // The viewer's NACKs reach the server 300 ms after it sent the lost
+    // packet: within a 1 s window they are answered, past a 100 ms one the
+    // packets are gone (nothing is resent, nothing repaired).
+    for (window_ms, repaired) in [(1000, true), (100, false)] {
+        let mut w = World::new();
+        w.config.nack_window = Duration::from_millis(window_ms);
+        let p = w.add_publisher("10.0.0.1:1000", "alice");
+        let v = w.add_viewer("10.0.0.2:1000", &[]).unwrap();
+        subscribe_all(&mut w, p, &[v]);
+        w.run_until(Duration::from_secs(5), World::all_connected);
+        let base = warm_up(&mut w, p, &[v], 5000);
+        w.uplink_delay = Some((w.clients[v].addr, Duration::from_millis(300)));
+        w.lossy = Some((w.clients[v].addr, 20));
+        // Lossy for the first 200 packets; the stream goes on for 200 more
+        // (str0m drops old packets as new ones are sent).
+        for i in 0..400u64 {
+            if i == 200 {
+                w.lossy = None;
+            }
+            w.send_video(p, base + i, i as u32 * 3000, &payload(i));
+            w.run(Duration::from_millis(5));
+        }
+        w.run(Duration::from_millis(800));
+        let got = w.video_payloads(v);
+        let missing = (0..200u64).filter(|i| !got.contains(&payload(*i))).count();
+        let lost = w.lossy_dropped;
+        assert!(
+            lost >= 9,
+            "window {window_ms} ms: the leg lost {lost} packets"
+        );
+        if repaired {
+            // The viewer asks again before the first resend can arrive (its
+            // round trip is 310 ms), so some losses are resent twice.
+            assert!(
+                w.lossy_other >= lost,
+                "window {window_ms} ms: {} resends",
+                w.lossy_other
+            );
+            assert_eq!(missing, 0, "window {window_ms} ms: every loss repaired");
+        } else {
+            assert_eq!(
+                w.lossy_other, 0,
+                "window {window_ms} ms: nothing left to resend"
+            );
+            assert_eq!(missing, lost, "window {window_ms} ms: no loss repaired");
+        }
+    }
+}
+
+#[test]
 fn closing_an_endpoint_tells_the_peer() {
     let mut w = World::new();
     let p = w.add_publisher("10.0.0.1:1000", "alice");

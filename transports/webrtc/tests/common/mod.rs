@@ -60,6 +60,9 @@ pub struct World {
     /// Datagrams from this address to the server are copied to `captured`.
     pub capture_from: Option<SocketAddr>,
     pub captured: Vec<Vec<u8>>,
+    /// Datagrams from this client take this much longer to arrive (a long
+    /// uplink: its NACKs reach the server late).
+    pub uplink_delay: Option<(SocketAddr, Duration)>,
 }
 
 /// A bottleneck: datagrams leave it one after another at `rate_bps`; one
@@ -135,6 +138,7 @@ impl World {
             published: 0,
             capture_from: None,
             captured: Vec::new(),
+            uplink_delay: None,
         }
     }
 
@@ -276,9 +280,13 @@ impl World {
     pub fn drain(&mut self) {
         let now = self.now;
         for p in &mut self.clients {
+            let sent = match self.uplink_delay {
+                Some((from, delay)) if from == p.addr => now + delay,
+                _ => now,
+            };
             loop {
                 match p.client.poll_output(now) {
-                    Output::Transmit(t) => enqueue(&mut self.in_flight, &mut self.links, now, t),
+                    Output::Transmit(t) => enqueue(&mut self.in_flight, &mut self.links, sent, t),
                     Output::Event(e) => p.events.push(e),
                     Output::Timeout(at) => {
                         p.next_timeout = at;

@@ -30,6 +30,7 @@ pub fn test_settings(shards: usize) -> Settings {
         rtmp_port: None,
         rtmp_audio_bitrate: 128_000,
         top_audio: 3,
+        nack_window: corecast_webrtc::DEFAULT_NACK_WINDOW,
         moq: None,
         rtmp_handshake_timeout: Duration::from_secs(10),
         rtmp_idle_timeout: Duration::from_secs(30),

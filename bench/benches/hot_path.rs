@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot path.
 //!
-//! - a ring hop between two pinned cores (rtrb, as between shards);
+//! - a ring hop between two pinned cores (rtrb, as between shards, beside
+//!   crossbeam's ArrayQueue and bounded channel);
 //! - fan-out of one packet to 1, 10, 100 and 1000 viewers in one shard,
 //!   through real connected `Endpoint`s (rewrite, str0m send path, SRTP);
 //! - SRTP protect of one packet (AEAD-AES-128-GCM, AES-CM-128-HMAC-SHA1-80);
@@ -41,19 +42,87 @@ fn pin(core: usize) {
     }
 }
 
-/// One-way time of a packet through an rtrb ring between two pinned cores,
-/// measured as half a round trip through a pair of rings.
+/// One direction of a ring between two threads: what the shards' packet
+/// rings need (one producer, one consumer, never blocking).
+trait Ring: Send + 'static {
+    type Tx: Send + 'static;
+    type Rx: Send + 'static;
+    fn pair(capacity: usize) -> (Self::Tx, Self::Rx);
+    fn push(tx: &mut Self::Tx, p: MediaPacket) -> bool;
+    fn pop(rx: &mut Self::Rx) -> Option<MediaPacket>;
+}
+
+/// rtrb's wait-free SPSC ring, as between shards.
+struct Rtrb;
+impl Ring for Rtrb {
+    type Tx = rtrb::Producer<MediaPacket>;
+    type Rx = rtrb::Consumer<MediaPacket>;
+    fn pair(capacity: usize) -> (Self::Tx, Self::Rx) {
+        rtrb::RingBuffer::new(capacity)
+    }
+    fn push(tx: &mut Self::Tx, p: MediaPacket) -> bool {
+        tx.push(p).is_ok()
+    }
+    fn pop(rx: &mut Self::Rx) -> Option<MediaPacket> {
+        rx.pop().ok()
+    }
+}
+
+/// crossbeam's lock-free bounded MPMC queue, shared by both ends.
+struct CrossbeamQueue;
+impl Ring for CrossbeamQueue {
+    type Tx = Arc<crossbeam_queue::ArrayQueue<MediaPacket>>;
+    type Rx = Arc<crossbeam_queue::ArrayQueue<MediaPacket>>;
+    fn pair(capacity: usize) -> (Self::Tx, Self::Rx) {
+        let q = Arc::new(crossbeam_queue::ArrayQueue::new(capacity));
+        (q.clone(), q)
+    }
+    fn push(tx: &mut Self::Tx, p: MediaPacket) -> bool {
+        tx.push(p).is_ok()
+    }
+    fn pop(rx: &mut Self::Rx) -> Option<MediaPacket> {
+        rx.pop()
+    }
+}
+
+/// crossbeam's bounded channel, used without blocking.
+struct CrossbeamChannel;
+impl Ring for CrossbeamChannel {
+    type Tx = crossbeam_channel::Sender<MediaPacket>;
+    type Rx = crossbeam_channel::Receiver<MediaPacket>;
+    fn pair(capacity: usize) -> (Self::Tx, Self::Rx) {
+        crossbeam_channel::bounded(capacity)
+    }
+    fn push(tx: &mut Self::Tx, p: MediaPacket) -> bool {
+        tx.try_send(p).is_ok()
+    }
+    fn pop(rx: &mut Self::Rx) -> Option<MediaPacket> {
+        rx.try_recv().ok()
+    }
+}
+
+/// One-way time of a packet through a ring between two pinned cores,
+/// measured as half a round trip through a pair of rings: rtrb (what the
+/// shards use) against crossbeam's queue and channel, in one run.
 fn ring_hop(c: &mut Criterion) {
-    let (mut to_echo, mut echo_in) = rtrb::RingBuffer::<MediaPacket>::new(4096);
-    let (mut echo_out, mut back) = rtrb::RingBuffer::<MediaPacket>::new(4096);
+    let mut group = c.benchmark_group("ring hop between two pinned cores (half round trip)");
+    hop::<Rtrb>(&mut group, "rtrb");
+    hop::<CrossbeamQueue>(&mut group, "crossbeam ArrayQueue");
+    hop::<CrossbeamChannel>(&mut group, "crossbeam channel");
+    group.finish();
+}
+
+fn hop<R: Ring>(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str) {
+    let (mut to_echo, mut echo_in) = R::pair(4096);
+    let (mut echo_out, mut back) = R::pair(4096);
     let stop = Arc::new(AtomicBool::new(false));
     let echo = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             pin(1);
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(p) = echo_in.pop() {
-                    let _ = echo_out.push(p);
+                if let Some(p) = R::pop(&mut echo_in) {
+                    let _ = R::push(&mut echo_out, p);
                 } else {
                     std::hint::spin_loop();
                 }
@@ -62,13 +131,13 @@ fn ring_hop(c: &mut Criterion) {
     };
     pin(0);
     let p = packet(1);
-    c.bench_function("ring hop between two pinned cores (half round trip)", |b| {
+    group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                let _ = to_echo.push(p.clone());
+                let _ = R::push(&mut to_echo, p.clone());
                 loop {
-                    if let Ok(q) = back.pop() {
+                    if let Some(q) = R::pop(&mut back) {
                         std::hint::black_box(q);
                         break;
                     }

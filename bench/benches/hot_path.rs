@@ -36,9 +36,15 @@ fn packet(seq: u64) -> MediaPacket {
     }
 }
 
+/// Pins the calling thread to a core of the process's start-up set.
+/// `get_core_ids` reads the calling thread's own affinity, which a pinned
+/// thread (and every thread it spawns) narrows to one core: so the set is
+/// read once, before any pinning.
 fn pin(core: usize) {
-    if let Some(id) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().nth(core)) {
-        core_affinity::set_for_current(id);
+    static CORES: std::sync::OnceLock<Vec<core_affinity::CoreId>> = std::sync::OnceLock::new();
+    let cores = CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
+    if let Some(id) = cores.get(core) {
+        core_affinity::set_for_current(*id);
     }
 }
 
@@ -112,7 +118,10 @@ fn ring_hop(c: &mut Criterion) {
     group.finish();
 }
 
-fn hop<R: Ring>(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str) {
+fn hop<R: Ring>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+) {
     let (mut to_echo, mut echo_in) = R::pair(4096);
     let (mut echo_out, mut back) = R::pair(4096);
     let stop = Arc::new(AtomicBool::new(false));

@@ -97,7 +97,7 @@ pub struct ServeArgs {
     /// How long each viewer's video packets are kept for retransmission
     /// (NACK), in ms: at least the viewers' round-trip time plus a retry;
     /// memory per viewer grows with it (bitrate × window). 50 to 10000.
-    /// [default: 1000]
+    /// [default: 3000, str0m's own]
     #[arg(long)]
     pub nack_window_ms: Option<u64>,
     /// UDP port of Media over QUIC (`moql://HOST:PORT`, broadcast = the
@@ -420,7 +420,7 @@ impl Settings {
                 n @ 1..=16 => n,
                 n => return Err(ConfigError::TopAudio(n)),
             },
-            nack_window: match args.nack_window_ms.or(file.nack_window_ms).unwrap_or(1000) {
+            nack_window: match args.nack_window_ms.or(file.nack_window_ms).unwrap_or(3000) {
                 ms @ 50..=10_000 => Duration::from_millis(ms),
                 ms => return Err(ConfigError::NackWindow(ms)),
             },
@@ -628,9 +628,9 @@ mod tests {
     }
 
     #[test]
-    fn the_nack_window_defaults_to_1_s_and_is_bounded() {
+    fn the_nack_window_defaults_to_3_s_and_is_bounded() {
         let s = Settings::from_args(&ServeArgs::default()).unwrap();
-        assert_eq!(s.nack_window, Duration::from_secs(1));
+        assert_eq!(s.nack_window, Duration::from_secs(3));
         let args = |ms| ServeArgs {
             nack_window_ms: Some(ms),
             ..ServeArgs::default()

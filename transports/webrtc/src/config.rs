@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use str0m::config::{CryptoProvider, DtlsCert};
 
-/// How long a viewer leg keeps video packets for NACKs by default: a
-/// few retries over a round trip of up to about 250 ms, queueing included
-/// (a viewer behind a limited link whose queue holds 200 ms stalled in
-/// Chromium with 500 ms). (str0m's own default is
+/// How long a viewer leg keeps video packets for NACKs by default: str0m's
+/// own 3 s, which the end-to-end tests have always run with. Shorter
+/// windows cut memory (bitrate × window per viewer) and are opt-in
+/// (`--nack-window-ms`): with 500 ms a Chromium viewer behind a 300 kbit/s
+/// link with a 200 ms queue stalled once in CI, and with 1 s a simulated
+/// simulcast viewer came back to its top layer 0.6 s later than its test
+/// allows (str0m's BWE probes with packets from this buffer). (str0m's own default is
 /// 3 s, which cost a 1.5 Mbit/s viewer about 550 KiB; Janus keeps at
 /// least 200 ms, more for long round trips.)
-pub const DEFAULT_NACK_WINDOW: Duration = Duration::from_secs(1);
+pub const DEFAULT_NACK_WINDOW: Duration = Duration::from_secs(3);
 
 /// Packets a viewer leg keeps for NACKs at most, whatever the window
 /// (str0m's default).

@@ -951,7 +951,8 @@ impl Endpoint {
             }
             write = write.ext_vals(ext);
         }
-        if !track.nack_window_set {
+        // At the default the leg keeps str0m's own buffer as it is.
+        if !track.nack_window_set && self.nack_window != crate::config::DEFAULT_NACK_WINDOW {
             track.nack_window_set = true;
             stream.set_rtx_cache(
                 crate::config::NACK_MAX_PACKETS,

@@ -951,14 +951,16 @@ impl Endpoint {
             }
             write = write.ext_vals(ext);
         }
-        // At the default the leg keeps str0m's own buffer as it is.
-        if !track.nack_window_set && self.nack_window != crate::config::DEFAULT_NACK_WINDOW {
+        // Once per leg; at the default the leg keeps str0m's own buffer.
+        if !track.nack_window_set {
             track.nack_window_set = true;
-            stream.set_rtx_cache(
-                crate::config::NACK_MAX_PACKETS,
-                self.nack_window,
-                crate::config::RTX_RATIO_CAP,
-            );
+            if self.nack_window != crate::config::DEFAULT_NACK_WINDOW {
+                stream.set_rtx_cache(
+                    crate::config::NACK_MAX_PACKETS,
+                    self.nack_window,
+                    crate::config::RTX_RATIO_CAP,
+                );
+            }
         }
         stream.write_rtp(write);
         if !track.live {
